@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Invalidation sources for the registration cache.
+ *
+ * A monitor watches address ranges on behalf of cache entries and reports
+ * when the pages behind them change.  Two backends implement it:
+ * /dev/ummunot (monitor_ummunot.c) and userfaultfd (monitor_uffd.c).
+ *
+ * Contract, relied on by cache.c:
+ *  - watch() returns only once every invalidation of [start, end) that
+ *    starts later is guaranteed to be reported; it fails (negative errno)
+ *    when the backend cannot watch that range, and the caller must then
+ *    not cache it.
+ *  - changed() is the hit-path check: no system call, no lock; true when
+ *    an invalidation may have happened since the last drain().
+ *  - drain() reports every pending invalidation through @fn.  @cookie is
+ *    the watch's cookie when the backend knows which watch was hit
+ *    (ummunot), or MONITOR_COOKIE_ANY when it only knows the address range
+ *    (userfaultfd): then every watch overlapping [start, end) is stale.
+ *    A negative return means the monitor is broken: the cache must stop
+ *    caching (and drop everything it holds).
+ *  - The cache serialises watch/unwatch/drain; changed() may run
+ *    concurrently with all of them.
+ */
+#ifndef UMMUSHIM_MONITOR_H
+#define UMMUSHIM_MONITOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MONITOR_COOKIE_ANY UINT64_MAX
+
+typedef void (*monitor_inval_fn)(void *ctx, uint64_t cookie,
+				 uintptr_t start, uintptr_t end);
+
+struct monitor;
+
+struct monitor_ops {
+	const char *name;
+	int (*watch)(struct monitor *m, uint64_t cookie,
+		     uintptr_t start, uintptr_t end);
+	void (*unwatch)(struct monitor *m, uint64_t cookie);
+	bool (*changed)(struct monitor *m);
+	int (*drain)(struct monitor *m, monitor_inval_fn fn, void *ctx);
+	void (*close)(struct monitor *m);
+};
+
+struct monitor {
+	const struct monitor_ops *ops;
+};
+
+/* Each returns NULL (and sets errno) when its source is unavailable. */
+struct monitor *monitor_ummunot_open(void);
+struct monitor *monitor_uffd_open(void);
+
+#endif /* UMMUSHIM_MONITOR_H */
