@@ -530,8 +530,9 @@ static void vm_flags_mod(struct vm_area_struct *vma, vm_flags_t set,
 #endif
 
 /*
- * Map the counter page: one page, offset 0, shared and read-only for good
- * (the fd is read-only, so the VFS already refuses writable shared maps).
+ * Map the counter page: one page, offset 0, shared and read-only for good.
+ * The fd is read-only, so the VFS already refused writable shared maps and
+ * turned VM_SHARED into plain VM_MAYSHARE; test that.
  */
 static int ummunot_mmap(struct file *filp, struct vm_area_struct *vma)
 {
@@ -542,7 +543,7 @@ static int ummunot_mmap(struct file *filp, struct vm_area_struct *vma)
 	if (vma->vm_flags & VM_WRITE)
 		return -EPERM;
 	if (vma->vm_pgoff || vma->vm_end - vma->vm_start != PAGE_SIZE ||
-	    !(vma->vm_flags & VM_SHARED))
+	    !(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
 
 	vm_flags_mod(vma, VM_DONTEXPAND | VM_DONTDUMP, VM_MAYWRITE);
@@ -622,6 +623,8 @@ static struct miscdevice ummunot_misc = {
 	.minor = MISC_DYNAMIC_MINOR,
 	.name = "ummunot",
 	.fops = &ummunot_fops,
+	/* Safe for all: a file only ever reports on its opener's own mm. */
+	.mode = 0666,
 };
 
 static int __init ummunot_init(void)

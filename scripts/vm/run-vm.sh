@@ -1,0 +1,368 @@
+#!/bin/bash
+# Run a command inside a QEMU VM booting Debian's own kernel, with the host
+# root mounted read-only, and fail loudly if the guest kernel logs a BUG,
+# WARNING, oops or similar.  See usage() below.
+#
+# Exit status: the command's own exit status when the run was clean;
+# 99 (meson's "hard error") when the harness itself failed: bad usage, VM
+# setup failure (e.g. insmod refused the module), timeout, no exit status
+# reported by the guest, or a bad kernel log.
+set -eu -o pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HARNESS_FAILURE=99
+
+# The modules the initramfs needs to mount the host root over virtio-9p,
+# in load order (dependencies first).
+INITRAMFS_MODULES=(virtio_ring virtio virtio_pci_modern_dev
+	virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p)
+
+# Kernel log lines that mean the kernel under test misbehaved.
+BAD_LOG_PATTERN='BUG[: ]|WARNING:|Oops|general protection fault|Call Trace|'\
+'kernel BUG|UBSAN|KASAN|possible circular locking|INFO: task .* blocked|'\
+'RCU stall|self-detected stall|detected stalls|list_add corruption|'\
+'list_del corruption|refcount_t:|Kernel panic'
+# Expected noise: loading our unsigned out-of-tree module taints the kernel.
+EXPECTED_LOG_PATTERN='loading out-of-tree module taints kernel|module verification failed'
+
+# loglevel=4: only errors and worse go to the console (streamed between the
+# test output); everything, warnings included, is in dmesg.txt and checked.
+# slab_nomerge: the module's slab cache keeps its own line in /proc/slabinfo.
+# numa_balancing=disable, transparent_hugepage=madvise: no background page
+# migration or huge-page collapse/split invalidating test ranges at random
+# (tests migrate pages with move_pages() and opt in to THP with madvise).
+KERNEL_CMDLINE=(console=ttyS0 loglevel=4 edd=off panic=-1 panic_on_warn=0
+	slab_nomerge log_buf_len=4M numa_balancing=disable
+	transparent_hugepage=madvise)
+
+usage() {
+	cat <<'EOF'
+Usage: scripts/vm/run-vm.sh [OPTIONS] -- CMD [ARGS...]
+       scripts/vm/run-vm.sh --selftest
+
+Boots Debian's kernel in QEMU (TCG, 2 CPUs on 2 NUMA nodes, 2 GiB, no
+network), with the host root read-only at /, and runs CMD as root in the
+current directory.  CMD's output is shown on stdout.
+
+Options:
+  --module PATH.ko       insmod this module before CMD (failure = harness failure)
+  --module-param K=V     module parameter (repeatable)
+  --rdma                 set up Soft-RoCE: rxe0 on dummy netdev d0 (192.0.2.1/24)
+  --env K=V              pass this variable to CMD (repeatable)
+  --kernel-arg ARG       add ARG to the kernel command line (repeatable)
+  --timeout SEC          kill the VM after SEC seconds (default 600)
+  --out DIR              result directory (default: a new /var/tmp/ummunot-vm-out.*),
+                         writable in the guest at the same path, given to CMD as
+                         $UMMUNOT_VM_OUT; the guest's kernel log lands in DIR/dmesg.txt
+  --selftest             prove the harness reports exit codes and bad kernel logs
+
+Environment: UMMUNOT_KVER (kernel version), UMMUNOT_VM_CACHE (initramfs
+cache directory, default /var/tmp/ummunot-vm-<version>).
+EOF
+}
+
+die() {
+	echo "run-vm.sh: $*" >&2
+	exit "$HARNESS_FAILURE"
+}
+
+# ---- command line ---------------------------------------------------------
+
+MODULE_PATH=
+MODULE_PARAMS=()
+RDMA=0
+TIMEOUT=600
+OUT_DIR=
+OUT_DIR_IS_OURS=no
+ENV_VARS=()
+CMD=()
+
+need_value() {
+	[ "$2" -ge 2 ] || die "$1 needs a value (see --help)"
+}
+
+parse_args() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--module) need_value "$1" $#; MODULE_PATH=$2; shift 2 ;;
+		--module-param) need_value "$1" $#; MODULE_PARAMS+=("$2"); shift 2 ;;
+		--rdma) RDMA=1; shift ;;
+		--kernel-arg) need_value "$1" $#; KERNEL_CMDLINE+=("$2"); shift 2 ;;
+		--env) need_value "$1" $#; ENV_VARS+=("$2"); shift 2 ;;
+		--timeout) need_value "$1" $#; TIMEOUT=$2; shift 2 ;;
+		--out) need_value "$1" $#; OUT_DIR=$2; shift 2 ;;
+		--selftest) exec "$SCRIPT_DIR/selftest.sh" ;;
+		-h | --help) usage; exit 0 ;;
+		--) shift; CMD=("$@"); return ;;
+		*) usage >&2; die "unknown argument: $1" ;;
+		esac
+	done
+}
+
+check_args() {
+	[ ${#CMD[@]} -gt 0 ] || die "no command given after --"
+	[[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout wants a positive number of seconds"
+	[ -z "$MODULE_PATH" ] || [ -f "$MODULE_PATH" ] || die "no module file $MODULE_PATH"
+	[ -n "$MODULE_PATH" ] || [ ${#MODULE_PARAMS[@]} -eq 0 ] ||
+		die "--module-param without --module"
+	local kv
+	for kv in "${MODULE_PARAMS[@]}" "${ENV_VARS[@]}"; do
+		[[ $kv =~ ^[A-Za-z_][A-Za-z0-9_.-]*= ]] || die "not KEY=VALUE: $kv"
+	done
+	for kv in "${ENV_VARS[@]}"; do
+		[[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "not a variable name: ${kv%%=*}"
+	done
+}
+
+# The guest mounts fresh tmpfs on these, hiding the host's contents.
+check_cwd_visible() {
+	local dir
+	case $PWD/ in "$OUT_DIR"/*) return ;; esac
+	for dir in /tmp /run /dev/shm; do
+		case $PWD/ in
+		"$dir"/*) die "the current directory $PWD is under $dir, which the guest covers with a tmpfs: run from elsewhere" ;;
+		esac
+	done
+}
+
+# ---- initramfs ------------------------------------------------------------
+
+# Prints the path of a module's file, or nothing if it is built in.
+module_file() { # KVER NAME
+	local path
+	path=$(modinfo -k "$1" -n "$2" 2>/dev/null) || die "module $2 not found for kernel $1"
+	case $path in
+	"(builtin)") return ;;
+	*.ko | *.ko.*) [ -f "$path" ] || die "module $2 of kernel $1: no file $path" ;;
+	*) die "module $2 of kernel $1: unexpected modinfo answer '$path'" ;;
+	esac
+	printf '%s\n' "$path"
+}
+
+# busybox insmod may not decompress modules: store them decompressed.
+copy_module_decompressed() { # SRC DEST.ko
+	case $1 in
+	*.ko) cp "$1" "$2" ;;
+	*.ko.xz) xz -dc "$1" >"$2" ;;
+	*.ko.zst) zstd -qdc "$1" >"$2" ;;
+	*.ko.gz) gzip -dc "$1" >"$2" ;;
+	*) die "unknown module file type: $1" ;;
+	esac
+}
+
+busybox_binary() {
+	local bb
+	bb=$(command -v busybox) || die "busybox not found (install busybox-static)"
+	file_is_static "$bb" || die "$bb is not statically linked (install busybox-static)"
+	printf '%s\n' "$bb"
+}
+
+file_is_static() {
+	! LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'INTERP'
+}
+
+# Everything the initramfs is made of; its hash names the cached image.
+initramfs_inputs() { # KVER BUSYBOX MODULE_FILES...
+	printf 'kernel %s\n' "$1"
+	shift
+	sha256sum "$SCRIPT_DIR/guest-init.sh" "$SCRIPT_DIR/run-vm.sh" "$@"
+}
+
+populate_initramfs() { # DIR BUSYBOX MODULE_FILES...
+	local dir=$1 bb=$2 path name
+	shift 2
+	mkdir -p "$dir"/{bin,modules,proc,sys,dev,newroot,vmout}
+	cp "$bb" "$dir/bin/busybox"
+	ln -s busybox "$dir/bin/sh"
+	cp "$SCRIPT_DIR/guest-init.sh" "$dir/init"
+	chmod 755 "$dir/init" "$dir/bin/busybox"
+	: >"$dir/modules/order"
+	for path in "$@"; do
+		name=$(basename "${path%.ko*}").ko
+		copy_module_decompressed "$path" "$dir/modules/$name"
+		echo "$name" >>"$dir/modules/order"
+	done
+}
+
+# Prints the path of an up-to-date initramfs, building it when needed.
+# The image is written under a temporary name and renamed, so concurrent
+# runs never see a partial file.
+ensure_initramfs() { # KVER
+	local kver=$1 cache bb key image stage mod file
+	local files=()
+	cache=${UMMUNOT_VM_CACHE:-/var/tmp/ummunot-vm-$kver}
+	bb=$(busybox_binary)
+	for mod in "${INITRAMFS_MODULES[@]}"; do
+		file=$(module_file "$kver" "$mod")
+		[ -z "$file" ] || files+=("$file")
+	done
+	key=$(initramfs_inputs "$kver" "$bb" "${files[@]}" | sha256sum | cut -c1-16)
+	image=$cache/initramfs-$key.cpio
+	if [ ! -f "$image" ]; then
+		mkdir -p "$cache"
+		stage=$(mktemp -d "$cache/stage.XXXXXX")
+		populate_initramfs "$stage/root" "$bb" "${files[@]}"
+		(cd "$stage/root" && find . -print0 |
+			cpio --null --create --format=newc --owner=0:0 --quiet) >"$stage/image"
+		mv -f "$stage/image" "$image"
+		rm -rf "$stage"
+		# Drop images for older inputs (a day old, so no running VM uses them).
+		find "$cache" -maxdepth 1 -name 'initramfs-*.cpio' -mtime +1 -delete
+	fi
+	printf '%s\n' "$image"
+}
+
+# ---- job description for the guest ------------------------------------------
+
+prepare_out_dir() {
+	if [ -z "$OUT_DIR" ]; then
+		OUT_DIR=$(mktemp -d /var/tmp/ummunot-vm-out.XXXXXX)
+		OUT_DIR_IS_OURS=yes
+	fi
+	mkdir -p "$OUT_DIR"
+	OUT_DIR=$(cd "$OUT_DIR" && pwd -P)
+	rm -rf "$OUT_DIR/.vm" "$OUT_DIR/dmesg.txt"
+	mkdir "$OUT_DIR/.vm"
+}
+
+# Single-quotes a string for busybox sh (guest-init.sh sources boot.env).
+sh_quote() {
+	printf "'%s'" "${1//\'/\'\\\'\'}"
+}
+
+write_boot_env() {
+	{
+		echo "VM_OUT=$(sh_quote "$OUT_DIR")"
+		echo "VM_RUNNER=$(sh_quote "$SCRIPT_DIR/guest-run.sh")"
+	} >"$OUT_DIR/.vm/boot.env"
+}
+
+# The module is copied into the result directory: the guest may not see
+# its original path (e.g. under /tmp, which the guest covers with a tmpfs).
+write_config() {
+	local guest_module=
+	if [ -n "$MODULE_PATH" ]; then
+		guest_module=$OUT_DIR/.vm/$(basename "${MODULE_PATH%.ko*}").ko
+		copy_module_decompressed "$MODULE_PATH" "$guest_module"
+	fi
+	{
+		printf 'MODULE=%q\n' "$guest_module"
+		printf 'MODULE_PARAMS=('
+		[ ${#MODULE_PARAMS[@]} -eq 0 ] || printf ' %q' "${MODULE_PARAMS[@]}"
+		printf ' )\n'
+		printf 'RDMA=%q\n' "$RDMA"
+	} >"$OUT_DIR/.vm/config"
+}
+
+# The command travels as a bash script, never on the kernel command line.
+write_job() {
+	local kv
+	{
+		echo '# Generated by run-vm.sh; run by guest-run.sh under bash.'
+		printf 'export UMMUNOT_VM_OUT=%q\n' "$OUT_DIR"
+		for kv in "${ENV_VARS[@]}"; do
+			printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
+		done
+		printf 'cd -- %q || exit 125\n' "$PWD"
+		printf '%q ' "${CMD[@]}"
+		echo
+	} >"$OUT_DIR/.vm/job.sh"
+}
+
+# ---- the VM -----------------------------------------------------------------
+
+run_qemu() { # KVER INITRAMFS
+	# --foreground keeps qemu in our process group, so whoever kills that
+	# group (meson on its test timeout, Ctrl-C) also kills qemu.
+	# qboot: fast, and no BIOS escape sequences on the console.
+	# One CPU and 1 GiB on each of two NUMA nodes, so tests can migrate pages;
+	# one socket per CPU, or the kernel warns about an LLC shared across nodes.
+	timeout --foreground --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
+		-nographic -bios qboot.rom -no-reboot -nic none -m 2048 -smp 2,sockets=2,cores=1,threads=1 \
+		-object memory-backend-ram,id=mem0,size=1G \
+		-object memory-backend-ram,id=mem1,size=1G \
+		-numa node,nodeid=0,cpus=0,memdev=mem0 \
+		-numa node,nodeid=1,cpus=1,memdev=mem1 \
+		-kernel "/boot/vmlinuz-$1" -initrd "$2" -append "${KERNEL_CMDLINE[*]}" \
+		-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
+		-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
+		-fsdev "local,id=vmout,path=$OUT_DIR,security_model=none,multidevs=remap" \
+		-device virtio-9p-pci,fsdev=vmout,mount_tag=vmout \
+		</dev/null | tee "$OUT_DIR/.vm/console.log"
+}
+
+# ---- verdict ----------------------------------------------------------------
+
+report_bad_log() {
+	local log=$1 bad
+	bad=$(grep -Ev "$EXPECTED_LOG_PATTERN" "$log" | grep -E "$BAD_LOG_PATTERN") || return 0
+	{
+		echo "run-vm.sh: FAILED: the guest kernel log ($log) shows problems:"
+		printf '%s\n' "$bad" | sed 's/^/  | /'
+		echo "run-vm.sh: first report in context:"
+		grep -Ev "$EXPECTED_LOG_PATTERN" "$log" | grep -E -m1 -A40 "$BAD_LOG_PATTERN" |
+			sed 's/^/  | /'
+	} >&2
+	return 1
+}
+
+# Sets GUEST_RC; returns nonzero (after saying why) if the run was not clean.
+judge_run() { # QEMU_STATUS
+	local status=$1 ok=0
+	if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+		echo "run-vm.sh: FAILED: timed out after $TIMEOUT s" >&2
+		ok=1
+	elif [ "$status" -ne 0 ]; then
+		echo "run-vm.sh: FAILED: qemu exited with status $status" >&2
+		ok=1
+	fi
+	if [ -f "$OUT_DIR/.vm/rc" ]; then
+		GUEST_RC=$(cat "$OUT_DIR/.vm/rc")
+		[[ $GUEST_RC =~ ^[0-9]+$ ]] || { echo "run-vm.sh: FAILED: bad exit status '$GUEST_RC'" >&2; ok=1; }
+	else
+		echo "run-vm.sh: FAILED: the guest reported no exit status" >&2
+		[ ! -f "$OUT_DIR/.vm/setup-error" ] ||
+			echo "run-vm.sh: guest setup failed during: $(cat "$OUT_DIR/.vm/setup-error")" >&2
+		ok=1
+	fi
+	if [ -f "$OUT_DIR/dmesg.txt" ]; then
+		report_bad_log "$OUT_DIR/dmesg.txt" || ok=1
+	else
+		echo "run-vm.sh: FAILED: no kernel log came back; checking the console instead" >&2
+		report_bad_log "$OUT_DIR/.vm/console.log" || true
+		ok=1
+	fi
+	return "$ok"
+}
+
+main() {
+	local kver initramfs status=0
+	parse_args "$@"
+	check_args
+	command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found"
+	kver=$("$SCRIPT_DIR/kernel-version.sh") || die "no kernel to boot"
+	initramfs=$(ensure_initramfs "$kver")
+	prepare_out_dir
+	check_cwd_visible
+	write_boot_env
+	write_config
+	write_job
+	echo "run-vm.sh: booting $kver (results in $OUT_DIR)" >&2
+	run_qemu "$kver" "$initramfs" || status=$?
+	GUEST_RC=
+	if ! judge_run "$status"; then
+		echo "run-vm.sh: results kept in $OUT_DIR" >&2
+		exit "$HARNESS_FAILURE"
+	fi
+	echo "run-vm.sh: guest command exited with status $GUEST_RC; kernel log clean" >&2
+	# Nobody asked for the results of a passing run in a directory we made up.
+	if [ "$OUT_DIR_IS_OURS" = yes ] && [ "$GUEST_RC" -eq 0 ]; then
+		rm -rf "$OUT_DIR"
+	fi
+	exit "$GUEST_RC"
+}
+
+# selftest.sh sources this file to check the log patterns without a VM.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+	main "$@"
+fi
