@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The registration cache, independent of libibverbs: it sees protection
+ * domains, device contexts and memory regions as opaque pointers, calls
+ * the real registration functions through struct cache_ops and learns
+ * about invalidations from a struct monitor.  Unit tests drive it with
+ * test doubles of both.
+ *
+ * Semantics:
+ *  - Key (pd, addr, length, iova, access).  A hit returns the same MR
+ *    pointer the real library returned and takes a reference.
+ *  - cache_dereg() drops a reference; an unreferenced (idle) MR stays
+ *    registered until it is evicted (LRU, bounded by count and pinned
+ *    bytes) or invalidated.
+ *  - Before each lookup the monitor is asked whether anything changed (no
+ *    system call) and drained if so: an idle invalidated MR is
+ *    deregistered; a busy one becomes stale: never returned again,
+ *    deregistered at its last cache_dereg(), reported as a warning.
+ *  - In a forked child (cache_fork_child()) registrations pass through and
+ *    the parent's MRs are never deregistered.
+ *  - A failing monitor turns caching off for good.
+ *
+ * Locking: c->lock protects the indexes and entries and is never held
+ * across a real registration call or a monitor call; c->mon_lock
+ * serialises monitor calls (order: mon_lock, then lock).  No memory is
+ * freed while either is held, so an invalidation source that blocks
+ * munmap/free until it has delivered an event (userfaultfd) cannot
+ * deadlock against the cache.
+ */
+#ifndef UMMUSHIM_CACHE_H
+#define UMMUSHIM_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "monitor.h"
+#include "stats.h"
+
+struct cache_key {
+	void *pd;
+	uintptr_t addr;
+	size_t length;
+	uint64_t iova;
+	unsigned int access;
+};
+
+struct cache_ops {
+	/*
+	 * Real registration: the MR, or NULL with errno set.  @how is
+	 * cache_reg()'s argument, passed through untouched (the interposer
+	 * uses it to call the same entry point the application called).
+	 */
+	void *(*reg)(void *arg, const struct cache_key *key, int how);
+	/* Real deregistration: 0 or a positive errno value. */
+	int (*dereg)(void *arg, void *mr);
+	void *arg;
+};
+
+struct cache_limits {
+	uint64_t max_entries;	/* registered MRs held by the cache */
+	uint64_t max_bytes;	/* bytes of those MRs */
+};
+
+struct cache;
+
+/* NULL on allocation failure.  The cache does not own @mon. */
+struct cache *cache_create(const struct cache_ops *ops, struct monitor *mon,
+			   const struct cache_limits *limits,
+			   struct shim_stats *stats);
+
+/* Deregister idle MRs, forget the rest, free everything (tests, exit). */
+void cache_destroy(struct cache *c);
+
+/* ibv_reg_mr: the MR or NULL with errno set (the real library's). */
+void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
+		int how);
+
+/* ibv_dereg_mr: 0 or a positive errno value. MRs not ours pass through. */
+int cache_dereg(struct cache *c, void *mr);
+
+/* Before ibv_dealloc_pd / ibv_close_device: deregister idle MRs of it. */
+void cache_release_pd(struct cache *c, void *pd);
+void cache_release_ctx(struct cache *c, void *dev_ctx);
+/* After a successful ibv_close_device: drop what is left of @dev_ctx. */
+void cache_forget_ctx(struct cache *c, void *dev_ctx);
+
+/* Before ibv_rereg_mr: take @mr out of the cache (it stays registered). */
+void cache_detach(struct cache *c, void *mr);
+
+/* pthread_atfork handlers for this cache. */
+void cache_fork_prepare(struct cache *c);
+void cache_fork_parent(struct cache *c);
+void cache_fork_child(struct cache *c);
+
+/* Introspection, for tests and diagnostics. */
+bool cache_is_broken(struct cache *c);
+size_t cache_registered_count(struct cache *c);	/* MRs held, busy or idle */
+size_t cache_idle_count(struct cache *c);
+
+#endif /* UMMUSHIM_CACHE_H */

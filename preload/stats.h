@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Counters of the shim's activity.  All fields are atomics updated with
+ * relaxed ordering: they are statistics, read once at exit.
+ */
+#ifndef UMMUSHIM_STATS_H
+#define UMMUSHIM_STATS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct shim_stats {
+	atomic_uint_fast64_t hits;		/* lookups served from the cache */
+	atomic_uint_fast64_t misses;		/* lookups that registered for the cache */
+	atomic_uint_fast64_t passthrough;	/* registrations not cached */
+	atomic_uint_fast64_t real_regs;		/* calls into the real registration */
+	atomic_uint_fast64_t real_deregs;	/* calls into the real deregistration */
+	atomic_uint_fast64_t evictions;		/* idle entries dropped for the limits */
+	atomic_uint_fast64_t invalidations;	/* entries hit by an invalidation */
+	atomic_uint_fast64_t stale;		/* busy entries invalidated (app bug) */
+	atomic_uint_fast64_t pinned_bytes;	/* bytes registered by the cache now */
+	atomic_uint_fast64_t peak_pinned_bytes;
+	atomic_uint_fast64_t reg_ns;		/* time inside real registrations */
+	atomic_uint_fast64_t dereg_ns;		/* time inside real deregistrations */
+};
+
+static inline void stats_inc(atomic_uint_fast64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static inline void stats_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static inline uint64_t stats_get(const atomic_uint_fast64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Account @bytes more pinned bytes and track the peak. */
+void stats_pin(struct shim_stats *s, uint64_t bytes);
+void stats_unpin(struct shim_stats *s, uint64_t bytes);
+
+/*
+ * Format the counters as one "key=value ..." line into @buf (no newline),
+ * starting with "monitor=<name>".  Async-signal-safe enough for a
+ * destructor: no allocation, no locks.
+ */
+void stats_format(const struct shim_stats *s, const char *monitor,
+		  char *buf, size_t size);
+
+/* Nanoseconds of CLOCK_MONOTONIC, for timing the real calls. */
+uint64_t stats_now_ns(void);
+
+#endif /* UMMUSHIM_STATS_H */

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * libregcount-{real,app}.so: an LD_PRELOAD library that counts the memory
+ * registrations a process really makes, independently of the ummunot shim,
+ * so the MPI benchmark can report ibv_reg_mr calls for runs without the
+ * shim.  It forwards every call unchanged.
+ *
+ * libibverbs 44's exported ibv_reg_mr and ibv_reg_mr_iova jump to
+ * ibv_reg_mr_iova2 through the PLT, so a preloaded ibv_reg_mr_iova2 is
+ * entered again from inside the real ibv_reg_mr: a thread-local nesting
+ * depth makes sure one application call is counted once, whichever entry
+ * point it used.
+ *
+ * It is built twice, with REGCOUNT_TAG "real" and "app", so that it can be
+ * stacked around the shim:
+ *   LD_PRELOAD=libregcount-app.so:libummushim.so:libregcount-real.so
+ * The outer copy counts the registrations the application asks for, the
+ * inner one those that reach libibverbs.  Each exports
+ * regcount_<tag>_stats(), which mpibench looks up to report counts per
+ * message size.
+ *
+ * At exit it writes one line
+ *   regcount-<tag>: pid=P regs=N reg_fail=F deregs=D reg_ns=T dereg_ns=U
+ * to $REGCOUNT_FILE ("%p" is replaced by the pid) or to stderr.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <infiniband/verbs.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* verbs.h turns these names into inline wrappers: we define the real ones. */
+#undef ibv_reg_mr
+#undef ibv_reg_mr_iova
+
+#ifndef REGCOUNT_TAG
+#define REGCOUNT_TAG real
+#endif
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define PASTE_(a, b, c) a##b##c
+#define PASTE(a, b, c) PASTE_(a, b, c)
+#define REGCOUNT_STATS PASTE(regcount_, REGCOUNT_TAG, _stats)
+
+/* For mpibench: {regs, deregs, reg_ns, dereg_ns} so far in this process. */
+void REGCOUNT_STATS(uint64_t out[4]);
+
+typedef struct ibv_mr *(*reg_mr_fn)(struct ibv_pd *, void *, size_t, int);
+typedef struct ibv_mr *(*reg_mr_iova_fn)(struct ibv_pd *, void *, size_t,
+					 uint64_t, int);
+typedef struct ibv_mr *(*reg_mr_iova2_fn)(struct ibv_pd *, void *, size_t,
+					  uint64_t, unsigned int);
+typedef int (*dereg_mr_fn)(struct ibv_mr *);
+
+/*
+ * Process-wide counters: this library exists to count for the whole
+ * process, and atomics keep them exact under threads.
+ */
+static atomic_ulong n_regs, n_reg_fail, n_deregs;
+static atomic_ullong reg_ns, dereg_ns;
+
+/* Nesting depth of this thread inside our registration wrappers. */
+static _Thread_local unsigned reg_depth;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The next definition of NAME@VERSION.  MPI transports load libibverbs
+ * from plugins opened with RTLD_LOCAL, where RTLD_NEXT may not see it:
+ * then ask the already loaded library directly.
+ */
+static void *real_symbol(const char *name, const char *version)
+{
+	void *sym = dlvsym(RTLD_NEXT, name, version);
+	void *lib;
+
+	if (sym)
+		return sym;
+	lib = dlopen("libibverbs.so.1", RTLD_NOLOAD | RTLD_LAZY);
+	if (lib) {
+		sym = dlvsym(lib, name, version);
+		dlclose(lib);
+	}
+	if (!sym) {
+		fprintf(stderr, "regcount-" STR(REGCOUNT_TAG) ": cannot find %s@%s\n", name, version);
+		abort();
+	}
+	return sym;
+}
+
+/* Resolved on first use; a racing second lookup stores the same pointer. */
+static void *resolve(_Atomic(void *) *slot, const char *name,
+		     const char *version)
+{
+	void *p = atomic_load_explicit(slot, memory_order_acquire);
+
+	if (!p) {
+		p = real_symbol(name, version);
+		atomic_store_explicit(slot, p, memory_order_release);
+	}
+	return p;
+}
+
+#define REAL(var, name, version) resolve(&var, name, version)
+
+static _Atomic(void *) real_reg_mr, real_reg_mr_iova, real_reg_mr_iova2,
+	real_dereg;
+
+static void count_reg(struct ibv_mr *mr, uint64_t t0)
+{
+	atomic_fetch_add(&reg_ns, now_ns() - t0);
+	atomic_fetch_add(mr ? &n_regs : &n_reg_fail, 1);
+}
+
+struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
+				uint64_t iova, unsigned int access)
+{
+	reg_mr_iova2_fn fn = (reg_mr_iova2_fn)REAL(real_reg_mr_iova2,
+						   "ibv_reg_mr_iova2", "IBVERBS_1.8");
+	uint64_t t0 = now_ns();
+	struct ibv_mr *mr;
+
+	reg_depth++;
+	mr = fn(pd, addr, length, iova, access);
+	if (--reg_depth == 0)
+		count_reg(mr, t0);
+	return mr;
+}
+
+struct ibv_mr *ibv_reg_mr_iova(struct ibv_pd *pd, void *addr, size_t length,
+			       uint64_t iova, int access)
+{
+	reg_mr_iova_fn fn = (reg_mr_iova_fn)REAL(real_reg_mr_iova,
+						 "ibv_reg_mr_iova", "IBVERBS_1.7");
+	uint64_t t0 = now_ns();
+	struct ibv_mr *mr;
+
+	reg_depth++;
+	mr = fn(pd, addr, length, iova, access);
+	if (--reg_depth == 0)
+		count_reg(mr, t0);
+	return mr;
+}
+
+struct ibv_mr *ibv_reg_mr(struct ibv_pd *pd, void *addr, size_t length,
+			  int access)
+{
+	reg_mr_fn fn = (reg_mr_fn)REAL(real_reg_mr, "ibv_reg_mr", "IBVERBS_1.1");
+	uint64_t t0 = now_ns();
+	struct ibv_mr *mr;
+
+	reg_depth++;
+	mr = fn(pd, addr, length, access);
+	if (--reg_depth == 0)
+		count_reg(mr, t0);
+	return mr;
+}
+
+int ibv_dereg_mr(struct ibv_mr *mr)
+{
+	dereg_mr_fn fn = (dereg_mr_fn)REAL(real_dereg, "ibv_dereg_mr", "IBVERBS_1.1");
+	uint64_t t0 = now_ns();
+	int ret = fn(mr);
+
+	atomic_fetch_add(&dereg_ns, now_ns() - t0);
+	if (ret == 0)
+		atomic_fetch_add(&n_deregs, 1);
+	return ret;
+}
+
+/* REGCOUNT_FILE with every "%p" replaced by the pid. */
+static FILE *open_report(void)
+{
+	const char *tmpl = getenv("REGCOUNT_FILE");
+	char path[4096];
+	size_t o = 0;
+
+	if (!tmpl || !*tmpl)
+		return NULL;
+	for (const char *s = tmpl; *s && o < sizeof(path) - 24; s++) {
+		if (s[0] == '%' && s[1] == 'p') {
+			o += (size_t)snprintf(path + o, sizeof(path) - o, "%ld",
+					      (long)getpid());
+			s++;
+		} else {
+			path[o++] = *s;
+		}
+	}
+	path[o] = '\0';
+	return fopen(path, "a");
+}
+
+void REGCOUNT_STATS(uint64_t out[4])
+{
+	out[0] = atomic_load(&n_regs);
+	out[1] = atomic_load(&n_deregs);
+	out[2] = atomic_load(&reg_ns);
+	out[3] = atomic_load(&dereg_ns);
+}
+
+__attribute__((destructor)) static void report(void)
+{
+	FILE *f = open_report();
+
+	fprintf(f ? f : stderr,
+		"regcount-" STR(REGCOUNT_TAG) ": pid=%ld regs=%lu reg_fail=%lu deregs=%lu reg_ns=%llu dereg_ns=%llu\n",
+		(long)getpid(), atomic_load(&n_regs), atomic_load(&n_reg_fail),
+		atomic_load(&n_deregs), atomic_load(&reg_ns),
+		atomic_load(&dereg_ns));
+	if (f)
+		fclose(f);
+}

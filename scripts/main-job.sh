@@ -1,0 +1,144 @@
+#!/bin/bash
+# The main job: one command on a fresh Debian 12 machine (as root) that
+# installs what it needs, builds the module, the shim and the benchmarks,
+# boots the test VM with ummunot.ko loaded and Soft-RoCE up, and runs an
+# unmodified 2-rank MPI benchmark with Open MPI + UCX over RDMA:
+#   (a) UCX's registration cache off (UCX_IB_REG_METHODS=direct), no shim
+#   (b) the same under LD_PRELOAD=libummushim.so
+#   (c) UCX's own registration cache on
+# plus a verbs program that registers around every RDMA write, with and
+# without the shim.  Prints the tables and writes JSON + a PNG plot.
+#
+# Usage: scripts/main-job.sh [--build-dir DIR] [--results DIR] [--no-install]
+#                            [--ucx-env "K=V ..."] [--mpibench-args "..."]
+#   --build-dir DIR   meson build directory (default: build)
+#   --results DIR     where tables, JSON and PNG go (default: BUILD/results)
+#   --no-install      do not apt-get install missing packages
+#   --ucx-env         UCX settings applied alike to (a), (b) and (c)
+#                     (default "UCX_RNDV_THRESH=8K", see below; "" for none)
+#   --mpibench-args   extra mpibench options (e.g. "--max 4M")
+#
+# Why UCX_RNDV_THRESH=8K: UCX sizes its eager/rendezvous switch from the
+# link's modelled speed; on Soft-RoCE that puts it at 256 KiB, so smaller
+# messages are copied through pre-registered buffers and never register.
+# On a real HCA rendezvous (zero copy, one registration per message and
+# side) starts around 8-16 KiB; 8K reproduces that here.
+#
+# Exit status: 0 when every run completed and every data check passed.
+set -eu -o pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=$ROOT/build
+RESULTS=
+INSTALL=1
+UCX_ENV="UCX_RNDV_THRESH=8K"
+MPIBENCH_ARGS=
+
+# The project's package list lives in .ci/run; these are the ones this job
+# needs should that list be missing.
+FALLBACK_PACKAGES=(build-essential meson ninja-build pkg-config python3
+	linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static
+	kmod iproute2 cpio xz-utils rdma-core ibverbs-providers libibverbs-dev
+	ibverbs-utils openmpi-bin libopenmpi-dev ucx-utils gnuplot-nox)
+
+say() {
+	echo "main-job: $*" >&2
+}
+
+die() {
+	say "$*"
+	exit 1
+}
+
+parse_args() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--build-dir) BUILD=$(realpath -m "$2"); shift 2 ;;
+		--results) RESULTS=$(realpath -m "$2"); shift 2 ;;
+		--no-install) INSTALL=0; shift ;;
+		--ucx-env) UCX_ENV=$2; shift 2 ;;
+		--mpibench-args) MPIBENCH_ARGS=$2; shift 2 ;;
+		-h | --help) sed -n '2,/^set -eu/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+		*) die "unknown argument: $1 (see --help)" ;;
+		esac
+	done
+	RESULTS=${RESULTS:-$BUILD/results}
+}
+
+# The PACKAGES=( ... ) block of .ci/run, without comments.
+project_packages() {
+	local ci=$ROOT/.ci/run
+	[ -f "$ci" ] || return 1
+	sed -n '/^PACKAGES=(/,/^)/p' "$ci" | sed '1d; $d; s/#.*//' | tr -s ' \t' '\n' | grep .
+}
+
+is_installed() {
+	[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+install_packages() {
+	local pkgs=() missing=() p
+	mapfile -t pkgs < <(project_packages || printf '%s\n' "${FALLBACK_PACKAGES[@]}")
+	for p in "${pkgs[@]}"; do
+		is_installed "$p" || missing+=("$p")
+	done
+	[ ${#missing[@]} -gt 0 ] || { say "all ${#pkgs[@]} packages present"; return; }
+	[ "$INSTALL" = 1 ] || die "missing packages (and --no-install): ${missing[*]}"
+	[ "$(id -u)" = 0 ] || die "missing packages, run as root to install: ${missing[*]}"
+	say "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+build() {
+	local kver kdir
+	kver=$("$ROOT/scripts/vm/kernel-version.sh")
+	kdir=/usr/src/linux-headers-$kver
+	[ -f "$kdir/Makefile" ] || die "no kernel headers at $kdir (install linux-headers-amd64)"
+	if [ -f "$BUILD/build.ninja" ]; then
+		meson configure "$BUILD" -Dkernel_dir="$kdir" >/dev/null
+	else
+		meson setup "$BUILD" "$ROOT" -Dkernel_dir="$kdir"
+	fi
+	ninja -C "$BUILD" -j2
+	for f in kernel/ummunot.ko preload/libummushim.so \
+		scripts/bench-mpi/mpibench scripts/bench-mpi/libregcount-real.so \
+		scripts/bench-mpi/libregcount-app.so scripts/bench-reg/perop; do
+		[ -e "$BUILD/$f" ] || die "the build did not produce $BUILD/$f"
+	done
+}
+
+run_vm() {
+	local raw=$RESULTS/raw
+	rm -rf "$raw"
+	mkdir -p "$raw"
+	say "booting the VM (module + Soft-RoCE); MPI runs take a few minutes under emulation"
+	# The VM's cwd must be visible in the guest: the source root is.
+	(cd "$ROOT" && scripts/vm/run-vm.sh --module "$BUILD/kernel/ummunot.ko" --rdma \
+		--timeout 1200 --out "$raw" \
+		--env "MPI_EXTRA_ENV=$UCX_ENV" --env "MPIBENCH_ARGS=$MPIBENCH_ARGS" \
+		-- scripts/bench-mpi/guest-main.sh "$BUILD" "$raw" info,mpi,perop)
+}
+
+summarize() {
+	python3 "$ROOT/scripts/bench-mpi/summarize.py" main "$RESULTS/raw" "$RESULTS" |
+		tee "$RESULTS/main.txt"
+	gnuplot -e "datafile='$RESULTS/mpi-bandwidth.dat'; outfile='$RESULTS/mpi-bandwidth.png'" \
+		"$ROOT/scripts/plot-mpi.gp"
+	say "results: $RESULTS/main.txt, main.json, mpi-bandwidth.png (raw outputs in $RESULTS/raw)"
+}
+
+main() {
+	local rc=0
+	parse_args "$@"
+	install_packages
+	build
+	run_vm || rc=$?
+	[ -f "$RESULTS/raw/mpi-a.json" ] || die "the VM run produced no results (status $rc)"
+	summarize
+	[ "$rc" -eq 0 ] || say "FAILED: the VM job exited with status $rc (see above)"
+	exit "$rc"
+}
+
+main "$@"

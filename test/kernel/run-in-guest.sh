@@ -1,0 +1,26 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
+# Runs inside the VM (as root, module loaded): prepares the guest and runs
+# the kernel test program given as $1 (extra arguments are passed on).
+set -eu
+prog=$1
+shift
+
+# udev-style mode: any user may open it; an fd only sees its opener's memory.
+chmod 0666 /dev/ummunot
+
+# Background kernel activity that moves pages would add real (but unplanned)
+# invalidations to tests with an exact oracle: automatic NUMA balancing
+# migrates pages, khugepaged collapses them into huge pages, proactive
+# compaction migrates them.
+quiet_write() {
+	if [ -w "$2" ]; then
+		echo "$1" >"$2" || true
+	fi
+}
+quiet_write 0 /proc/sys/kernel/numa_balancing
+quiet_write never /sys/kernel/mm/transparent_hugepage/enabled
+quiet_write never /sys/kernel/mm/transparent_hugepage/defrag
+quiet_write 0 /proc/sys/vm/compaction_proactiveness
+
+exec "$prog" "$@"

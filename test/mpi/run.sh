@@ -1,0 +1,12 @@
+#!/bin/bash
+# Host side of the MPI correctness test: boots the VM with the module and
+# Soft-RoCE and runs guest.sh there.
+# Usage: run.sh SRC_ROOT MODULE MPIBENCH SHIM CONTROL_SHIM
+set -eu -o pipefail
+
+src=$(cd "$1" && pwd)
+work=$(mktemp -d /var/tmp/ummunot-mpi-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$src"
+scripts/vm/run-vm.sh --module "$2" --rdma --timeout 300 --out "$work" \
+	-- "$src/test/mpi/guest.sh" "$3" "$4" "$5" "$work/mpi"

@@ -1,0 +1,128 @@
+#!/bin/sh
+# End-to-end interposition test on the host: run e2e_prog (linked against
+# the libibverbs test double) with the shim preloaded and check, from the
+# shim's own exit statistics, that every registration was seen exactly
+# once and, with no /dev/ummunot here, passed through.
+# Usage: e2e.sh SHIM.so E2E_PROG E2E_DLOPEN_PROG E2E_PLUGIN.so E2E_NOVERBS
+set -eu
+
+shim=$1
+prog=$2
+dlopen_prog=$3
+plugin=$4
+noverbs=$5
+tmp=$(mktemp -d /tmp/ummushim-e2e.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+# The sanitizer runtime cannot come first when something is preloaded.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+unset UMMUSHIM_ENABLE UMMUSHIM_MAX_ENTRIES UMMUSHIM_MAX_BYTES UMMUSHIM_LOG_LEVEL \
+	UMMUSHIM_LOG_FILE UMMUSHIM_STATS UMMUSHIM_MONITOR
+fails=0
+
+fail() {
+	echo "FAIL: $*"
+	fails=$((fails + 1))
+}
+
+# stat_of FILE KEY: the value of KEY in the file's stats line.
+stat_of() {
+	sed -n 's/.* stats: .*[ ]'"$2"'=\([0-9a-z]*\).*/\1/p; s/.* stats: '"$2"'=\([0-9a-z]*\).*/\1/p' "$1" | head -n 1
+}
+
+expect_stat() {
+	v=$(stat_of "$1" "$2")
+	[ "$v" = "$3" ] || fail "$4: $2=$v, expected $3"
+}
+
+# 1. Without the shim: the program itself passes.
+out=$("$prog") || fail "program fails without the shim"
+echo "$out"
+app_regs=$(echo "$out" | sed -n 's/.*app_regs=\([0-9]*\).*/\1/p')
+app_deregs=$(echo "$out" | sed -n 's/.*app_deregs=\([0-9]*\).*/\1/p')
+[ -n "$app_regs" ] || fail "no app_regs line"
+
+# 2. With the shim: same results, each call counted once, pass-through.
+log=$tmp/stats.log
+UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$tmp/stats.%p.log" LD_PRELOAD="$shim" \
+	"$prog" || fail "program fails under the shim"
+cat "$tmp"/stats.*.log > "$log"
+cat "$log"
+[ "$(grep -c ' stats: ' "$log")" = 1 ] || fail "expected one stats line"
+expect_stat "$log" monitor none "no module on the host"
+expect_stat "$log" real_regs "$app_regs" "one real registration per call"
+expect_stat "$log" passthrough "$app_regs" "everything passes through"
+expect_stat "$log" real_deregs "$app_deregs" "one real deregistration per call"
+expect_stat "$log" hits 0 "nothing cached"
+expect_stat "$log" misses 0 "nothing cached"
+
+# 3. The reason for passing through is given once, at info level.
+err=$tmp/info.err
+UMMUSHIM_LOG_LEVEL=info LD_PRELOAD="$shim" "$prog" >/dev/null 2>"$err" ||
+	fail "program fails at log level info"
+cat "$err"
+[ "$(grep -c 'no working invalidation source' "$err")" = 1 ] ||
+	fail "expected one 'no working invalidation source' line"
+grep -q '^ummushim\[[^:]*:[0-9]*\] info: ' "$err" || fail "log prefix"
+
+UMMUSHIM_MONITOR=uffd UMMUSHIM_LOG_LEVEL=info LD_PRELOAD="$shim" "$prog" \
+	>/dev/null 2>"$err" || fail "program fails with UMMUSHIM_MONITOR=uffd"
+grep -q "monitor 'uffd' is not available" "$err" || fail "uffd line"
+
+# 4. Bad values: the program still works; one clear line per bad variable.
+for bad in UMMUSHIM_ENABLE=maybe UMMUSHIM_MAX_ENTRIES=-3 UMMUSHIM_MAX_BYTES=12Q \
+	UMMUSHIM_LOG_LEVEL=loud UMMUSHIM_STATS=yes UMMUSHIM_MONITOR=magic; do
+	var=${bad%%=*}
+	val=${bad#*=}
+	env "$bad" LD_PRELOAD="$shim" "$prog" >/dev/null \
+		2>"$err" || fail "program fails with $bad"
+	n=$(grep -c "error: $var='$val' is invalid (accepted: " "$err" || true)
+	[ "$n" = 1 ] || { cat "$err"; fail "$bad: expected one clear line, got $n"; }
+	[ "$(wc -l < "$err")" = 1 ] || { cat "$err"; fail "$bad: extra output"; }
+done
+echo "bad-value line example: $(cat "$err")"
+
+# 5. UMMUSHIM_ENABLE=0 is pure pass-through too.
+UMMUSHIM_ENABLE=0 UMMUSHIM_STATS=1 LD_PRELOAD="$shim" "$prog" >/dev/null \
+	2>"$err" || fail "program fails with UMMUSHIM_ENABLE=0"
+expect_stat "$err" real_regs "$app_regs" "ENABLE=0 passes through"
+
+# 6. libibverbs loaded only by a plugin in a local scope (as under MPI):
+# the interposers are still reached and find the real functions.
+rm -f "$tmp"/dl.*.log
+out=$(UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$tmp/dl.%p.log" LD_PRELOAD="$shim" \
+	"$dlopen_prog" "$plugin") || fail "dlopen'ed plugin fails under the shim"
+echo "$out"
+cat "$tmp"/dl.*.log
+n=$(echo "$out" | sed -n 's/.*app_regs=\([0-9]*\).*/\1/p')
+expect_stat "$(ls "$tmp"/dl.*.log)" real_regs "$n" "plugin registrations seen once"
+grep -q 'cannot find the real' "$tmp"/dl.*.log && fail "real functions not found"
+
+# 7. No libibverbs in the process: calls fail with ENOSYS, one error line.
+LD_PRELOAD="$shim" "$noverbs" 2>"$err" || { cat "$err"; fail "no-libibverbs case"; }
+cat "$err"
+[ "$(grep -c 'cannot find the real ibv_reg_mr@IBVERBS_1.1' "$err")" = 1 ] ||
+	fail "expected one line about the missing ibv_reg_mr"
+
+# 8. The preloaded shim exports the versioned interposers.
+if command -v nm >/dev/null 2>&1; then
+	for s in ibv_reg_mr@@IBVERBS_1.1 ibv_reg_mr_iova@@IBVERBS_1.7 \
+		ibv_reg_mr_iova2@@IBVERBS_1.8 ibv_dereg_mr@@IBVERBS_1.1 \
+		ibv_rereg_mr@@IBVERBS_1.1 ibv_dealloc_pd@@IBVERBS_1.1 \
+		ibv_close_device@@IBVERBS_1.1; do
+		nm -D --defined-only "$shim" | grep -q " T $s\$" ||
+			fail "shim does not export $s"
+	done
+	if nm -D --defined-only "$shim" | grep -v ' A ' | grep -vq ' T ibv_'; then
+		nm -D --defined-only "$shim" | grep -v ' A '
+		fail "shim exports more than the interposers"
+	fi
+	if nm -D --defined-only "$shim" | grep -q dmabuf; then
+		fail "ibv_reg_dmabuf_mr must not be interposed"
+	fi
+fi
+
+if [ "$fails" -ne 0 ]; then
+	echo "e2e: $fails failures"
+	exit 1
+fi
+echo "e2e: all checks passed"

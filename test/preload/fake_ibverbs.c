@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * A test double of libibverbs.so.1: the registration entry points with
+ * rdma-core's symbol versions, counting their calls.  Like rdma-core 44,
+ * ibv_reg_mr and ibv_reg_mr_iova call ibv_reg_mr_iova2 through the PLT
+ * (it is an exported, interposable symbol), so a preloaded shim sees that
+ * inner call.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "fake_ibverbs.h"
+
+#undef ibv_reg_mr
+#undef ibv_reg_mr_iova
+
+/* Global: the counters are the whole point of this library. */
+struct fake_ibv_counts fake_ibv_counts;
+
+struct ibv_context *fake_ibv_open(void)
+{
+	return calloc(1, sizeof(struct ibv_context));
+}
+
+struct ibv_pd *ibv_alloc_pd(struct ibv_context *ctx)
+{
+	struct ibv_pd *pd = calloc(1, sizeof(*pd));
+
+	if (pd)
+		pd->context = ctx;
+	return pd;
+}
+
+struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
+				uint64_t iova, unsigned int access)
+{
+	static uint32_t next_key = 100;
+	struct ibv_mr *mr;
+
+	(void)iova;
+	(void)access;
+	fake_ibv_counts.reg_mr_iova2++;
+	if (!addr) {
+		errno = EFAULT;
+		return NULL;
+	}
+	mr = calloc(1, sizeof(*mr));
+	if (!mr)
+		return NULL;
+	mr->context = pd->context;
+	mr->pd = pd;
+	mr->addr = addr;
+	mr->length = length;
+	mr->lkey = mr->rkey = next_key++;
+	fake_ibv_counts.live_mrs++;
+	return mr;
+}
+
+struct ibv_mr *ibv_reg_mr(struct ibv_pd *pd, void *addr, size_t length,
+			  int access)
+{
+	fake_ibv_counts.reg_mr++;
+	return ibv_reg_mr_iova2(pd, addr, length, (uintptr_t)addr,
+				(unsigned int)access);
+}
+
+struct ibv_mr *ibv_reg_mr_iova(struct ibv_pd *pd, void *addr, size_t length,
+			       uint64_t iova, int access)
+{
+	fake_ibv_counts.reg_mr_iova++;
+	return ibv_reg_mr_iova2(pd, addr, length, iova, (unsigned int)access);
+}
+
+struct ibv_mr *ibv_reg_dmabuf_mr(struct ibv_pd *pd, uint64_t offset,
+				 size_t length, uint64_t iova, int fd,
+				 int access)
+{
+	(void)pd;
+	(void)offset;
+	(void)length;
+	(void)iova;
+	(void)fd;
+	(void)access;
+	fake_ibv_counts.reg_dmabuf_mr++;
+	errno = EOPNOTSUPP;
+	return NULL;
+}
+
+int ibv_dereg_mr(struct ibv_mr *mr)
+{
+	fake_ibv_counts.dereg_mr++;
+	if (!mr)
+		return EINVAL;
+	fake_ibv_counts.live_mrs--;
+	free(mr);
+	return 0;
+}
+
+int ibv_rereg_mr(struct ibv_mr *mr, int flags, struct ibv_pd *pd, void *addr,
+		 size_t length, int access)
+{
+	(void)flags;
+	(void)access;
+	fake_ibv_counts.rereg_mr++;
+	if (flags & IBV_REREG_MR_CHANGE_PD)
+		mr->pd = pd;
+	if (flags & IBV_REREG_MR_CHANGE_TRANSLATION) {
+		mr->addr = addr;
+		mr->length = length;
+	}
+	return 0;
+}
+
+int ibv_dealloc_pd(struct ibv_pd *pd)
+{
+	fake_ibv_counts.dealloc_pd++;
+	/* Like the kernel: a PD with registered memory is busy. */
+	if (fake_ibv_counts.live_mrs > 0)
+		return EBUSY;
+	free(pd);
+	return 0;
+}
+
+int ibv_close_device(struct ibv_context *ctx)
+{
+	fake_ibv_counts.close_device++;
+	free(ctx);
+	return 0;
+}

@@ -1,0 +1,242 @@
+#!/bin/bash
+# VM tests of libummushim.so over Soft-RoCE with the real ummunot module.
+# Runs inside the test VM (scripts/vm/run-vm.sh --module ummunot.ko --rdma).
+# Usage: run-in-guest.sh SHIM.so CONTROL_SHIM.so INTEGRITY REG_CYCLES LIFECYCLE
+#
+# Every program run here is an ordinary verbs program (not linked against
+# the shim); the shim is preloaded and its exit statistics (UMMUSHIM_STATS=1,
+# one log file per process) are what the checks read.
+set -u
+
+SHIM=$1
+CONTROL=$2
+INTEGRITY=$3
+REG_CYCLES=$4
+LIFECYCLE=$5
+
+DEV=rxe0
+SERVER_IP=192.0.2.1
+CYCLES=50
+TMP=$(mktemp -d /tmp/shim-vm.XXXXXX)
+n=0
+failed=0
+
+ok() {
+	n=$((n + 1))
+	echo "ok $n - $*"
+}
+
+not_ok() {
+	n=$((n + 1))
+	failed=$((failed + 1))
+	echo "not ok $n - $*"
+}
+
+check() { # DESCRIPTION COMMAND...
+	local what=$1
+	shift
+	if "$@"; then ok "$what"; else not_ok "$what"; fi
+}
+
+# stat FILE KEY: KEY's value on the stats line of FILE.
+stat() {
+	grep ' stats: ' "$1" | head -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# Run CMD with the shim preloaded, statistics on, one log per process.
+# Usage: shim_run NAME [VAR=VALUE...] -- CMD...; log in $TMP/NAME.<pid>.log
+shim_run() {
+	local name=$1 vars=()
+	shift
+	while [ "$1" != -- ]; do vars+=("$1"); shift; done
+	shift
+	env UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$TMP/$name.%p.log" \
+		"${vars[@]}" LD_PRELOAD="$SHIM" "$@"
+}
+
+# The one log file of the single process run under NAME.
+log_of() {
+	local f
+	for f in "$TMP/$1".*.log; do
+		[ -e "$f" ] && printf '%s\n' "$f"
+		return
+	done
+}
+
+# How many log files the runs under NAME left (one per process).
+logs_of() {
+	local f count=0
+	for f in "$TMP/$1".*.log; do
+		[ -e "$f" ] && count=$((count + 1))
+	done
+	echo "$count"
+}
+
+expect_stat() { # LOG KEY VALUE WHAT
+	local v
+	v=$(stat "$1" "$2")
+	if [ "$v" = "$3" ]; then
+		ok "$4 ($2=$v)"
+	else
+		not_ok "$4 ($2=$v, expected $3)"
+	fi
+}
+
+echo "# kernel $(uname -r); $(ls -l /dev/ummunot 2>&1)"
+check "/dev/ummunot exists" test -c /dev/ummunot
+check "$DEV is present" sh -c "ibv_devices | grep -qw $DEV"
+
+# ---- one real registration for N reg/dereg cycles -------------------------
+
+# The three routes verbs.h can compile ibv_reg_mr* into.
+syms=$(nm -D --undefined-only "$REG_CYCLES")
+for s in ibv_reg_mr@IBVERBS_1.1 ibv_reg_mr_iova2@IBVERBS_1.8 ibv_reg_mr_iova@IBVERBS_1.7; do
+	check "reg-cycles references $s" grep -q " $s\$" <<<"$syms"
+done
+
+check "reg-cycles works without the shim" "$REG_CYCLES" const 5
+for how in const var iova; do
+	if shim_run "cycles-$how" -- "$REG_CYCLES" "$how" "$CYCLES"; then
+		ok "reg-cycles $how under the shim"
+	else
+		not_ok "reg-cycles $how under the shim"
+	fi
+	log=$(log_of "cycles-$how")
+	echo "# $(grep ' stats: ' "$log")"
+	expect_stat "$log" monitor ummunot "$how: ummunot monitor in use"
+	# Two buffers: the one cycled and the peer buffer.
+	expect_stat "$log" real_regs 2 "$how: $CYCLES cycles, one real registration of the buffer"
+	expect_stat "$log" hits $((CYCLES - 1)) "$how: every later cycle is a hit"
+	expect_stat "$log" misses 2 "$how: misses"
+	expect_stat "$log" real_deregs 2 "$how: idle MRs released at ibv_dealloc_pd"
+done
+
+# Pass-through switches: each run registers CYCLES + 1 times for real.
+for v in UMMUSHIM_ENABLE=0 UMMUSHIM_MONITOR=none; do
+	name=pass-${v%%=*}
+	shim_run "$name" "$v" -- "$REG_CYCLES" var 10 >/dev/null ||
+		not_ok "$v: program failed"
+	expect_stat "$(log_of "$name")" real_regs 11 "$v passes through"
+done
+shim_run limit UMMUSHIM_MAX_ENTRIES=1 UMMUSHIM_LOG_LEVEL=debug -- \
+	"$REG_CYCLES" var 10 >/dev/null || not_ok "UMMUSHIM_MAX_ENTRIES=1: program failed"
+expect_stat "$(log_of limit)" evictions 10 "UMMUSHIM_MAX_ENTRIES=1 evicts every idle MR"
+# Debug logging names every registration event.
+shim_run debug UMMUSHIM_LOG_LEVEL=debug -- "$REG_CYCLES" var 3 >/dev/null ||
+	not_ok "UMMUSHIM_LOG_LEVEL=debug: program failed"
+for w in "miss mr=" "hit mr=" "dereg (kept) mr="; do
+	check "debug log: '$w'" grep -q "debug: $w" "$(log_of debug)"
+done
+check "debug log: 'evict mr='" grep -q "debug: evict mr=" "$(log_of limit)"
+
+# ---- data integrity ----------------------------------------------------------
+
+check "integrity without any shim" "$INTEGRITY" --expect fresh --iterations 3
+echo "# integrity under libummushim.so (must always see the new data):"
+if shim_run integrity -- "$INTEGRITY" --expect fresh --iterations 20; then
+	ok "integrity under the shim: new data every time"
+else
+	not_ok "integrity under the shim: new data every time"
+fi
+log=$(log_of integrity)
+echo "# $(grep ' stats: ' "$log")"
+inv=$(stat "$log" invalidations)
+check "integrity: the shim saw invalidations ($inv)" test "${inv:-0}" -gt 0
+hits=$(stat "$log" hits)
+check "integrity: the shim served hits ($hits)" test "${hits:-0}" -gt 0
+
+echo "# control run: a cache that ignores invalidations must deliver stale data:"
+if env UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$TMP/control.%p.log" \
+	LD_PRELOAD="$CONTROL" "$INTEGRITY" --expect stale --iterations 5; then
+	ok "control run sees stale data with every method (the test can fail)"
+else
+	not_ok "control run sees stale data with every method (the test can fail)"
+fi
+echo "# $(grep ' stats: ' "$(log_of control)")"
+
+# ---- lifecycle -------------------------------------------------------------------
+
+for c in pd-close fork busy-stale; do
+	if shim_run "life-$c" UMMUSHIM_LOG_LEVEL=debug -- "$LIFECYCLE" "$c"; then
+		ok "lifecycle $c"
+	else
+		not_ok "lifecycle $c"
+	fi
+	echo "# $(grep ' stats: ' "$(log_of "life-$c")")"
+done
+check "debug log: 'invalidate idle mr='" grep -q "debug: invalidate idle mr=" "$(log_of life-pd-close)"
+w=$(grep -c 'changed while the application still uses the MR' "$(log_of life-busy-stale)")
+check "busy-stale: one warning naming the MR ($w)" test "$w" = 1
+grep 'changed while' "$(log_of life-busy-stale)" | sed 's/^/# /'
+expect_stat "$(log_of life-busy-stale)" stale 1 "busy-stale: counted"
+# The fork child passes through and prints no statistics of its own (it
+# would write them to the parent's log file, inherited).
+check "fork: only the parent reports" \
+	test "$(logs_of life-fork):$(grep -c ' stats: ' "$(log_of life-fork)")" = 1:1
+
+if shim_run life-threads -- timeout 600 "$LIFECYCLE" threads 150; then
+	ok "lifecycle threads (reg/dereg while another thread replaces memory)"
+else
+	not_ok "lifecycle threads (reg/dereg while another thread replaces memory)"
+fi
+log=$(log_of life-threads)
+echo "# $(grep ' stats: ' "$log")"
+inv=$(stat "$log" invalidations)
+check "threads: invalidations seen ($inv)" test "${inv:-0}" -gt 0
+
+# ---- unmodified tools ---------------------------------------------------------
+
+run_pair() { # NAME SERVER_CMD... -- CLIENT_ARGS...
+	local name=$1 server=() client_extra=() spid rc_s rc_c
+	shift
+	while [ "$1" != -- ]; do server+=("$1"); shift; done
+	shift
+	client_extra=("$@")
+	shim_run "$name-server" -- timeout 120 "${server[@]}" >"$TMP/$name-server.out" 2>&1 &
+	spid=$!
+	sleep 3
+	shim_run "$name-client" -- timeout 120 "${server[@]}" "${client_extra[@]}" \
+		>"$TMP/$name-client.out" 2>&1
+	rc_c=$?
+	wait "$spid"
+	rc_s=$?
+	tail -n 3 "$TMP/$name-client.out" | sed 's/^/# /'
+	if [ "$rc_s" = 0 ] && [ "$rc_c" = 0 ]; then
+		ok "$name runs unchanged under the shim"
+	else
+		cat "$TMP/$name-server.out" "$TMP/$name-client.out"
+		not_ok "$name runs unchanged under the shim (server $rc_s, client $rc_c)"
+	fi
+	for side in server client; do
+		local l m
+		l=$(log_of "$name-$side")
+		echo "# $name $side: $(grep ' stats: ' "$l")"
+		m=$(stat "$l" misses)
+		check "$name $side registered through the cache (misses=$m)" test "${m:-0}" -ge 1
+	done
+}
+
+run_pair rc_pingpong ibv_rc_pingpong -d "$DEV" -g 1 -n 200 -- "$SERVER_IP"
+run_pair ib_write_bw ib_write_bw -d "$DEV" -x 1 -s 65536 -n 200 -F -- "$SERVER_IP"
+
+# ---- bad environment values -------------------------------------------------------
+
+for bad in UMMUSHIM_MAX_BYTES=12Q UMMUSHIM_LOG_LEVEL=loud UMMUSHIM_MONITOR=magic \
+	UMMUSHIM_ENABLE=2 UMMUSHIM_MAX_ENTRIES=0 UMMUSHIM_STATS=yes; do
+	err=$TMP/bad.err
+	if env "$bad" LD_PRELOAD="$SHIM" "$REG_CYCLES" var 3 >/dev/null 2>"$err"; then
+		lines=$(wc -l <"$err")
+		if [ "$lines" = 1 ] && grep -q "${bad%%=*}='${bad#*=}' is invalid (accepted: " "$err"; then
+			ok "$bad: app works, one clear line"
+		else
+			cat "$err"
+			not_ok "$bad: expected one clear line, got $lines"
+		fi
+	else
+		not_ok "$bad: the application failed"
+	fi
+done
+echo "# example: $(cat "$TMP/bad.err")"
+
+echo "shim-vm: $((n - failed)) passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Test hooks of preload/monitor_uffd.c.  They are internal to the shim
+ * (hidden, not in its version script); these declarations must match the
+ * ones at the top of monitor_uffd.c.
+ */
+#ifndef UMMUSHIM_TEST_UFFD_HOOKS_H
+#define UMMUSHIM_TEST_UFFD_HOOKS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "monitor.h"
+
+#define UFFD_OPEN_FORCE_MISSING 0x1u	/* use missing-page mode */
+#define UFFD_OPEN_FORCE_DEVNODE 0x2u	/* open through /dev/userfaultfd */
+
+struct monitor_uffd_counters {
+	uint64_t events;	/* UNMAP/REMOVE/REMAP events read */
+	uint64_t faults;	/* page faults resolved */
+	uint64_t overflows;	/* times the ring was full */
+	bool missing_mode;
+	bool devnode;
+};
+
+/* @ring_capacity 0: the default; otherwise rounded up to a power of two. */
+struct monitor *monitor_uffd_open_flags(unsigned int flags,
+					unsigned int ring_capacity);
+void monitor_uffd_get_counters(struct monitor *mon,
+			       struct monitor_uffd_counters *out);
+
+#endif /* UMMUSHIM_TEST_UFFD_HOOKS_H */
