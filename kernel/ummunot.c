@@ -394,13 +394,15 @@ static bool ummunot_readable(struct ummunot_file *uf)
 }
 
 /*
- * Take a copy of the next event to deliver: the oldest INVAL, else an owed
- * LAST.  *@reg is set to the region it describes (NULL for LAST) and *@seq
- * to that region's invalidation count.  Returns false if there is nothing
- * to deliver.  Called with uf->lock held.
+ * Take the next event to deliver: the oldest INVAL, else an owed LAST.
+ * An INVAL's hint is moved into @ev, so that invalidations racing with
+ * the copy to user space start a fresh hint.  *@reg is set to the region
+ * (NULL for LAST) and *@seq to its invalidation count.  Returns false if
+ * there is nothing to deliver.  Called with uf->lock held.
  */
-static bool ummunot_peek(struct ummunot_file *uf, struct ummunot_event *ev,
-			 struct ummunot_region **reg, u64 *seq)
+static bool ummunot_take_event(struct ummunot_file *uf,
+			       struct ummunot_event *ev,
+			       struct ummunot_region **reg, u64 *seq)
 {
 	struct ummunot_region *first;
 	bool found = true;
@@ -415,6 +417,8 @@ static bool ummunot_peek(struct ummunot_file *uf, struct ummunot_event *ev,
 		ev->hint_start = first->hint_start;
 		ev->hint_end = first->hint_end;
 		ev->user_cookie_counter = first->cookie;
+		first->hint_start = ULONG_MAX;
+		first->hint_end = 0;
 		*seq = first->inval_seq;
 	} else if (uf->last_owed) {
 		ev->type = UMMUNOT_EVENT_TYPE_LAST;
@@ -428,13 +432,13 @@ static bool ummunot_peek(struct ummunot_file *uf, struct ummunot_event *ev,
 }
 
 /*
- * The event copied out by ummunot_peek() has reached user space: retire
- * it, unless the region was invalidated again meanwhile.  Then its event
- * (with the widened hint) stays queued and is delivered again.  Called
- * with uf->lock held.
+ * The event taken by ummunot_take_event() has reached user space: retire
+ * it, unless the region was invalidated again meanwhile.  Then it stays
+ * queued, its hint covering just the new invalidations.  Called with
+ * uf->lock held.
  */
-static void ummunot_consume(struct ummunot_file *uf,
-			    struct ummunot_region *reg, u64 seq)
+static void ummunot_retire_event(struct ummunot_file *uf,
+				 struct ummunot_region *reg, u64 seq)
 {
 	spin_lock(&uf->pending_lock);
 	if (!reg) {
@@ -446,6 +450,23 @@ static void ummunot_consume(struct ummunot_file *uf,
 	} else {
 		list_move_tail(&reg->pending, &uf->pending);
 	}
+	spin_unlock(&uf->pending_lock);
+}
+
+/*
+ * The copy to user space failed: give the region its hint back, so the
+ * event is delivered later as if this read never happened.  Called with
+ * uf->lock held.
+ */
+static void ummunot_return_event(struct ummunot_file *uf,
+				 struct ummunot_region *reg,
+				 const struct ummunot_event *ev)
+{
+	if (!reg)
+		return;
+	spin_lock(&uf->pending_lock);
+	reg->hint_start = min_t(unsigned long, reg->hint_start, ev->hint_start);
+	reg->hint_end = max_t(unsigned long, reg->hint_end, ev->hint_end);
 	spin_unlock(&uf->pending_lock);
 }
 
@@ -463,10 +484,12 @@ static ssize_t ummunot_deliver(struct ummunot_file *uf, char __user *buf,
 	u64 seq = 0;
 
 	while (count - done >= sizeof(ev) &&
-	       ummunot_peek(uf, &ev, &reg, &seq)) {
-		if (copy_to_user(buf + done, &ev, sizeof(ev)))
+	       ummunot_take_event(uf, &ev, &reg, &seq)) {
+		if (copy_to_user(buf + done, &ev, sizeof(ev))) {
+			ummunot_return_event(uf, reg, &ev);
 			return done ? done : -EFAULT;
-		ummunot_consume(uf, reg, seq);
+		}
+		ummunot_retire_event(uf, reg, seq);
 		done += sizeof(ev);
 		if (!reg)
 			break;	/* LAST ends a read */
