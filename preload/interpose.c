@@ -167,6 +167,12 @@ static struct monitor *g_monitor;
 static const char *g_monitor_name = "none";
 static atomic_bool g_forked;		/* we are a forked child */
 static struct cache *g_fork_cache;	/* cache locked across fork() */
+/*
+ * Orders publishing g_cache against fork(): a cache is either published
+ * before the fork (and then locked across it by atfork_prepare) or never
+ * seen by the child.
+ */
+static pthread_mutex_t g_publish_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Depth of shim calls on this thread: >0 means "inside the real library". */
 static __thread unsigned int shim_depth
@@ -309,7 +315,9 @@ static void shim_init(void)
 		log_info("out of memory: caching disabled, all calls pass through");
 		return;
 	}
+	pthread_mutex_lock(&g_publish_lock);
 	atomic_store(&g_cache, c);
+	pthread_mutex_unlock(&g_publish_lock);
 	log_info("caching registrations: monitor=%s max_entries=%" PRIu64
 		 " max_bytes=%" PRIu64, g_monitor_name, limits.max_entries,
 		 limits.max_bytes);
@@ -334,6 +342,7 @@ static struct cache *shim_cache_if_ready(void)
 
 static void atfork_prepare(void)
 {
+	pthread_mutex_lock(&g_publish_lock);
 	g_fork_cache = atomic_load(&g_cache);
 	if (g_fork_cache)
 		cache_fork_prepare(g_fork_cache);
@@ -343,6 +352,7 @@ static void atfork_parent(void)
 {
 	if (g_fork_cache)
 		cache_fork_parent(g_fork_cache);
+	pthread_mutex_unlock(&g_publish_lock);
 }
 
 static void atfork_child(void)
@@ -350,6 +360,7 @@ static void atfork_child(void)
 	atomic_store(&g_forked, true);
 	if (g_fork_cache)
 		cache_fork_child(g_fork_cache);
+	pthread_mutex_unlock(&g_publish_lock);
 }
 
 __attribute__((constructor)) static void shim_load(void)

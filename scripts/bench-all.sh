@@ -12,8 +12,8 @@
 #
 # Usage: scripts/bench-all.sh [--build-dir DIR] [--results DIR] [--rounds N]
 #                             [--ucx-env "K=V ..."] [--skip host|vm|kernel]...
-#   defaults: build, BUILD/results-all, 2 rounds, UCX_RNDV_THRESH=8K (see
-#   scripts/main-job.sh for why)
+#   defaults: build, BUILD/results-all, 2 rounds,
+#   "UCX_RNDV_THRESH=8K UCX_IB_FORK_INIT=n" (scripts/main-job.sh says why)
 # Needs a configured or configurable build (scripts/main-job.sh installs the
 # packages); absolute times depend on the machine, which the JSON records.
 set -eu -o pipefail
@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$ROOT/build
 RESULTS=
 ROUNDS=2
-UCX_ENV="UCX_RNDV_THRESH=8K"
+UCX_ENV="UCX_RNDV_THRESH=8K UCX_IB_FORK_INIT=n"
 SKIP=" "
 
 say() {
@@ -71,11 +71,13 @@ if ! skipped vm; then
 	say "VM: MPI a/b/c, per-operation verbs, reg+dereg sweep, hit path ($ROUNDS round(s))"
 	rm -rf "$RESULTS/raw"
 	mkdir -p "$RESULTS/raw"
+	cut -d' ' -f1-3 /proc/loadavg >"$RESULTS/raw/host-load.txt"
 	(cd "$ROOT" && scripts/vm/run-vm.sh --module "$BUILD/kernel/ummunot.ko" --rdma \
 		--timeout 3600 --out "$RESULTS/raw" \
 		--env "ROUNDS=$ROUNDS" --env "MPI_EXTRA_ENV=$UCX_ENV" \
 		-- scripts/bench-mpi/guest-main.sh "$BUILD" "$RESULTS/raw" \
 		info,mpi,perop,regsweep,hitpath) || status=1
+	cut -d' ' -f1-3 /proc/loadavg >>"$RESULTS/raw/host-load.txt"
 	python3 "$ROOT/scripts/bench-mpi/summarize.py" main "$RESULTS/raw" "$RESULTS" \
 		>"$RESULTS/main.txt" || status=1
 fi

@@ -85,6 +85,7 @@ MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 2
 for kv in ${MPI_EXTRA_ENV:-}; do
 	MPIRUN+=(-x "$kv")
 done
+echo "${MPI_EXTRA_ENV:-}" >"$OUT/mpi-extra-env.txt"
 
 run_mpi_config() { # a|b|c ROUND
 	local cfg=$1 args=() preload tag=mpi-$1-r$2

@@ -138,6 +138,9 @@ def mpi_table(raw):
             if not res:
                 continue
             row["bw_" + c] = res["bw_MBps"]
+            # Bandwidth of the fastest iteration: the least disturbed by a
+            # busy host, the same rule for every configuration.
+            row["bwbest_" + c] = res["size"] / res["one_way_min_us"]
             row["lat_us_" + c] = res["one_way_med_us"]
             row["errors_" + c] = res["errors"]
             row["msgs"] = res["messages_per_rank"]
@@ -153,27 +156,29 @@ def mpi_table(raw):
 
 
 def print_mpi_table(rows, rounds, out):
-    hdr = ("%9s %6s | %8s %8s %8s | %5s %5s | %9s %9s %9s | %9s %9s | %9s %9s"
+    hdr = ("%9s %6s | %7s %7s %7s | %5s %5s | %7s %7s %7s | %5s | %9s %9s %9s | %9s %9s"
            % ("size", "msgs", "bw_a", "bw_b", "bw_c", "b/a", "b/c",
-              "regs_a", "regs_b", "regs_c", "app_b", "hits_b",
-              "lat_a_us", "lat_b_us"))
+              "best_a", "best_b", "best_c", "b/a",
+              "regs_a", "regs_b", "regs_c", "app_b", "hits_b"))
     print("MPI ping-pong over Open MPI + UCX (rc_verbs on rxe0), 2 ranks; bandwidth in MB/s "
           "(10^6 B/s, size / median one-way time); regs = real ibv_reg_mr calls per rank "
           "(rank0/rank1) during that size; app_b = registrations UCX requested under the "
-          "shim; hits_b = app_b - regs_b; lat = median one-way time in us; best of %d "
-          "round(s) per size (configurations run in turn a b c a b c ...)" % rounds, file=out)
+          "shim; hits_b = app_b - regs_b; best_* = MB/s of the fastest iteration "
+          "(size / min one-way time); per size the best of %d round(s) "
+          "(configurations run in turn a b c a b c ...)" % rounds, file=out)
     print(hdr, file=out)
     print("-" * len(hdr), file=out)
     for r in rows:
-        print("%9s %6s | %8s %8s %8s | %5s %5s | %9s %9s %9s | %9s %9s | %9s %9s" % (
+        print("%9s %6s | %7s %7s %7s | %5s %5s | %7s %7s %7s | %5s | %9s %9s %9s | %9s %9s" % (
             human(r["size"]), r.get("msgs", "-"),
             fmt(r.get("bw_a")), fmt(r.get("bw_b")), fmt(r.get("bw_c")),
             fmt(ratio(r.get("bw_b"), r.get("bw_a")), "{:.2f}"),
             fmt(ratio(r.get("bw_b"), r.get("bw_c")), "{:.2f}"),
+            fmt(r.get("bwbest_a")), fmt(r.get("bwbest_b")), fmt(r.get("bwbest_c")),
+            fmt(ratio(r.get("bwbest_b"), r.get("bwbest_a")), "{:.2f}"),
             per_rank(r.get("regs_a"))[0], per_rank(r.get("regs_b"))[0],
             per_rank(r.get("regs_c"))[0], per_rank(r.get("app_b"))[0],
-            per_rank(r.get("hits_b"))[0],
-            fmt(r.get("lat_us_a")), fmt(r.get("lat_us_b"))), file=out)
+            per_rank(r.get("hits_b"))[0]), file=out)
 
 
 def human(n):
@@ -237,7 +242,16 @@ def main_summary(raw, results):
     runs, rows, rounds = mpi_table(raw)
     summary = {"machine": machine_note(), "transport": transport_lines(raw),
                "rounds": rounds}
+    load = read_text(os.path.join(raw, "host-load.txt")).strip()
+    if load:
+        summary["host_load"] = load
+        print("host load average (1/5/15 min) before and after the VM run: %s" %
+              " -> ".join(load.splitlines()), file=out)
+    extra = read_text(os.path.join(raw, "mpi-extra-env.txt")).strip()
+    summary["ucx_env_all_configs"] = extra
     if rows:
+        print("UCX settings for a, b and c alike: UCX_NET_DEVICES=rxe0:1 UCX_TLS=rc,self "
+              "UCX_UD_ETH_DGID_CHECK=n %s; (a),(b) add UCX_IB_REG_METHODS=direct" % extra, file=out)
         print_mpi_table(rows, rounds, out)
         for c in "abc":
             run = runs.get(c)

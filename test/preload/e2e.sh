@@ -2,7 +2,10 @@
 # End-to-end interposition test on the host: run e2e_prog (linked against
 # the libibverbs test double) with the shim preloaded and check, from the
 # shim's own exit statistics, that every registration was seen exactly
-# once and, with no /dev/ummunot here, passed through.
+# once and passed through.  The test double's own checks assume nothing is
+# cached, so the runs pin UMMUSHIM_MONITOR=none (whatever invalidation
+# source this machine may have); caching itself is tested in test_cache
+# and, with the real module, in the VM tests.
 # Usage: e2e.sh SHIM.so E2E_PROG E2E_DLOPEN_PROG E2E_PLUGIN.so E2E_NOVERBS
 set -eu
 
@@ -16,7 +19,8 @@ trap 'rm -rf "$tmp"' EXIT
 # The sanitizer runtime cannot come first when something is preloaded.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 unset UMMUSHIM_ENABLE UMMUSHIM_MAX_ENTRIES UMMUSHIM_MAX_BYTES UMMUSHIM_LOG_LEVEL \
-	UMMUSHIM_LOG_FILE UMMUSHIM_STATS UMMUSHIM_MONITOR
+	UMMUSHIM_LOG_FILE UMMUSHIM_STATS
+export UMMUSHIM_MONITOR=none
 fails=0
 
 fail() {
@@ -48,7 +52,7 @@ UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$tmp/stats.%p.log" LD_PRELOAD="$shim" \
 cat "$tmp"/stats.*.log > "$log"
 cat "$log"
 [ "$(grep -c ' stats: ' "$log")" = 1 ] || fail "expected one stats line"
-expect_stat "$log" monitor none "no module on the host"
+expect_stat "$log" monitor none "UMMUSHIM_MONITOR=none"
 expect_stat "$log" real_regs "$app_regs" "one real registration per call"
 expect_stat "$log" passthrough "$app_regs" "everything passes through"
 expect_stat "$log" real_deregs "$app_deregs" "one real deregistration per call"
@@ -60,13 +64,18 @@ err=$tmp/info.err
 UMMUSHIM_LOG_LEVEL=info LD_PRELOAD="$shim" "$prog" >/dev/null 2>"$err" ||
 	fail "program fails at log level info"
 cat "$err"
-[ "$(grep -c 'no working invalidation source' "$err")" = 1 ] ||
+[ "$(grep -c 'no working invalidation source (UMMUSHIM_MONITOR=none)' "$err")" = 1 ] ||
 	fail "expected one 'no working invalidation source' line"
 grep -q '^ummushim\[[^:]*:[0-9]*\] info: ' "$err" || fail "log prefix"
 
-UMMUSHIM_MONITOR=uffd UMMUSHIM_LOG_LEVEL=info LD_PRELOAD="$shim" "$prog" \
-	>/dev/null 2>"$err" || fail "program fails with UMMUSHIM_MONITOR=uffd"
-grep -q "monitor 'uffd' is not available" "$err" || fail "uffd line"
+if [ ! -e /dev/ummunot ]; then
+	UMMUSHIM_MONITOR=ummunot UMMUSHIM_LOG_LEVEL=info LD_PRELOAD="$shim" \
+		"$prog" >/dev/null 2>"$err" ||
+		fail "program fails with UMMUSHIM_MONITOR=ummunot and no module"
+	cat "$err"
+	grep -q 'no working invalidation source (ummunot: No such file or directory)' \
+		"$err" || fail "no line explaining the missing /dev/ummunot"
+fi
 
 # 4. Bad values: the program still works; one clear line per bad variable.
 for bad in UMMUSHIM_ENABLE=maybe UMMUSHIM_MAX_ENTRIES=-3 UMMUSHIM_MAX_BYTES=12Q \

@@ -10,6 +10,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -23,6 +24,8 @@
 #define MAX_GOT 64
 
 static long page;
+/* Per test case: which way the monitor reads the memory map. */
+static unsigned int open_flags;
 
 struct got {
 	int n;
@@ -45,7 +48,7 @@ static void collect(void *ctx, uint64_t cookie, uintptr_t start, uintptr_t end)
 
 static struct monitor *open_mon(void)
 {
-	struct monitor *m = monitor_uffd_open();
+	struct monitor *m = monitor_uffd_open_flags(open_flags, 0);
 
 	ck_assert_msg(m, "monitor_uffd_open: %s", strerror(errno));
 	ck_assert_str_eq(m->ops->name, "uffd");
@@ -102,6 +105,14 @@ static void expect_quiet(struct monitor *m)
 static void setup(void)
 {
 	page = sysconf(_SC_PAGESIZE);
+	open_flags = 0;
+}
+
+/* The /proc/self/maps text parser, the only way before Linux 6.11. */
+static void setup_text(void)
+{
+	setup();
+	open_flags = UFFD_OPEN_FORCE_MAPS_TEXT;
 }
 
 /* ---- each way of replacing pages --------------------------------------- */
@@ -402,27 +413,37 @@ END_TEST
 
 /* ---- what cannot be watched ---------------------------------------------- */
 
-START_TEST(file_backed_refused)
+/* Private and shared mappings of a file in @dir must not be watched. */
+static void check_file_refused(struct monitor *m, const char *dir)
 {
-	struct monitor *m = open_mon();
-	char path[] = "/tmp/ummushim-uffd-XXXXXX";
-	int fd = mkstemp(path);
+	char path[64];
+	int fd;
 	char *p;
 
-	ck_assert_int_ge(fd, 0);
+	snprintf(path, sizeof(path), "%s/ummushim-uffd-XXXXXX", dir);
+	fd = mkstemp(path);
+	ck_assert_msg(fd >= 0, "mkstemp in %s: %s", dir, strerror(errno));
 	unlink(path);
 	ck_assert_int_eq(ftruncate(fd, 4 * page), 0);
 	p = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	ck_assert_ptr_ne(p, MAP_FAILED);
 	ck_assert_int_lt(watch(m, 1, p, 4 * page), 0);
 	munmap(p, 4 * page);
-	/* Shared file mapping (tmpfs or disk). */
 	p = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	ck_assert_ptr_ne(p, MAP_FAILED);
 	ck_assert_int_lt(watch(m, 2, p, 4 * page), 0);
 	ck_assert_int_eq(munmap(p, 4 * page), 0);
 	expect_quiet(m);
 	close(fd);
+}
+
+START_TEST(file_backed_refused)
+{
+	struct monitor *m = open_mon();
+
+	/* A disk file (the kernel refuses it) and tmpfs (we must). */
+	check_file_refused(m, "/tmp");
+	check_file_refused(m, "/dev/shm");
 	m->ops->close(m);
 }
 END_TEST
@@ -688,6 +709,44 @@ START_TEST(close_then_reopen_many)
 }
 END_TEST
 
+START_TEST(fd_closed_under_us)
+{
+	struct monitor *m = open_mon();
+	struct monitor_uffd_counters c;
+	char *p = map_pages(2);
+	struct got g = { 0 };
+	int fd;
+
+	monitor_uffd_get_counters(m, &c);
+	ck_assert_int_eq(watch(m, 1, p, 2 * page), 0);
+	/* The application closes our descriptor and reuses the number. */
+	alarm(20);
+	ck_assert_int_eq(close(c.fd), 0);
+	fd = open("/dev/null", O_RDONLY);
+	if (fd != c.fd) {
+		ck_assert_int_eq(dup2(fd, c.fd), c.fd);
+		close(fd);
+	}
+	ck_assert_int_eq(munmap(p, 2 * page), 0);	/* must not hang */
+	/*
+	 * The kernel released the uffd when the reader's poll() dropped the
+	 * last reference, possibly just before the reader noticed: the
+	 * failure shows up at once after that, not necessarily before
+	 * munmap returns.
+	 */
+	while (!m->ops->changed(m))
+		usleep(1000);
+	alarm(0);
+	ck_assert_int_lt(m->ops->drain(m, collect, &g), 0);
+	p = map_pages(1);
+	ck_assert_int_lt(watch(m, 2, p, page), 0);
+	m->ops->close(m);
+	/* The descriptor that now has the number is the application's. */
+	ck_assert_int_ne(fcntl(c.fd, F_GETFD), -1);
+	close(c.fd);
+}
+END_TEST
+
 static Suite *uffd_suite(void)
 {
 	Suite *s = suite_create("monitor_uffd");
@@ -697,6 +756,7 @@ static Suite *uffd_suite(void)
 	TCase *refuse = tcase_create("refused");
 	TCase *modes = tcase_create("modes");
 	TCase *life = tcase_create("lifecycle");
+	TCase *text = tcase_create("maps_text");
 	TCase *all[] = { events, quiet, books, refuse, modes, life };
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
@@ -704,6 +764,16 @@ static Suite *uffd_suite(void)
 		tcase_set_timeout(all[i], 60);
 		suite_add_tcase(s, all[i]);
 	}
+	tcase_add_checked_fixture(text, setup_text, NULL);
+	tcase_set_timeout(text, 60);
+	suite_add_tcase(s, text);
+	tcase_add_test(text, munmap_reported_at_once);
+	tcase_add_test(text, many_watches);
+	tcase_add_test(text, brk_shrink_reported);
+	tcase_add_test(text, file_backed_refused);
+	tcase_add_test(text, shared_anonymous_refused);
+	tcase_add_test(text, hole_and_unmapped_refused);
+	tcase_add_test(text, read_only_refused);
 	tcase_add_test(events, munmap_reported_at_once);
 	tcase_add_test(events, raw_munmap_reported);
 	tcase_add_test(events, partial_munmap_reported);
@@ -732,6 +802,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(life, fork_child_passes_through);
 	tcase_add_test(life, close_releases_registrations);
 	tcase_add_test(life, close_then_reopen_many);
+	tcase_add_test(life, fd_closed_under_us);
 	return s;
 }
 

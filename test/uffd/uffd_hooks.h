@@ -14,6 +14,7 @@
 
 #define UFFD_OPEN_FORCE_MISSING 0x1u	/* use missing-page mode */
 #define UFFD_OPEN_FORCE_DEVNODE 0x2u	/* open through /dev/userfaultfd */
+#define UFFD_OPEN_FORCE_MAPS_TEXT 0x4u	/* parse /proc/self/maps as text */
 
 struct monitor_uffd_counters {
 	uint64_t events;	/* UNMAP/REMOVE/REMAP events read */
@@ -21,6 +22,7 @@ struct monitor_uffd_counters {
 	uint64_t overflows;	/* times the ring was full */
 	bool missing_mode;
 	bool devnode;
+	int fd;			/* the uffd's descriptor number */
 };
 
 /* @ring_capacity 0: the default; otherwise rounded up to a power of two. */
