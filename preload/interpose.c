@@ -221,6 +221,7 @@ static const struct backend {
 	struct monitor *(*open)(void);
 } backends[] = {
 	{ "ummunot", monitor_ummunot_open },
+	{ "uffd", monitor_uffd_open },
 };
 
 #define N_BACKENDS (sizeof(backends) / sizeof(backends[0]))

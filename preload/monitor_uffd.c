@@ -167,7 +167,7 @@ struct shared {
 	atomic_uint_fast64_t gen;		/* bumped after each publication */
 	_Alignas(64) atomic_uint_fast64_t head;	/* written by the reader */
 	atomic_bool overflow;			/* ring was full: all invalid */
-	atomic_int failed;			/* errno that stopped the reader */
+	atomic_int failed;			/* errno: the monitor is broken */
 	atomic_bool stop;			/* close() asks the reader to end */
 	atomic_uint_fast64_t events, faults, overflows;
 	_Alignas(64) atomic_uint_fast64_t tail;	/* written by drain() */
@@ -950,6 +950,19 @@ static void segs_sub(struct uffd_monitor *m, uintptr_t start, uintptr_t end)
 	segs_compact(s);
 }
 
+/* Whether watches cover all of [start, end). */
+static bool segs_cover(const struct segs *s, uintptr_t start, uintptr_t end)
+{
+	uintptr_t cur = start;
+
+	for (size_t i = segs_find(s, start); i < s->n && cur < end; i++) {
+		if (s->v[i].start > cur)
+			return false;
+		cur = s->v[i].end;
+	}
+	return cur >= end;
+}
+
 /* Unregister the parts of [start, end) that no watch covers. */
 static void unregister_uncovered(struct uffd_monitor *m, uintptr_t start,
 				 uintptr_t end)
@@ -1074,7 +1087,12 @@ static int uffd_watch(struct monitor *mon, uint64_t cookie, uintptr_t start,
 	 * that registration); other failures may leave a part registered.
 	 */
 	registered = rc == 0 || (rc != -EINVAL && rc != -EBUSY && rc != -EPERM);
-	if (rc == 0)
+	/*
+	 * Inside ranges watched now, the mappings were checked when those
+	 * watches began and are still registered: any change to them since
+	 * produced an event, which invalidates this new watch's range too.
+	 */
+	if (rc == 0 && !segs_cover(&m->segs, start, end))
 		rc = check_private_anon(m, start, end);
 	/*
 	 * Pages that are the shared zero page or shared copy-on-write would

@@ -395,6 +395,29 @@ START_TEST(many_watches)
 }
 END_TEST
 
+START_TEST(nested_watch_stays_safe)
+{
+	struct monitor *m = open_mon();
+	char *p = map_pages(8);
+
+	ck_assert_int_eq(watch(m, 1, p, 8 * page), 0);
+	ck_assert_int_eq(watch(m, 2, p + 2 * page, 2 * page), 0);
+	/* Replaced by shared memory behind both watches' backs... */
+	ck_assert_ptr_eq(mmap(p, 8 * page, PROT_READ | PROT_WRITE,
+			      MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0), p);
+	/* ... a nested watch may succeed, but its range is reported. */
+	watch(m, 3, p + 4 * page, page);
+	ck_assert(m->ops->changed(m));
+	ck_assert(drain_covers(m, p + 4 * page, page));
+	m->ops->unwatch(m, 1);
+	m->ops->unwatch(m, 2);
+	m->ops->unwatch(m, 3);
+	ck_assert_int_eq(munmap(p, 8 * page), 0);
+	expect_quiet(m);
+	m->ops->close(m);
+}
+END_TEST
+
 START_TEST(duplicate_and_unknown_cookies)
 {
 	struct monitor *m = open_mon();
@@ -789,6 +812,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(books, overlapping_watches_refcounted);
 	tcase_add_test(books, adjacent_watches_refcounted);
 	tcase_add_test(books, many_watches);
+	tcase_add_test(books, nested_watch_stays_safe);
 	tcase_add_test(books, duplicate_and_unknown_cookies);
 	tcase_add_test(refuse, file_backed_refused);
 	tcase_add_test(refuse, shared_anonymous_refused);
