@@ -646,8 +646,6 @@ static struct miscdevice ummunot_misc = {
 	.minor = MISC_DYNAMIC_MINOR,
 	.name = "ummunot",
 	.fops = &ummunot_fops,
-	/* Safe for all: a file only ever reports on its opener's own mm. */
-	.mode = 0666,
 };
 
 static int __init ummunot_init(void)
