@@ -25,7 +25,7 @@ set key top right
 plot dir.'/regsweep.dat' using 1:2 with linespoints lw 2 pt 7 title "uncached (no shim)", \
      '' using 1:3 with linespoints lw 2 pt 5 title "cache hit (shim)"
 
-set title "Hit path vs the libibverbs test double (median ns per reg+dereg pair)"
+set title "Shim hit path (median ns per reg+dereg pair per thread; test double = libibverbs stand-in)"
 unset logscale x
 unset logscale y
 set format x "%g"
@@ -37,8 +37,8 @@ set style fill solid 0.8 border -1
 set boxwidth 0.9
 set yrange [0:*]
 set key top left
-plot dir.'/hitpath.dat' using 2:xtic(1) title "test double alone", \
-     '' using 3 title "under libummushim.so"
+plot dir.'/hitpath.dat' using 2:xtic(1) title "test double alone (no shim)", \
+     '' using 3 title "libummushim.so cache hit"
 
 set title "Module: munmap of an unrelated page vs registrations on one fd"
 set style data linespoints
