@@ -37,7 +37,26 @@ static unsigned int max_regions = 1U << 20;
 module_param(max_regions, uint, 0644);
 MODULE_PARM_DESC(max_regions, "Maximum registrations per open file");
 
+/*
+ * The device is meant to be open to all users, so bound the kernel memory
+ * all of them together can pin in registrations (about 200 bytes each).
+ */
+static unsigned long max_total_regions = 1UL << 24;
+module_param(max_total_regions, ulong, 0644);
+MODULE_PARM_DESC(max_total_regions, "Maximum registrations in the system");
+
+static atomic_long_t ummunot_total_regions = ATOMIC_LONG_INIT(0);
+
+/*
+ * Registrations come from their own slab cache, so leaks show in
+ * /proc/slabinfo; where the kernel allows it, keep it from being merged.
+ */
 static struct kmem_cache *ummunot_region_cache;
+#ifdef SLAB_NO_MERGE
+#define UMMUNOT_SLAB_NO_MERGE SLAB_NO_MERGE
+#else
+#define UMMUNOT_SLAB_NO_MERGE 0
+#endif
 
 /**
  * struct ummunot_file - state of one open /dev/ummunot
@@ -127,16 +146,20 @@ static bool ummunot_event_keeps_pages(enum mmu_notifier_event event)
 	}
 }
 
-/* Called with pending_lock held. */
-static void ummunot_region_mark(struct ummunot_region *reg,
+/*
+ * Queue or widen the region's event.  Returns true if it became pending
+ * (the file just became readable).  Called with pending_lock held.
+ */
+static bool ummunot_region_mark(struct ummunot_region *reg,
 				unsigned long start, unsigned long end)
 {
 	struct ummunot_file *uf = reg->file;
+	bool queued = list_empty(&reg->pending);
 
 	start = max(start, reg->start);
 	end = min(end, reg->end);
 
-	if (list_empty(&reg->pending)) {
+	if (queued) {
 		reg->hint_start = start;
 		reg->hint_end = end;
 		list_add_tail(&reg->pending, &uf->pending);
@@ -147,11 +170,14 @@ static void ummunot_region_mark(struct ummunot_region *reg,
 	}
 	reg->inval_seq++;
 	WRITE_ONCE(*uf->counter, *uf->counter + 1);
+	return queued;
 }
 
 /*
  * The notifier callback.  It may run in non-blockable context (OOM reaper)
- * and under mm locks, so it only takes a spinlock and never fails.
+ * and under mm locks, so it only takes a spinlock and never fails.  The
+ * kernel calls it for every registration the range overlaps, with no
+ * reschedule point of its own: yield where the range allows sleeping.
  */
 static bool ummunot_invalidate(struct mmu_interval_notifier *mni,
 			       const struct mmu_notifier_range *range,
@@ -160,17 +186,22 @@ static bool ummunot_invalidate(struct mmu_interval_notifier *mni,
 	struct ummunot_region *reg =
 		container_of(mni, struct ummunot_region, notifier);
 	struct ummunot_file *uf = reg->file;
+	bool queued;
 
 	if (ummunot_event_keeps_pages(range->event))
 		return true;
 
 	spin_lock(&uf->pending_lock);
 	mmu_interval_set_seq(mni, cur_seq);
-	ummunot_region_mark(reg, range->start, range->end);
+	queued = ummunot_region_mark(reg, range->start, range->end);
 	spin_unlock(&uf->pending_lock);
 
-	wake_up_interruptible(&uf->read_wait);
+	if (queued)
+		wake_up_interruptible_poll(&uf->read_wait,
+					   EPOLLIN | EPOLLRDNORM);
 	kill_fasync(&uf->fasync, SIGIO, POLL_IN);
+	if (mmu_notifier_range_blockable(range))
+		cond_resched();
 	return true;
 }
 
@@ -238,6 +269,7 @@ static void ummunot_unlink_and_free(struct ummunot_file *uf,
 
 	rb_erase(&reg->node, &uf->regions);
 	uf->nr_regions--;
+	atomic_long_dec(&ummunot_total_regions);
 	kmem_cache_free(ummunot_region_cache, reg);
 }
 
@@ -250,7 +282,8 @@ static int ummunot_exchange_features(struct ummunot_file *uf,
 	if (get_user(features, arg))
 		return -EFAULT;
 
-	mutex_lock(&uf->lock);
+	if (mutex_lock_killable(&uf->lock))
+		return -EINTR;
 	if (uf->used)
 		ret = -EINVAL;
 	mutex_unlock(&uf->lock);
@@ -261,10 +294,13 @@ static int ummunot_exchange_features(struct ummunot_file *uf,
 	return put_user(0U, arg) ? -EFAULT : 0;
 }
 
-static int ummunot_check_range(const struct ummunot_register_ioctl *r)
+/* Strip address tags (arm64 TBI, x86 LAM); then check the range. */
+static int ummunot_check_range(struct ummunot_register_ioctl *r)
 {
 	if (r->flags || r->reserved)
 		return -EINVAL;
+	r->start = untagged_addr(r->start);
+	r->end = untagged_addr(r->end);
 	if (r->end <= r->start || r->end > TASK_SIZE)
 		return -EINVAL;
 	return 0;
@@ -276,7 +312,7 @@ ummunot_region_alloc(struct ummunot_file *uf,
 {
 	struct ummunot_region *reg;
 
-	reg = kmem_cache_zalloc(ummunot_region_cache, GFP_KERNEL_ACCOUNT);
+	reg = kmem_cache_zalloc(ummunot_region_cache, GFP_KERNEL);
 	if (!reg)
 		return NULL;
 	reg->file = uf;
@@ -287,6 +323,19 @@ ummunot_region_alloc(struct ummunot_file *uf,
 	return reg;
 }
 
+/* Count a new registration against the per-file and global limits. */
+static bool ummunot_charge(struct ummunot_file *uf)
+{
+	if (uf->nr_regions >= READ_ONCE(max_regions))
+		return false;
+	if (atomic_long_inc_return(&ummunot_total_regions) >
+	    READ_ONCE(max_total_regions)) {
+		atomic_long_dec(&ummunot_total_regions);
+		return false;
+	}
+	return true;
+}
+
 /* Called with uf->lock held. */
 static int ummunot_insert(struct ummunot_file *uf, struct ummunot_region *reg)
 {
@@ -294,20 +343,24 @@ static int ummunot_insert(struct ummunot_file *uf, struct ummunot_region *reg)
 
 	if (ummunot_find(uf, reg->cookie))
 		return -EEXIST;
-	if (uf->nr_regions >= READ_ONCE(max_regions))
+	if (!ummunot_charge(uf))
 		return -ENOSPC;
 
 	ret = mmu_interval_notifier_insert(&reg->notifier, uf->mm, reg->start,
 					   reg->end - reg->start,
 					   &ummunot_notifier_ops);
-	if (ret)
-		return ret;
+	if (ret) {
+		atomic_long_dec(&ummunot_total_regions);
+		/* The first insert may find a signal pending: just restart. */
+		return ret == -EINTR ? -ERESTARTSYS : ret;
+	}
 
 	/*
 	 * A notifier inserted while an invalidation of its range is running
-	 * does not see that invalidation.  Wait for it to finish, so that
-	 * user space registering before it pins pages never pins pages that
-	 * are on their way out unseen.
+	 * does not see that invalidation.  Wait for it to finish, so that an
+	 * invalidation is either complete when REGISTER returns or reported.
+	 * User space must therefore register before it pins (ibv_reg_mr) the
+	 * pages: pages pinned earlier may have been on their way out unseen.
 	 */
 	mmu_interval_read_begin(&reg->notifier);
 
@@ -333,9 +386,11 @@ static int ummunot_register_region(struct ummunot_file *uf,
 	if (!reg)
 		return -ENOMEM;
 
-	mutex_lock(&uf->lock);
-	ret = ummunot_insert(uf, reg);
-	mutex_unlock(&uf->lock);
+	ret = -EINTR;
+	if (!mutex_lock_killable(&uf->lock)) {
+		ret = ummunot_insert(uf, reg);
+		mutex_unlock(&uf->lock);
+	}
 
 	if (ret)
 		kmem_cache_free(ummunot_region_cache, reg);
@@ -352,7 +407,8 @@ static int ummunot_unregister_region(struct ummunot_file *uf,
 	if (get_user(cookie, arg))
 		return -EFAULT;
 
-	mutex_lock(&uf->lock);
+	if (mutex_lock_killable(&uf->lock))
+		return -EINTR;
 	reg = ummunot_find(uf, cookie);
 	if (reg)
 		ummunot_unlink_and_free(uf, reg);
@@ -510,6 +566,12 @@ static ssize_t ummunot_read(struct file *filp, char __user *buf,
 		return -EINVAL;
 
 	for (;;) {
+		/*
+		 * Do not wait for the lock (another thread may hold it while
+		 * it registers) when there is nothing to read anyway.
+		 */
+		if ((filp->f_flags & O_NONBLOCK) && !ummunot_readable(uf))
+			return -EAGAIN;
 		if (mutex_lock_interruptible(&uf->lock))
 			return -ERESTARTSYS;
 		ret = ummunot_deliver(uf, buf, count);
@@ -553,6 +615,27 @@ static void vm_flags_mod(struct vm_area_struct *vma, vm_flags_t set,
 #endif
 
 /*
+ * The counter page is served from the fault handler rather than inserted
+ * at mmap time, so it survives MADV_DONTNEED.  A fork child inherits the
+ * mapping (harmless: a read-only counter) but not the right to use the fd.
+ * The mapping holds a file reference, so the page outlives every fault.
+ */
+static vm_fault_t ummunot_counter_fault(struct vm_fault *vmf)
+{
+	struct ummunot_file *uf = vmf->vma->vm_file->private_data;
+
+	if (vmf->pgoff)
+		return VM_FAULT_SIGBUS;
+	get_page(uf->counter_page);
+	vmf->page = uf->counter_page;
+	return 0;
+}
+
+static const struct vm_operations_struct ummunot_counter_vm_ops = {
+	.fault = ummunot_counter_fault,
+};
+
+/*
  * Map the counter page: one page, offset 0, shared and read-only for good.
  * The fd is read-only, so the VFS already refused writable shared maps and
  * turned VM_SHARED into plain VM_MAYSHARE; test that.
@@ -569,8 +652,10 @@ static int ummunot_mmap(struct file *filp, struct vm_area_struct *vma)
 	    !(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
 
-	vm_flags_mod(vma, VM_DONTEXPAND | VM_DONTDUMP, VM_MAYWRITE);
-	return vm_insert_page(vma, vma->vm_start, uf->counter_page);
+	vm_flags_mod(vma, VM_DONTEXPAND | VM_DONTDUMP,
+		     VM_MAYWRITE | VM_MAYEXEC);
+	vma->vm_ops = &ummunot_counter_vm_ops;
+	return 0;
 }
 
 static int ummunot_open(struct inode *inode, struct file *filp)
@@ -652,7 +737,8 @@ static int __init ummunot_init(void)
 {
 	int ret;
 
-	ummunot_region_cache = KMEM_CACHE(ummunot_region, SLAB_ACCOUNT);
+	ummunot_region_cache = KMEM_CACHE(ummunot_region,
+					  SLAB_ACCOUNT | UMMUNOT_SLAB_NO_MERGE);
 	if (!ummunot_region_cache)
 		return -ENOMEM;
 

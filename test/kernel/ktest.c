@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #define SLAB_NAME "ummunot_region"
-#define MAX_REGIONS_PARAM "/sys/module/ummunot/parameters/max_regions"
+#define PARAM_DIR "/sys/module/ummunot/parameters/"
 
 size_t kt_page(void)
 {
@@ -281,23 +281,37 @@ long kt_slab_settle(long expected)
 	return now;
 }
 
-long kt_max_regions(void)
+long kt_param(const char *name)
 {
-	FILE *f = fopen(MAX_REGIONS_PARAM, "re");
+	char path[128];
 	long v = -1;
+	FILE *f;
 
-	ck_assert_msg(f != NULL, "%s: %s", MAX_REGIONS_PARAM, strerror(errno));
+	snprintf(path, sizeof(path), PARAM_DIR "%s", name);
+	f = fopen(path, "re");
+	ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
 	ck_assert(fscanf(f, "%ld", &v) == 1);
 	fclose(f);
 	return v;
 }
 
+int kt_set_param(const char *name, long value)
+{
+	char path[128], text[32];
+
+	snprintf(path, sizeof(path), PARAM_DIR "%s", name);
+	snprintf(text, sizeof(text), "%ld\n", value);
+	return write_file(path, text);
+}
+
+long kt_max_regions(void)
+{
+	return kt_param("max_regions");
+}
+
 int kt_set_max_regions(long value)
 {
-	char text[32];
-
-	snprintf(text, sizeof(text), "%ld\n", value);
-	return write_file(MAX_REGIONS_PARAM, text);
+	return kt_set_param("max_regions", value);
 }
 
 void kt_run_child(const char *what, kt_child_fn fn, void *arg)

@@ -91,6 +91,9 @@ long kt_slab_objects(void);
  */
 long kt_slab_settle(long expected);
 
+/* A module parameter: read (asserts) and write (returns errno). */
+long kt_param(const char *name);
+int kt_set_param(const char *name, long value);
 /* Module parameter max_regions: read (asserts) and write (returns errno). */
 long kt_max_regions(void);
 int kt_set_max_regions(long value);

@@ -137,6 +137,31 @@ START_TEST(mprotect_write_refused)
 }
 END_TEST
 
+START_TEST(mprotect_exec_refused)
+{
+	int fd = kt_open_nb();
+	void *p = (void *)kt_map_counter(fd);
+
+	ck_assert_int_eq(mprotect(p, kt_page(), PROT_READ | PROT_EXEC), -1);
+	ck_assert_int_eq(errno, EACCES);
+}
+END_TEST
+
+/* MADV_DONTNEED drops the PTE; the next read faults the page back in. */
+START_TEST(counter_survives_dontneed)
+{
+	int fd = kt_open_nb();
+	const volatile uint64_t *cnt = kt_map_counter(fd);
+	char *p = kt_map_anon(1);
+
+	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 1), 1);
+	ck_assert_int_eq(munmap(p, kt_page()), 0);
+	ASSERT_COUNTER(cnt, 1);
+	ck_assert_int_eq(madvise((void *)cnt, kt_page(), MADV_DONTNEED), 0);
+	ASSERT_COUNTER(cnt, 1);
+}
+END_TEST
+
 /* The mapping keeps working (and stays safe) after the fd is closed. */
 START_TEST(mapping_outlives_fd)
 {
@@ -163,6 +188,8 @@ Suite *kt_counter_suite(void)
 	tc = kt_tcase(s, "mmap");
 	tcase_add_test(tc, mmap_refusals);
 	tcase_add_test(tc, mprotect_write_refused);
+	tcase_add_test(tc, mprotect_exec_refused);
+	tcase_add_test(tc, counter_survives_dontneed);
 	tcase_add_test(tc, mapping_outlives_fd);
 	return s;
 }

@@ -108,9 +108,37 @@ START_TEST(register_enospc)
 }
 END_TEST
 
+/* max_total_regions bounds all files together (the device is for everyone). */
+START_TEST(register_enospc_global)
+{
+	int fd = kt_open_nb(), fd2 = kt_open_nb();
+	long saved = kt_param("max_total_regions");
+	int set, fill = 0, over, after_unreg;
+
+	/* Collect results first so the parameter is restored before asserting. */
+	set = kt_set_param("max_total_regions", 4);
+	for (uint64_t c = 0; c < 3; c++)
+		fill |= kt_register(fd, 0x100000 + c * 0x1000,
+				    0x101000 + c * 0x1000, c);
+	fill |= kt_register(fd2, 0x100000, 0x101000, 1);
+	over = kt_register(fd2, 0x200000, 0x201000, 2);
+	fill |= kt_unregister(fd, 0);
+	after_unreg = kt_register(fd2, 0x200000, 0x201000, 2);
+	ck_assert_int_eq(kt_set_param("max_total_regions", saved), 0);
+
+	ck_assert_msg(set == 0, "writing max_total_regions: %s", strerror(set));
+	ck_assert_msg(fill == 0, "filling up to the global limit failed");
+	ck_assert_msg(over == ENOSPC, "past the global limit: %s",
+		      strerror(over));
+	ck_assert_msg(after_unreg == 0, "after UNREGISTER on the other fd: %s",
+		      strerror(after_unreg));
+}
+END_TEST
+
 START_TEST(max_regions_default)
 {
 	ck_assert_int_eq(kt_max_regions(), 1048576);
+	ck_assert_int_eq(kt_param("max_total_regions"), 1L << 24);
 }
 END_TEST
 
@@ -253,6 +281,7 @@ Suite *kt_errors_suite(void)
 	tcase_add_test(tc, register_einval_cases);
 	tcase_add_test(tc, register_eexist);
 	tcase_add_test(tc, register_enospc);
+	tcase_add_test(tc, register_enospc_global);
 	tcase_add_test(tc, max_regions_default);
 	tcase_add_test(tc, efault_cases);
 	tcase_add_test(tc, unregister_enoent);
