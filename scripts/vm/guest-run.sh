@@ -36,8 +36,12 @@ finish() {
 	busybox poweroff -f
 }
 
+# The host root, seen without the guest's tmpfs mounts over /tmp and /run.
+HOST_VIEW=/mnt
+
 mount_runtime_fs() {
 	step="mounting tmpfs/devpts"
+	mount --bind / "$HOST_VIEW"
 	mount -t tmpfs -o mode=1777 tmpfs /tmp
 	mount -t tmpfs -o mode=755 tmpfs /run
 	mkdir -p /dev/pts /dev/shm
@@ -45,6 +49,23 @@ mount_runtime_fs() {
 	mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 	mount -t cgroup2 cgroup2 /sys/fs/cgroup || say "no cgroup2 (continuing)"
 	mount -t debugfs debugfs /sys/kernel/debug || say "no debugfs (continuing)"
+}
+
+# A clone under /tmp or /run on the host (CI may put one there) is hidden by
+# the guest's tmpfs: bind the host's copy of its top directory back in.
+bind_job_dir() {
+	local dir top
+	for dir in /tmp /run; do
+		case $JOB_DIR/ in
+		"$dir"/*/*)
+			top=${JOB_DIR#"$dir"/}
+			top=$dir/${top%%/*}
+			step="making $top visible in the guest"
+			mkdir -p "$top"
+			mount --bind "$HOST_VIEW$top" "$top"
+			;;
+		esac
+	done
 }
 
 # The host's path may lie under /tmp, now a fresh tmpfs: create it there.
@@ -94,9 +115,11 @@ mount_runtime_fs
 mount_result_dir
 set_hostname
 step="reading $VM_DIR/config"
-# Defines MODULE (path or empty), MODULE_PARAMS (array) and RDMA (0/1).
+# Defines MODULE (path or empty), MODULE_PARAMS (array), RDMA (0/1) and
+# JOB_DIR (the directory the job runs in).
 # shellcheck source=/dev/null
 . "$VM_DIR/config"
+bind_job_dir
 [ -z "$MODULE" ] || load_test_module
 [ "$RDMA" = 0 ] || setup_rdma
 step="running the job"

@@ -114,15 +114,13 @@ check_args() {
 	done
 }
 
-# The guest mounts fresh tmpfs on these, hiding the host's contents.
+# The guest mounts fresh tmpfs on these, hiding the host's contents; it
+# binds the job's directory back in from /tmp and /run, not from /dev/shm.
 check_cwd_visible() {
-	local dir
 	case $PWD/ in "$OUT_DIR"/*) return ;; esac
-	for dir in /tmp /run /dev/shm; do
-		case $PWD/ in
-		"$dir"/*) die "the current directory $PWD is under $dir, which the guest covers with a tmpfs: run from elsewhere" ;;
-		esac
-	done
+	case $PWD/ in
+	/dev/shm/*) die "the current directory $PWD is under /dev/shm, which the guest covers with a tmpfs: run from elsewhere" ;;
+	esac
 }
 
 # ---- initramfs ------------------------------------------------------------
@@ -251,6 +249,7 @@ write_config() {
 		[ ${#MODULE_PARAMS[@]} -eq 0 ] || printf ' %q' "${MODULE_PARAMS[@]}"
 		printf ' )\n'
 		printf 'RDMA=%q\n' "$RDMA"
+		printf 'JOB_DIR=%q\n' "$PWD"
 	} >"$OUT_DIR/.vm/config"
 }
 
