@@ -19,45 +19,25 @@
 set -eu -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD=$ROOT/build
-RESULTS=
-ROUNDS=2
-UCX_ENV="UCX_RNDV_THRESH=8K UCX_IB_FORK_INIT=n"
+# shellcheck source-path=SCRIPTDIR source=bench-common/jobs.sh
+. "$ROOT/scripts/bench-common/jobs.sh"
 SKIP=" "
-
-say() {
-	echo "bench-all: $*" >&2
-}
 
 while [ $# -gt 0 ]; do
 	case $1 in
-	--build-dir) BUILD=$(realpath -m "$2"); shift 2 ;;
-	--results) RESULTS=$(realpath -m "$2"); shift 2 ;;
-	--rounds) ROUNDS=$2; shift 2 ;;
-	--ucx-env) UCX_ENV=$2; shift 2 ;;
 	--skip) SKIP="$SKIP$2 "; shift 2 ;;
-	-h | --help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) say "unknown argument: $1"; exit 1 ;;
+	*) common_option "$@" || die "unknown argument: $1"; shift 2 ;;
 	esac
 done
-RESULTS=${RESULTS:-$BUILD/results-all}
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { say "--rounds wants a positive number"; exit 1; }
+common_options_done results-all
 
 skipped() {
 	case $SKIP in *" $1 "*) return 0 ;; esac
 	return 1
 }
 
-build() {
-	local kver
-	kver=$("$ROOT/scripts/vm/kernel-version.sh")
-	if [ ! -f "$BUILD/build.ninja" ]; then
-		meson setup "$BUILD" "$ROOT" -Dkernel_dir="/usr/src/linux-headers-$kver"
-	fi
-	ninja -C "$BUILD" -j2
-}
-
 status=0
+# shellcheck disable=SC2119 # no product list: the parts say what is missing
 build
 mkdir -p "$RESULTS"
 
@@ -69,15 +49,7 @@ fi
 
 if ! skipped vm; then
 	say "VM: MPI a/b/c, per-operation verbs, reg+dereg sweep, hit path ($ROUNDS round(s))"
-	rm -rf "$RESULTS/raw"
-	mkdir -p "$RESULTS/raw"
-	cut -d' ' -f1-3 /proc/loadavg >"$RESULTS/raw/host-load.txt"
-	(cd "$ROOT" && scripts/vm/run-vm.sh --module "$BUILD/kernel/ummunot.ko" --rdma \
-		--timeout 3600 --out "$RESULTS/raw" \
-		--env "ROUNDS=$ROUNDS" --env "MPI_EXTRA_ENV=$UCX_ENV" \
-		-- scripts/bench-mpi/guest-main.sh "$BUILD" "$RESULTS/raw" \
-		info,mpi,perop,regsweep,hitpath) || status=1
-	cut -d' ' -f1-3 /proc/loadavg >>"$RESULTS/raw/host-load.txt"
+	run_guest_main "$RESULTS/raw" 3600 info,mpi,perop,regsweep,hitpath || status=1
 	python3 "$ROOT/scripts/bench-mpi/summarize.py" main "$RESULTS/raw" "$RESULTS" \
 		>"$RESULTS/main.txt" || status=1
 fi
@@ -96,8 +68,7 @@ cat "$RESULTS/main.txt" "$RESULTS/bench-all.txt" 2>/dev/null | tee "$RESULTS/sum
 for dat in mpi-bandwidth regsweep hitpath kernel; do
 	[ -s "$RESULTS/$dat.dat" ] || printf '# no data\n1 NaN NaN NaN\n' >"$RESULTS/$dat.dat"
 done
-gnuplot -e "datafile='$RESULTS/mpi-bandwidth.dat'; outfile='$RESULTS/mpi-bandwidth.png'" \
-	"$ROOT/scripts/plot-mpi.gp" || status=1
+plot_mpi || status=1
 gnuplot -e "dir='$RESULTS'" "$ROOT/scripts/plot-bench-all.gp" || status=1
 say "results in $RESULTS: summary.txt, main.json, bench-all.json, bench-all.png, mpi-bandwidth.png"
 exit "$status"

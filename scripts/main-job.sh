@@ -42,12 +42,10 @@
 set -eu -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD=$ROOT/build
-RESULTS=
+# shellcheck source-path=SCRIPTDIR source=bench-common/jobs.sh
+. "$ROOT/scripts/bench-common/jobs.sh"
 INSTALL=1
-UCX_ENV="UCX_RNDV_THRESH=8K UCX_IB_FORK_INIT=n"
 MPIBENCH_ARGS=
-ROUNDS=2
 
 # The project's package list lives in .ci/run; these are the ones this job
 # needs should that list be missing.
@@ -56,29 +54,15 @@ FALLBACK_PACKAGES=(build-essential meson ninja-build pkg-config python3
 	kmod iproute2 cpio xz-utils rdma-core ibverbs-providers libibverbs-dev
 	ibverbs-utils openmpi-bin libopenmpi-dev ucx-utils gnuplot-nox)
 
-say() {
-	echo "main-job: $*" >&2
-}
-
-die() {
-	say "$*"
-	exit 1
-}
-
 parse_args() {
 	while [ $# -gt 0 ]; do
 		case $1 in
-		--build-dir) BUILD=$(realpath -m "$2"); shift 2 ;;
-		--results) RESULTS=$(realpath -m "$2"); shift 2 ;;
 		--no-install) INSTALL=0; shift ;;
-		--ucx-env) UCX_ENV=$2; shift 2 ;;
 		--mpibench-args) MPIBENCH_ARGS=$2; shift 2 ;;
-		--rounds) ROUNDS=$2; shift 2 ;;
-		-h | --help) sed -n '2,/^set -eu/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-		*) die "unknown argument: $1 (see --help)" ;;
+		*) common_option "$@" || die "unknown argument: $1 (see --help)"; shift 2 ;;
 		esac
 	done
-	RESULTS=${RESULTS:-$BUILD/results}
+	common_options_done results
 }
 
 # The PACKAGES=( ... ) block of .ci/run, without comments.
@@ -107,46 +91,10 @@ install_packages() {
 	apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-build() {
-	local kver kdir
-	kver=$("$ROOT/scripts/vm/kernel-version.sh")
-	kdir=/usr/src/linux-headers-$kver
-	[ -f "$kdir/Makefile" ] || die "no kernel headers at $kdir (install linux-headers-amd64)"
-	if [ -f "$BUILD/build.ninja" ]; then
-		meson configure "$BUILD" -Dkernel_dir="$kdir" >/dev/null
-	else
-		meson setup "$BUILD" "$ROOT" -Dkernel_dir="$kdir"
-	fi
-	ninja -C "$BUILD" -j2
-	for f in kernel/ummunot.ko preload/libummushim.so \
-		scripts/bench-mpi/mpibench scripts/bench-mpi/libregcount-real.so \
-		scripts/bench-mpi/libregcount-app.so scripts/bench-reg/perop; do
-		[ -e "$BUILD/$f" ] || die "the build did not produce $BUILD/$f"
-	done
-}
-
-run_vm() {
-	local raw=$RESULTS/raw
-	rm -rf "$raw"
-	mkdir -p "$raw"
-	say "booting the VM (module + Soft-RoCE); MPI runs take a few minutes under emulation"
-	# The VM's cwd must be visible in the guest: the source root is.
-	# The VM is emulated: a busy host slows it; say how busy it was.
-	cut -d' ' -f1-3 /proc/loadavg >"$raw/host-load.txt"
-	local rc=0
-	(cd "$ROOT" && scripts/vm/run-vm.sh --module "$BUILD/kernel/ummunot.ko" --rdma \
-		--timeout 1200 --out "$raw" --env "ROUNDS=$ROUNDS" \
-		--env "MPI_EXTRA_ENV=$UCX_ENV" --env "MPIBENCH_ARGS=$MPIBENCH_ARGS" \
-		-- scripts/bench-mpi/guest-main.sh "$BUILD" "$raw" info,mpi,perop) || rc=$?
-	cut -d' ' -f1-3 /proc/loadavg >>"$raw/host-load.txt"
-	return "$rc"
-}
-
 summarize() {
 	python3 "$ROOT/scripts/bench-mpi/summarize.py" main "$RESULTS/raw" "$RESULTS" |
 		tee "$RESULTS/main.txt"
-	gnuplot -e "datafile='$RESULTS/mpi-bandwidth.dat'; outfile='$RESULTS/mpi-bandwidth.png'" \
-		"$ROOT/scripts/plot-mpi.gp"
+	plot_mpi
 	say "results: $RESULTS/main.txt, main.json, mpi-bandwidth.png (raw outputs in $RESULTS/raw)"
 }
 
@@ -154,8 +102,12 @@ main() {
 	local rc=0
 	parse_args "$@"
 	install_packages
-	build
-	run_vm || rc=$?
+	build kernel/ummunot.ko preload/libummushim.so \
+		scripts/bench-mpi/mpibench scripts/bench-mpi/libregcount-real.so \
+		scripts/bench-mpi/libregcount-app.so scripts/bench-reg/perop
+	say "booting the VM (module + Soft-RoCE); MPI runs take a few minutes under emulation"
+	run_guest_main "$RESULTS/raw" 1200 info,mpi,perop \
+		--env "MPIBENCH_ARGS=$MPIBENCH_ARGS" || rc=$?
 	compgen -G "$RESULTS/raw/mpi-*-r1.json" >/dev/null ||
 		die "the VM run produced no MPI results (status $rc)"
 	summarize

@@ -115,39 +115,37 @@ run_mpi_config() { # a|b|c ROUND
 	fi
 }
 
-run_perop() { # plain|shim ROUND
-	local mode=$1 preload=$COUNT_REAL rc=0 tag=perop-$1-r$2
-	[ "$mode" = plain ] || preload=$SHIM:$COUNT_REAL
-	say "perop ($mode), round $2: LD_PRELOAD=$preload"
-	# shellcheck disable=SC2086 # PEROP_ARGS is a list of options
+# One run of a verbs benchmark (perop, regbench): KIND-MODE-rROUND.{txt,
+# err,json} plus the counters' and the shim's logs.
+run_verbs() { # KIND MODE ROUND PRELOAD EXTRA_ARGS PROGRAM [ARG...]
+	local kind=$1 mode=$2 round=$3 preload=$4 extra=$5 rc=0
+	local tag=$1-$2-r$3
+	shift 5
+	say "$kind ($mode), round $round: LD_PRELOAD=$preload"
+	# shellcheck disable=SC2086 # EXTRA_ARGS is a list of options
 	env LD_PRELOAD="$preload" REGCOUNT_FILE="$OUT/regcount-$tag.%p" \
 		UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$OUT/shim-$tag.%p.log" \
-		"$PEROP" --label "$mode" --json "$OUT/$tag.json" ${PEROP_ARGS:-} \
+		"$@" --label "$mode" --json "$OUT/$tag.json" $extra \
 		>"$OUT/$tag.txt" 2>"$OUT/$tag.err" || rc=$?
 	cat "$OUT/$tag.txt"
 	if [ "$rc" -ne 0 ]; then
-		say "perop ($mode) failed with status $rc"
+		say "$kind ($mode) failed with status $rc"
 		tail -20 "$OUT/$tag.err" >&2
 		status=1
 	fi
 }
 
-run_regsweep() { # uncached|hit ROUND
-	local mode=$1 preload=$COUNT_REAL rc=0 tag=regsweep-$1-r$2
-	[ "$mode" = uncached ] || preload=$SHIM:$COUNT_REAL
-	say "regbench sweep ($mode), round $2"
-	# shellcheck disable=SC2086 # REGSWEEP_ARGS is a list of options
-	env LD_PRELOAD="$preload" REGCOUNT_FILE="$OUT/regcount-$tag.%p" \
-		UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$OUT/shim-$tag.%p.log" \
-		"$REGBENCH" sweep --device rxe0 --label "$mode" \
-		--json "$OUT/$tag.json" ${REGSWEEP_ARGS:-} \
-		>"$OUT/$tag.txt" 2>"$OUT/$tag.err" || rc=$?
-	cat "$OUT/$tag.txt"
-	if [ "$rc" -ne 0 ]; then
-		say "regbench sweep ($mode) failed with status $rc"
-		tail -20 "$OUT/$tag.err" >&2
-		status=1
-	fi
+# ROUNDS times: the benchmark with libregcount-real.so alone (PLAIN_MODE),
+# then with the shim above it (SHIM_MODE).
+run_verbs_rounds() { # KIND PLAIN_MODE SHIM_MODE EXTRA_ARGS PROGRAM [ARG...]
+	local kind=$1 plain=$2 shimmed=$3 extra=$4 round
+	shift 4
+	need_file "$1"
+	need_file "$SHIM"
+	for round in $(seq "${ROUNDS:-1}"); do
+		run_verbs "$kind" "$plain" "$round" "$COUNT_REAL" "$extra" "$@"
+		run_verbs "$kind" "$shimmed" "$round" "$SHIM:$COUNT_REAL" "$extra" "$@"
+	done
 }
 
 need_file "$COUNT_REAL"
@@ -165,20 +163,11 @@ if want mpi; then
 	done
 fi
 if want perop; then
-	need_file "$PEROP"
-	need_file "$SHIM"
-	for round in $(seq "${ROUNDS:-1}"); do
-		run_perop plain "$round"
-		run_perop shim "$round"
-	done
+	run_verbs_rounds perop plain shim "${PEROP_ARGS:-}" "$PEROP"
 fi
 if want regsweep; then
-	need_file "$REGBENCH"
-	need_file "$SHIM"
-	for round in $(seq "${ROUNDS:-1}"); do
-		run_regsweep uncached "$round"
-		run_regsweep hit "$round"
-	done
+	run_verbs_rounds regsweep uncached hit "${REGSWEEP_ARGS:-}" \
+		"$REGBENCH" sweep --device rxe0
 fi
 if want hitpath; then
 	say "hit path against the libibverbs test double, /dev/ummunot monitor"

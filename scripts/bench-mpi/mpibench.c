@@ -31,17 +31,16 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
-#include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <mpi.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "../bench-common/bench_common.h"
 
 #define TAG_PING 1
 #define TAG_PONG 2
@@ -85,41 +84,6 @@ struct buffers {
 	size_t len;		/* mapped length, page multiple */
 };
 
-/* Parses "4096", "64K", "16M", "1G". Returns false on garbage. */
-static bool parse_size(const char *s, size_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return false;
-	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	default: break;
-	}
-	if (*end != '\0' || v == 0 || v > SIZE_MAX / 2)
-		return false;
-	*out = (size_t)v;
-	return true;
-}
-
-static bool parse_uint(const char *s, unsigned *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end != '\0' || v > UINT_MAX)
-		return false;
-	*out = (unsigned)v;
-	return true;
-}
-
 static void usage(void)
 {
 	fprintf(stderr,
@@ -131,48 +95,26 @@ static void usage(void)
 
 static bool parse_options(int argc, char **argv, struct options *o)
 {
+	const struct bench_opt opts[] = {
+		BENCH_SIZE("--min", &o->min_size),
+		BENCH_SIZE("--max", &o->max_size),
+		BENCH_SIZE("--budget", &o->budget),
+		BENCH_UINT("--factor", &o->factor, 2, UINT_MAX),
+		BENCH_UINT("--min-iters", &o->min_iters, 1, UINT_MAX),
+		BENCH_UINT("--max-iters", &o->max_iters, 1, UINT_MAX),
+		BENCH_UINT("--warmup", &o->warmup, 0, UINT_MAX),
+		BENCH_UINT("--churn", &o->churn, 0, UINT_MAX),
+		BENCH_STR("--json", &o->json_path),
+		BENCH_STR("--label", &o->label),
+	};
+
 	*o = (struct options){
 		.min_size = 4096, .max_size = 16u << 20, .factor = 4,
 		.budget = 32u << 20, .min_iters = 4, .max_iters = 200,
 		.warmup = 2, .churn = 0, .json_path = NULL, .label = "",
 	};
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-		bool ok;
-
-		if (!v) {
-			fprintf(stderr, "mpibench: %s needs a value\n", a);
-			return false;
-		}
-		if (!strcmp(a, "--min"))
-			ok = parse_size(v, &o->min_size);
-		else if (!strcmp(a, "--max"))
-			ok = parse_size(v, &o->max_size);
-		else if (!strcmp(a, "--budget"))
-			ok = parse_size(v, &o->budget);
-		else if (!strcmp(a, "--factor"))
-			ok = parse_uint(v, &o->factor) && o->factor >= 2;
-		else if (!strcmp(a, "--min-iters"))
-			ok = parse_uint(v, &o->min_iters) && o->min_iters >= 1;
-		else if (!strcmp(a, "--max-iters"))
-			ok = parse_uint(v, &o->max_iters) && o->max_iters >= 1;
-		else if (!strcmp(a, "--warmup"))
-			ok = parse_uint(v, &o->warmup);
-		else if (!strcmp(a, "--churn"))
-			ok = parse_uint(v, &o->churn);
-		else if (!strcmp(a, "--json"))
-			ok = (o->json_path = v) != NULL;
-		else if (!strcmp(a, "--label"))
-			ok = (o->label = v) != NULL;
-		else
-			ok = false;
-		if (!ok) {
-			fprintf(stderr, "mpibench: bad option or value: %s %s\n", a, v);
-			return false;
-		}
-		i++;
-	}
+	if (!bench_parse_opts("mpibench", argc, argv, 1, opts, sizeof(opts) / sizeof(opts[0])))
+		return false;
 	if (o->min_size % 8 || o->max_size < o->min_size ||
 	    o->min_iters > o->max_iters) {
 		fprintf(stderr, "mpibench: inconsistent sizes or iteration bounds\n");
@@ -181,37 +123,10 @@ static bool parse_options(int argc, char **argv, struct options *o)
 	return true;
 }
 
-/* The expected content of word @i for a given (iteration, rank) seed. */
-static inline uint64_t pattern_word(uint64_t seed, size_t i)
-{
-	uint64_t x = seed ^ ((uint64_t)i * 0x9E3779B97F4A7C15ull);
-
-	return x ^ (x >> 29);
-}
-
 static uint64_t pattern_seed(size_t size, unsigned iter, int rank)
 {
 	return ((uint64_t)size << 24) ^ ((uint64_t)iter << 2) ^ (uint64_t)rank ^
 	       0x5bd1e9955bd1e995ull;
-}
-
-static void fill(unsigned char *buf, size_t size, uint64_t seed)
-{
-	uint64_t *w = (uint64_t *)buf;
-
-	for (size_t i = 0; i < size / 8; i++)
-		w[i] = pattern_word(seed, i);
-}
-
-/* Returns the number of words that differ from the expected pattern. */
-static uint64_t verify(const unsigned char *buf, size_t size, uint64_t seed)
-{
-	const uint64_t *w = (const uint64_t *)buf;
-	uint64_t bad = 0;
-
-	for (size_t i = 0; i < size / 8; i++)
-		bad += w[i] != pattern_word(seed, i);
-	return bad;
 }
 
 typedef void (*regcount_fn)(uint64_t out[4]);
@@ -275,19 +190,11 @@ static size_t page_round(size_t n)
 	return (n + page - 1) / page * page;
 }
 
-static void *map_anon(void *addr, size_t len)
-{
-	int flags = MAP_PRIVATE | MAP_ANONYMOUS | (addr ? MAP_FIXED : 0);
-	void *p = mmap(addr, len, PROT_READ | PROT_WRITE, flags, -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
 static bool buffers_map(struct buffers *b, size_t size)
 {
 	b->len = page_round(size);
-	b->send = map_anon(NULL, b->len);
-	b->recv = map_anon(NULL, b->len);
+	b->send = bench_map_anon(NULL, b->len);
+	b->recv = bench_map_anon(NULL, b->len);
 	return b->send && b->recv;
 }
 
@@ -297,7 +204,7 @@ static bool buffers_map(struct buffers *b, size_t size)
  */
 static bool buffers_remap(struct buffers *b)
 {
-	return map_anon(b->send, b->len) && map_anon(b->recv, b->len);
+	return bench_map_anon(b->send, b->len) && bench_map_anon(b->recv, b->len);
 }
 
 static void buffers_unmap(struct buffers *b)
@@ -340,20 +247,14 @@ static double ping_pong(int rank, struct buffers *b, size_t size)
 	return 0.0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static bool run_size(const struct options *o, int rank, size_t size,
 		     struct size_result *r)
 {
 	struct buffers b = { 0 };
 	unsigned iters = iterations_for(o, size);
 	unsigned total = o->warmup + iters;
-	double sum = 0.0, *rtts = calloc(iters, sizeof(double));
+	double *rtts = calloc(iters, sizeof(double));
+	struct bench_stats st;
 	uint64_t bad = 0, bad_all = 0;
 	int peer = 1 - rank;
 	int64_t before[4];
@@ -375,14 +276,12 @@ static bool run_size(const struct options *o, int rank, size_t size,
 			perror("mpibench: mmap MAP_FIXED");
 			MPI_Abort(MPI_COMM_WORLD, 1);
 		}
-		fill(b.send, size, pattern_seed(size, it, rank));
+		bench_pattern_fill(b.send, size, pattern_seed(size, it, rank));
 		double rtt = ping_pong(rank, &b, size);
 
-		bad += verify(b.recv, size, pattern_seed(size, it, peer));
-		if (it >= o->warmup && rank == 0) {
-			sum += rtt;
+		bad += bench_pattern_bad_words(b.recv, size, pattern_seed(size, it, peer));
+		if (it >= o->warmup && rank == 0)
 			rtts[it - o->warmup] = rtt;
-		}
 	}
 	MPI_Reduce(&bad, &bad_all, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
 	buffers_unmap(&b);
@@ -391,11 +290,11 @@ static bool run_size(const struct options *o, int rank, size_t size,
 	r->size = size;
 	r->iters = iters;
 	r->messages = total;
-	qsort(rtts, iters, sizeof(double), cmp_double);
-	r->one_way_med_us = rtts[iters / 2] / 2 * 1e6;
-	r->one_way_avg_us = sum / iters / 2 * 1e6;
-	r->one_way_min_us = rtts[0] / 2 * 1e6;
-	r->bw_mbps = (double)size / (rtts[iters / 2] / 2) / 1e6;
+	st = bench_stats(rtts, iters);
+	r->one_way_med_us = st.median / 2 * 1e6;
+	r->one_way_avg_us = st.mean / 2 * 1e6;
+	r->one_way_min_us = st.min / 2 * 1e6;
+	r->bw_mbps = (double)size / (st.median / 2) / 1e6;
 	free(rtts);
 	r->errors = bad_all;
 	return true;
@@ -428,32 +327,15 @@ static void print_row(const struct size_result *r)
 	fflush(stdout);
 }
 
-/* The label comes from the command line: keep the JSON valid whatever it is. */
-static void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fprintf(f, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", *s);
-		else
-			fputc(*s, f);
-	}
-	fputc('"', f);
-}
-
 static bool write_json(const struct options *o, const struct size_result *r,
 		       size_t n)
 {
-	FILE *f = fopen(o->json_path, "w");
+	FILE *f = bench_json_create(o->json_path);
 
-	if (!f) {
-		perror(o->json_path);
+	if (!f)
 		return false;
-	}
 	fprintf(f, "{\n  \"benchmark\": \"mpibench\",\n  \"label\": ");
-	json_string(f, o->label);
+	bench_json_string(f, o->label);
 	fprintf(f, ",\n  \"method\": \"ping-pong, same buffers reused, "
 		   "one-way = rtt/2, bw = size / median one-way, MB = 1e6 B\",\n  \"churn\": %u,\n"
 		   "  \"results\": [\n", o->churn);

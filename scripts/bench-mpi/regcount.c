@@ -31,8 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "../bench-common/bench_common.h"
 
 /* verbs.h turns these names into inline wrappers: we define the real ones. */
 #undef ibv_reg_mr
@@ -66,14 +67,6 @@ static atomic_ullong reg_ns, dereg_ns;
 
 /* Nesting depth of this thread inside our registration wrappers. */
 static _Thread_local unsigned reg_depth;
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * The next definition of NAME@VERSION.  MPI transports load libibverbs
@@ -117,10 +110,21 @@ static void *resolve(_Atomic(void *) *slot, const char *name,
 static _Atomic(void *) real_reg_mr, real_reg_mr_iova, real_reg_mr_iova2,
 	real_dereg;
 
-static void count_reg(struct ibv_mr *mr, uint64_t t0)
+/* Every registration wrapper: reg_enter(), the real call, reg_leave(). */
+static uint64_t reg_enter(void)
 {
-	atomic_fetch_add(&reg_ns, now_ns() - t0);
-	atomic_fetch_add(mr ? &n_regs : &n_reg_fail, 1);
+	reg_depth++;
+	return bench_now_ns();
+}
+
+/* Counts @mr (a result, or NULL for a failure) unless we are nested. */
+static struct ibv_mr *reg_leave(struct ibv_mr *mr, uint64_t t0)
+{
+	if (--reg_depth == 0) {
+		atomic_fetch_add(&reg_ns, bench_now_ns() - t0);
+		atomic_fetch_add(mr ? &n_regs : &n_reg_fail, 1);
+	}
+	return mr;
 }
 
 struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
@@ -128,14 +132,9 @@ struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
 {
 	reg_mr_iova2_fn fn = (reg_mr_iova2_fn)REAL(real_reg_mr_iova2,
 						   "ibv_reg_mr_iova2", "IBVERBS_1.8");
-	uint64_t t0 = now_ns();
-	struct ibv_mr *mr;
+	uint64_t t0 = reg_enter();
 
-	reg_depth++;
-	mr = fn(pd, addr, length, iova, access);
-	if (--reg_depth == 0)
-		count_reg(mr, t0);
-	return mr;
+	return reg_leave(fn(pd, addr, length, iova, access), t0);
 }
 
 struct ibv_mr *ibv_reg_mr_iova(struct ibv_pd *pd, void *addr, size_t length,
@@ -143,37 +142,27 @@ struct ibv_mr *ibv_reg_mr_iova(struct ibv_pd *pd, void *addr, size_t length,
 {
 	reg_mr_iova_fn fn = (reg_mr_iova_fn)REAL(real_reg_mr_iova,
 						 "ibv_reg_mr_iova", "IBVERBS_1.7");
-	uint64_t t0 = now_ns();
-	struct ibv_mr *mr;
+	uint64_t t0 = reg_enter();
 
-	reg_depth++;
-	mr = fn(pd, addr, length, iova, access);
-	if (--reg_depth == 0)
-		count_reg(mr, t0);
-	return mr;
+	return reg_leave(fn(pd, addr, length, iova, access), t0);
 }
 
 struct ibv_mr *ibv_reg_mr(struct ibv_pd *pd, void *addr, size_t length,
 			  int access)
 {
 	reg_mr_fn fn = (reg_mr_fn)REAL(real_reg_mr, "ibv_reg_mr", "IBVERBS_1.1");
-	uint64_t t0 = now_ns();
-	struct ibv_mr *mr;
+	uint64_t t0 = reg_enter();
 
-	reg_depth++;
-	mr = fn(pd, addr, length, access);
-	if (--reg_depth == 0)
-		count_reg(mr, t0);
-	return mr;
+	return reg_leave(fn(pd, addr, length, access), t0);
 }
 
 int ibv_dereg_mr(struct ibv_mr *mr)
 {
 	dereg_mr_fn fn = (dereg_mr_fn)REAL(real_dereg, "ibv_dereg_mr", "IBVERBS_1.1");
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bench_now_ns();
 	int ret = fn(mr);
 
-	atomic_fetch_add(&dereg_ns, now_ns() - t0);
+	atomic_fetch_add(&dereg_ns, bench_now_ns() - t0);
 	if (ret == 0)
 		atomic_fetch_add(&n_deregs, 1);
 	return ret;

@@ -27,19 +27,18 @@
  * 2 on a data mismatch, 1 on any other failure.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <infiniband/verbs.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "../bench-common/bench_common.h"
+#include "../bench-common/bench_verbs.h"
+
+#define PROG "perop"
 #define MAX_SIZES 16
 
 struct options {
@@ -56,12 +55,7 @@ struct options {
 };
 
 struct rdma {
-	struct ibv_context *ctx;
-	struct ibv_pd *pd;
-	struct ibv_cq *cq;
-	struct ibv_qp *qp[2];
-	union ibv_gid gid;
-	enum ibv_mtu mtu;
+	struct bench_loop loop;
 	void *target;
 	size_t target_len;
 	struct ibv_mr *target_mr;
@@ -76,40 +70,18 @@ struct row {
 	uint64_t errors;
 };
 
-static uint64_t now_ns(void)
+/* "4K,64K,1M": up to MAX_SIZES multiples of 8, each at most 1 GiB. */
+static bool parse_sizes(const char *s, void *opts)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static bool parse_size(const char *s, char **end, size_t *out)
-{
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, end, 10);
-	if (errno || *end == s)
-		return false;
-	switch (**end) {
-	case 'k': case 'K': v <<= 10; (*end)++; break;
-	case 'm': case 'M': v <<= 20; (*end)++; break;
-	default: break;
-	}
-	if (v == 0 || v % 8 || v > (1ull << 30))
-		return false;
-	*out = (size_t)v;
-	return true;
-}
-
-static bool parse_sizes(const char *s, struct options *o)
-{
+	struct options *o = opts;
 	char *end;
 
 	o->nsizes = 0;
 	for (;;) {
-		if (o->nsizes == MAX_SIZES || !parse_size(s, &end, &o->sizes[o->nsizes]))
+		size_t *v = &o->sizes[o->nsizes];
+
+		if (o->nsizes == MAX_SIZES || !bench_parse_size_prefix(s, &end, v) ||
+		    *v % 8 || *v > (1u << 30))
 			return false;
 		o->nsizes++;
 		if (*end == '\0')
@@ -120,171 +92,46 @@ static bool parse_sizes(const char *s, struct options *o)
 	}
 }
 
-static bool parse_uint(const char *s, unsigned *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v > UINT_MAX)
-		return false;
-	*out = (unsigned)v;
-	return true;
-}
-
 static bool parse_options(int argc, char **argv, struct options *o)
 {
+	const struct bench_opt opts[] = {
+		BENCH_STR("--device", &o->device),
+		BENCH_UINT("--port", &o->port, 1, UINT_MAX),
+		BENCH_UINT("--gid-index", &o->gid_index, 0, UINT_MAX),
+		BENCH_FN("--sizes", parse_sizes, o),
+		BENCH_UINT("--time-ms", &o->time_ms, 0, UINT_MAX),
+		BENCH_UINT("--max-ops", &o->max_ops, 1, UINT_MAX),
+		BENCH_UINT("--churn", &o->churn, 0, UINT_MAX),
+		BENCH_STR("--json", &o->json_path),
+		BENCH_STR("--label", &o->label),
+	};
+
 	*o = (struct options){
 		.device = "rxe0", .port = 1, .gid_index = 1,
 		.sizes = { 4096, 65536, 1u << 20 }, .nsizes = 3,
 		.time_ms = 1000, .max_ops = 5000, .churn = 0,
 		.json_path = NULL, .label = "",
 	};
-	for (int i = 1; i < argc; i += 2) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		bool ok;
-
-		if (!v)
-			ok = false;
-		else if (!strcmp(a, "--device"))
-			ok = (o->device = v) != NULL;
-		else if (!strcmp(a, "--port"))
-			ok = parse_uint(v, &o->port) && o->port >= 1;
-		else if (!strcmp(a, "--gid-index"))
-			ok = parse_uint(v, &o->gid_index);
-		else if (!strcmp(a, "--sizes"))
-			ok = parse_sizes(v, o);
-		else if (!strcmp(a, "--time-ms"))
-			ok = parse_uint(v, &o->time_ms);
-		else if (!strcmp(a, "--max-ops"))
-			ok = parse_uint(v, &o->max_ops) && o->max_ops >= 1;
-		else if (!strcmp(a, "--churn"))
-			ok = parse_uint(v, &o->churn);
-		else if (!strcmp(a, "--json"))
-			ok = (o->json_path = v) != NULL;
-		else if (!strcmp(a, "--label"))
-			ok = (o->label = v) != NULL;
-		else
-			ok = false;
-		if (!ok) {
-			fprintf(stderr, "perop: bad option or value: %s %s\n"
-				"usage: perop [--device D] [--port P] [--gid-index G] [--sizes 4K,64K,1M]\n"
-				"             [--time-ms MS] [--max-ops N] [--churn N] [--json F] [--label L]\n",
-				a, v ? v : "");
-			return false;
-		}
-	}
-	return true;
-}
-
-static struct ibv_context *open_device(const char *name)
-{
-	int n = 0;
-	struct ibv_device **list = ibv_get_device_list(&n);
-	struct ibv_context *ctx = NULL;
-
-	if (!list) {
-		perror("perop: ibv_get_device_list");
-		return NULL;
-	}
-	for (int i = 0; i < n && !ctx; i++)
-		if (!strcmp(ibv_get_device_name(list[i]), name))
-			ctx = ibv_open_device(list[i]);
-	ibv_free_device_list(list);
-	if (!ctx)
-		fprintf(stderr, "perop: cannot open RDMA device %s\n", name);
-	return ctx;
-}
-
-static struct ibv_qp *create_qp(struct rdma *r)
-{
-	struct ibv_qp_init_attr attr = {
-		.send_cq = r->cq, .recv_cq = r->cq, .qp_type = IBV_QPT_RC,
-		.cap = { .max_send_wr = 4, .max_recv_wr = 1,
-			 .max_send_sge = 1, .max_recv_sge = 1 },
-		.sq_sig_all = 1,
-	};
-
-	return ibv_create_qp(r->pd, &attr);
-}
-
-/* RESET -> INIT -> RTR -> RTS, with @qp's peer being @dest_qpn at our own GID. */
-static bool connect_qp(const struct options *o, struct rdma *r,
-		       struct ibv_qp *qp, uint32_t dest_qpn)
-{
-	struct ibv_qp_attr a = {
-		.qp_state = IBV_QPS_INIT, .port_num = (uint8_t)o->port,
-		.pkey_index = 0, .qp_access_flags = IBV_ACCESS_REMOTE_WRITE,
-	};
-
-	if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
-			  IBV_QP_PORT | IBV_QP_ACCESS_FLAGS))
-		return false;
-	memset(&a, 0, sizeof(a));
-	a.qp_state = IBV_QPS_RTR;
-	a.path_mtu = r->mtu;
-	a.dest_qp_num = dest_qpn;
-	a.rq_psn = 0;
-	a.max_dest_rd_atomic = 1;
-	a.min_rnr_timer = 12;
-	a.ah_attr.is_global = 1;
-	a.ah_attr.grh.dgid = r->gid;
-	a.ah_attr.grh.sgid_index = (uint8_t)o->gid_index;
-	a.ah_attr.grh.hop_limit = 1;
-	a.ah_attr.port_num = (uint8_t)o->port;
-	if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
-			  IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-			  IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))
-		return false;
-	memset(&a, 0, sizeof(a));
-	a.qp_state = IBV_QPS_RTS;
-	a.timeout = 14;
-	a.retry_cnt = 7;
-	a.rnr_retry = 7;
-	a.sq_psn = 0;
-	a.max_rd_atomic = 1;
-	return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT |
-			     IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-			     IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC) == 0;
+	if (bench_parse_opts(PROG, argc, argv, 1, opts, sizeof(opts) / sizeof(opts[0])))
+		return true;
+	fprintf(stderr,
+		"usage: perop [--device D] [--port P] [--gid-index G] [--sizes 4K,64K,1M]\n"
+		"             [--time-ms MS] [--max-ops N] [--churn N] [--json F] [--label L]\n");
+	return false;
 }
 
 static bool rdma_setup(const struct options *o, struct rdma *r, size_t max_size)
 {
-	struct ibv_port_attr port;
-
-	r->ctx = open_device(o->device);
-	if (!r->ctx)
+	if (!bench_loop_setup(PROG, &r->loop, o->device, o->port, o->gid_index))
 		return false;
-	if (ibv_query_port(r->ctx, (uint8_t)o->port, &port) ||
-	    ibv_query_gid(r->ctx, (uint8_t)o->port, (int)o->gid_index, &r->gid)) {
-		fprintf(stderr, "perop: cannot query port %u / GID %u\n", o->port,
-			o->gid_index);
-		return false;
-	}
-	r->mtu = port.active_mtu;
-	r->pd = ibv_alloc_pd(r->ctx);
-	r->cq = r->pd ? ibv_create_cq(r->ctx, 8, NULL, NULL, 0) : NULL;
-	r->qp[0] = r->cq ? create_qp(r) : NULL;
-	r->qp[1] = r->qp[0] ? create_qp(r) : NULL;
-	if (!r->qp[1]) {
-		perror("perop: PD/CQ/QP creation");
-		return false;
-	}
-	if (!connect_qp(o, r, r->qp[0], r->qp[1]->qp_num) ||
-	    !connect_qp(o, r, r->qp[1], r->qp[0]->qp_num)) {
-		perror("perop: connecting the loopback QPs");
-		return false;
-	}
 	r->target_len = max_size;
-	r->target = mmap(NULL, max_size, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (r->target == MAP_FAILED) {
+	r->target = bench_map_anon(NULL, max_size);
+	if (!r->target) {
 		perror("perop: mmap");
 		return false;
 	}
 	/* The receiving side registers once, as usual; only the source churns. */
-	r->target_mr = ibv_reg_mr(r->pd, r->target, max_size,
+	r->target_mr = ibv_reg_mr(r->loop.pd, r->target, max_size,
 				  IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
 	if (!r->target_mr) {
 		perror("perop: ibv_reg_mr (target)");
@@ -297,42 +144,9 @@ static void rdma_teardown(struct rdma *r)
 {
 	if (r->target_mr)
 		ibv_dereg_mr(r->target_mr);
-	if (r->target && r->target != MAP_FAILED)
+	if (r->target)
 		munmap(r->target, r->target_len);
-	for (int i = 1; i >= 0; i--)
-		if (r->qp[i])
-			ibv_destroy_qp(r->qp[i]);
-	if (r->cq)
-		ibv_destroy_cq(r->cq);
-	if (r->pd)
-		ibv_dealloc_pd(r->pd);
-	if (r->ctx)
-		ibv_close_device(r->ctx);
-}
-
-static inline uint64_t pattern_word(uint64_t seed, size_t i)
-{
-	uint64_t x = seed ^ ((uint64_t)i * 0x9E3779B97F4A7C15ull);
-
-	return x ^ (x >> 31);
-}
-
-static void fill(void *buf, size_t size, uint64_t seed)
-{
-	uint64_t *w = buf;
-
-	for (size_t i = 0; i < size / 8; i++)
-		w[i] = pattern_word(seed, i);
-}
-
-static uint64_t verify(const void *buf, size_t size, uint64_t seed)
-{
-	const uint64_t *w = buf;
-	uint64_t bad = 0;
-
-	for (size_t i = 0; i < size / 8; i++)
-		bad += w[i] != pattern_word(seed, i);
-	return bad;
+	bench_loop_teardown(&r->loop);
 }
 
 static bool wait_completion(struct ibv_cq *cq)
@@ -358,7 +172,7 @@ static bool wait_completion(struct ibv_cq *cq)
  */
 static bool one_write(struct rdma *r, void *src, size_t size)
 {
-	struct ibv_mr *mr = ibv_reg_mr(r->pd, src, size, IBV_ACCESS_LOCAL_WRITE);
+	struct ibv_mr *mr = ibv_reg_mr(r->loop.pd, src, size, IBV_ACCESS_LOCAL_WRITE);
 	struct ibv_sge sge;
 	struct ibv_send_wr wr, *bad;
 	bool ok;
@@ -375,10 +189,10 @@ static bool one_write(struct rdma *r, void *src, size_t size)
 		.wr.rdma = { .remote_addr = (uintptr_t)r->target,
 			     .rkey = r->target_mr->rkey },
 	};
-	ok = ibv_post_send(r->qp[0], &wr, &bad) == 0;
+	ok = ibv_post_send(r->loop.qp[0], &wr, &bad) == 0;
 	if (!ok)
 		perror("perop: ibv_post_send");
-	ok = ok && wait_completion(r->cq);
+	ok = ok && wait_completion(r->loop.cq);
 	if (ibv_dereg_mr(mr)) {
 		perror("perop: ibv_dereg_mr");
 		ok = false;
@@ -386,49 +200,40 @@ static bool one_write(struct rdma *r, void *src, size_t size)
 	return ok;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
 static bool run_size(const struct options *o, struct rdma *r, size_t size,
 		     struct row *row)
 {
-	void *src = mmap(NULL, size, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uint64_t budget = (uint64_t)o->time_ms * 1000000u, timed = 0, t0;
-	uint64_t t_start = now_ns();
-	uint64_t *times = calloc(o->max_ops, sizeof(*times));
+	void *src = bench_map_anon(NULL, size);
+	uint64_t budget = (uint64_t)o->time_ms * 1000000u, t0;
+	uint64_t t_start = bench_now_ns();
+	double *times = calloc(o->max_ops, sizeof(*times));
 	unsigned ops = 0;
-	bool ok = src != MAP_FAILED && times;
+	bool ok = src && times;
 
 	row->errors = 0;
-	while (ok && ops < o->max_ops && (now_ns() - t_start < budget || ops < 3)) {
+	while (ok && ops < o->max_ops && (bench_now_ns() - t_start < budget || ops < 3)) {
 		uint64_t seed = ((uint64_t)size << 32) ^ ops;
 
 		if (o->churn && ops > 0 && ops % o->churn == 0 &&
-		    mmap(src, size, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+		    !bench_map_anon(src, size))
 			ok = false;
-		fill(src, size, seed);
-		t0 = now_ns();
+		bench_pattern_fill(src, size, seed);
+		t0 = bench_now_ns();
 		ok = ok && one_write(r, src, size);
-		times[ops] = now_ns() - t0;
-		timed += times[ops];
-		row->errors += ok ? verify(r->target, size, seed) : 0;
+		times[ops] = (double)(bench_now_ns() - t0);
+		row->errors += ok ? bench_pattern_bad_words(r->target, size, seed) : 0;
 		ops++;
 	}
-	if (src != MAP_FAILED)
+	if (src)
 		munmap(src, size);
 	row->size = size;
 	row->ops = ops;
 	if (ok) {
-		qsort(times, ops, sizeof(*times), cmp_u64);
-		row->us_per_op = (double)times[ops / 2] / 1e3;
-		row->mean_us_per_op = (double)timed / 1e3 / ops;
-		row->ops_per_s = 1e9 / (double)times[ops / 2];
+		struct bench_stats st = bench_stats(times, ops);
+
+		row->us_per_op = st.median / 1e3;
+		row->mean_us_per_op = st.mean / 1e3;
+		row->ops_per_s = 1e9 / st.median;
 	}
 	free(times);
 	return ok;
@@ -436,16 +241,15 @@ static bool run_size(const struct options *o, struct rdma *r, size_t size,
 
 static bool write_json(const struct options *o, const struct row *rows, size_t n)
 {
-	FILE *f = fopen(o->json_path, "w");
+	FILE *f = bench_json_begin(o->json_path, "perop", o->label);
 
-	if (!f) {
-		perror(o->json_path);
+	if (!f)
 		return false;
-	}
-	fprintf(f, "{\"benchmark\": \"perop\", \"label\": \"%s\", \"device\": \"%s\", "
-		   "\"method\": \"reg + RDMA write + poll + dereg per op, CLOCK_MONOTONIC, "
+	fprintf(f, ", \"device\": ");
+	bench_json_string(f, o->device);
+	fprintf(f, ", \"method\": \"reg + RDMA write + poll + dereg per op, CLOCK_MONOTONIC, "
 		   "fill/check untimed, rate = 1/median op time\", \"churn\": %u, \"results\": [\n",
-		o->label, o->device, o->churn);
+		o->churn);
 	for (size_t i = 0; i < n; i++)
 		fprintf(f, "  {\"size\": %zu, \"ops\": %u, \"us_per_op\": %.3f, "
 			   "\"mean_us_per_op\": %.3f, "

@@ -24,9 +24,7 @@
  * Exit status 0, or 1 on any failure (a failed registration is a failure).
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <infiniband/verbs.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -34,9 +32,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "../bench-common/bench_common.h"
+#include "../bench-common/bench_verbs.h"
+
+#define PROG "regbench"
 #define MAX_THREADS 64
 #define MAX_RUNS 101
 
@@ -54,48 +54,6 @@ struct verbs {
 	struct ibv_pd *pd;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static bool parse_size(const char *s, size_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return false;
-	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	default: break;
-	}
-	if (*end || v == 0 || v > SIZE_MAX / 4)
-		return false;
-	*out = (size_t)v;
-	return true;
-}
-
-static bool parse_uint(const char *s, unsigned *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v == 0 || v > UINT_MAX)
-		return false;
-	*out = (unsigned)v;
-	return true;
-}
-
 static void usage(void)
 {
 	fprintf(stderr,
@@ -107,6 +65,22 @@ static void usage(void)
 
 static bool parse_options(int argc, char **argv, struct options *o)
 {
+	/* Every count here must be positive. */
+	const struct bench_opt opts[] = {
+		BENCH_STR("--device", &o->device),
+		BENCH_SIZE("--min", &o->min_size),
+		BENCH_SIZE("--max", &o->max_size),
+		BENCH_SIZE("--size", &o->size),
+		BENCH_UINT("--factor", &o->factor, 2, UINT_MAX),
+		BENCH_UINT("--time-ms", &o->time_ms, 1, UINT_MAX),
+		BENCH_UINT("--min-pairs", &o->min_pairs, 1, UINT_MAX),
+		BENCH_UINT("--threads", &o->threads, 1, MAX_THREADS),
+		BENCH_UINT("--iters", &o->iters, 1, UINT_MAX),
+		BENCH_UINT("--runs", &o->runs, 1, MAX_RUNS),
+		BENCH_STR("--json", &o->json_path),
+		BENCH_STR("--label", &o->label),
+	};
+
 	*o = (struct options){
 		.device = NULL, .min_size = 4096, .max_size = 64u << 20,
 		.size = 65536, .factor = 4, .time_ms = 200, .min_pairs = 5,
@@ -116,71 +90,15 @@ static bool parse_options(int argc, char **argv, struct options *o)
 	if (argc < 2 || (strcmp(argv[1], "sweep") && strcmp(argv[1], "threads")))
 		return false;
 	o->mode = argv[1];
-	for (int i = 2; i < argc; i += 2) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		bool ok;
-
-		if (!v)
-			ok = false;
-		else if (!strcmp(a, "--device"))
-			ok = (o->device = v) != NULL;
-		else if (!strcmp(a, "--min"))
-			ok = parse_size(v, &o->min_size);
-		else if (!strcmp(a, "--max"))
-			ok = parse_size(v, &o->max_size);
-		else if (!strcmp(a, "--size"))
-			ok = parse_size(v, &o->size);
-		else if (!strcmp(a, "--factor"))
-			ok = parse_uint(v, &o->factor) && o->factor >= 2;
-		else if (!strcmp(a, "--time-ms"))
-			ok = parse_uint(v, &o->time_ms);
-		else if (!strcmp(a, "--min-pairs"))
-			ok = parse_uint(v, &o->min_pairs);
-		else if (!strcmp(a, "--threads"))
-			ok = parse_uint(v, &o->threads) && o->threads <= MAX_THREADS;
-		else if (!strcmp(a, "--iters"))
-			ok = parse_uint(v, &o->iters);
-		else if (!strcmp(a, "--runs"))
-			ok = parse_uint(v, &o->runs) && o->runs <= MAX_RUNS;
-		else if (!strcmp(a, "--json"))
-			ok = (o->json_path = v) != NULL;
-		else if (!strcmp(a, "--label"))
-			ok = (o->label = v) != NULL;
-		else
-			ok = false;
-		if (!ok) {
-			fprintf(stderr, "regbench: bad option or value: %s %s\n", a,
-				v ? v : "");
-			return false;
-		}
-	}
-	return o->min_size <= o->max_size;
+	return bench_parse_opts(PROG, argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0])) &&
+	       o->min_size <= o->max_size;
 }
 
 static bool verbs_open(const char *name, struct verbs *v)
 {
-	int n = 0;
-	struct ibv_device **list = ibv_get_device_list(&n);
-	struct ibv_device *dev = NULL;
-
-	if (!list) {
-		perror("regbench: ibv_get_device_list");
+	v->ctx = bench_open_device(PROG, name);
+	if (!v->ctx)
 		return false;
-	}
-	for (int i = 0; i < n && !dev; i++)
-		if (!name || !strcmp(ibv_get_device_name(list[i]), name))
-			dev = list[i];
-	if (!dev) {
-		fprintf(stderr, "regbench: no RDMA device %s\n", name ? name : "at all");
-		ibv_free_device_list(list);
-		return false;
-	}
-	v->ctx = ibv_open_device(dev);
-	ibv_free_device_list(list);
-	if (!v->ctx) {
-		perror("regbench: ibv_open_device");
-		return false;
-	}
 	v->pd = ibv_alloc_pd(v->ctx);
 	if (!v->pd) {
 		perror("regbench: ibv_alloc_pd");
@@ -201,10 +119,9 @@ static void verbs_close(struct verbs *v)
 /* A mapped, touched buffer: the benchmark is about registration, not faults. */
 static void *buffer_new(size_t size)
 {
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *p = bench_map_anon(NULL, size);
 
-	if (p == MAP_FAILED) {
+	if (!p) {
 		perror("regbench: mmap");
 		return NULL;
 	}
@@ -243,19 +160,13 @@ struct sweep_row {
 
 #define MAX_SWEEP_PAIRS (1ul << 22)
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
 static bool sweep_one(const struct options *o, struct ibv_pd *pd, size_t size,
 		      struct sweep_row *row)
 {
 	void *buf = buffer_new(size);
 	uint64_t budget = (uint64_t)o->time_ms * 1000000u, t0, t1, start;
-	uint64_t *times = calloc(MAX_SWEEP_PAIRS, sizeof(*times)), sum = 0;
+	double *times = calloc(MAX_SWEEP_PAIRS, sizeof(*times));
+	struct bench_stats st;
 	unsigned long pairs = 0;
 	bool ok;
 
@@ -264,36 +175,23 @@ static bool sweep_one(const struct options *o, struct ibv_pd *pd, size_t size,
 		return false;
 	}
 	ok = reg_dereg_pair(pd, buf, size);
-	start = now_ns();
+	start = bench_now_ns();
 	do {
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		ok = ok && reg_dereg_pair(pd, buf, size);
-		t1 = now_ns();
-		times[pairs++] = t1 - t0;
-		sum += t1 - t0;
+		t1 = bench_now_ns();
+		times[pairs++] = (double)(t1 - t0);
 	} while (ok && pairs < MAX_SWEEP_PAIRS &&
 		 (t1 - start < budget || pairs < o->min_pairs));
 	munmap(buf, size);
-	qsort(times, pairs, sizeof(*times), cmp_u64);
+	st = bench_stats(times, pairs);
 	row->size = size;
 	row->pairs = pairs;
-	row->us_per_pair = (double)times[pairs / 2] / 1e3;
-	row->mean_us_per_pair = (double)sum / 1e3 / (double)pairs;
-	row->pairs_per_s = 1e9 / (double)times[pairs / 2];
+	row->us_per_pair = st.median / 1e3;
+	row->mean_us_per_pair = st.mean / 1e3;
+	row->pairs_per_s = 1e9 / st.median;
 	free(times);
 	return ok;
-}
-
-static FILE *json_open(const struct options *o)
-{
-	FILE *f;
-
-	if (!o->json_path)
-		return NULL;
-	f = fopen(o->json_path, "w");
-	if (!f)
-		perror(o->json_path);
-	return f;
 }
 
 static int run_sweep(const struct options *o, struct verbs *v)
@@ -315,25 +213,22 @@ static int run_sweep(const struct options *o, struct verbs *v)
 		fflush(stdout);
 		n++;
 	}
-	f = json_open(o);
-	if (o->json_path && !f)
+	if (!o->json_path)
+		return 0;
+	f = bench_json_begin(o->json_path, "regbench-sweep", o->label);
+	if (!f)
 		return 1;
-	if (f) {
-		fprintf(f, "{\"benchmark\": \"regbench-sweep\", \"label\": \"%s\", "
-			   "\"method\": \"CLOCK_MONOTONIC around each pair, >= %u ms and >= %u pairs per size, "
-			   "one untimed pair first, rate = 1/median\", \"results\": [\n",
-			o->label, o->time_ms, o->min_pairs);
-		for (size_t i = 0; i < n; i++)
-			fprintf(f, "  {\"size\": %zu, \"pairs\": %lu, \"us_per_pair\": %.3f, "
-				   "\"mean_us_per_pair\": %.3f, \"pairs_per_s\": %.1f}%s\n",
-				rows[i].size, rows[i].pairs, rows[i].us_per_pair,
-				rows[i].mean_us_per_pair, rows[i].pairs_per_s,
-				i + 1 < n ? "," : "");
-		fprintf(f, "]}\n");
-		if (fclose(f))
-			return 1;
-	}
-	return 0;
+	fprintf(f, ", \"method\": \"CLOCK_MONOTONIC around each pair, >= %u ms and >= %u pairs per size, "
+		   "one untimed pair first, rate = 1/median\", \"results\": [\n",
+		o->time_ms, o->min_pairs);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "  {\"size\": %zu, \"pairs\": %lu, \"us_per_pair\": %.3f, "
+			   "\"mean_us_per_pair\": %.3f, \"pairs_per_s\": %.1f}%s\n",
+			rows[i].size, rows[i].pairs, rows[i].us_per_pair,
+			rows[i].mean_us_per_pair, rows[i].pairs_per_s,
+			i + 1 < n ? "," : "");
+	fprintf(f, "]}\n");
+	return fclose(f) ? 1 : 0;
 }
 
 struct thread_arg {
@@ -353,10 +248,10 @@ static void *thread_main(void *p)
 
 	a->ok = buf && reg_dereg_pair(a->pd, buf, a->size);
 	pthread_barrier_wait(a->start);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (unsigned i = 0; i < a->iters && a->ok; i++)
 		a->ok = reg_dereg_pair(a->pd, buf, a->size);
-	a->elapsed_ns = now_ns() - t0;
+	a->elapsed_ns = bench_now_ns() - t0;
 	pthread_barrier_wait(a->stop);
 	if (buf)
 		munmap(buf, a->size);
@@ -425,22 +320,19 @@ static int run_threads(const struct options *o, struct verbs *v)
 	printf("threads=%u ns_per_pair_median=%.1f min=%.1f max=%.1f pairs_per_s_total=%.0f\n",
 	       o->threads, med.ns_per_pair, runs[0].ns_per_pair,
 	       runs[o->runs - 1].ns_per_pair, med.pairs_per_s);
-	f = json_open(o);
-	if (o->json_path && !f)
+	if (!o->json_path)
+		return 0;
+	f = bench_json_begin(o->json_path, "regbench-threads", o->label);
+	if (!f)
 		return 1;
-	if (f) {
-		fprintf(f, "{\"benchmark\": \"regbench-threads\", \"label\": \"%s\", "
-			   "\"method\": \"CLOCK_MONOTONIC around %u pairs per thread, mean over threads, median of %u runs\", "
-			   "\"threads\": %u, \"size\": %zu, \"ns_per_pair_median\": %.2f, "
-			   "\"ns_per_pair_min\": %.2f, \"ns_per_pair_max\": %.2f, "
-			   "\"pairs_per_s_total\": %.1f}\n",
-			o->label, o->iters, o->runs, o->threads, o->size,
-			med.ns_per_pair, runs[0].ns_per_pair,
-			runs[o->runs - 1].ns_per_pair, med.pairs_per_s);
-		if (fclose(f))
-			return 1;
-	}
-	return 0;
+	fprintf(f, ", \"method\": \"CLOCK_MONOTONIC around %u pairs per thread, mean over threads, median of %u runs\", "
+		   "\"threads\": %u, \"size\": %zu, \"ns_per_pair_median\": %.2f, "
+		   "\"ns_per_pair_min\": %.2f, \"ns_per_pair_max\": %.2f, "
+		   "\"pairs_per_s_total\": %.1f}\n",
+		o->iters, o->runs, o->threads, o->size,
+		med.ns_per_pair, runs[0].ns_per_pair,
+		runs[o->runs - 1].ns_per_pair, med.pairs_per_s);
+	return fclose(f) ? 1 : 0;
 }
 
 int main(int argc, char **argv)
