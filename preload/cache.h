@@ -10,22 +10,33 @@
  *  - Key (pd, addr, length, iova, access).  A hit returns the same MR
  *    pointer the real library returned and takes a reference.
  *  - cache_dereg() drops a reference; an unreferenced (idle) MR stays
- *    registered until it is evicted (LRU, bounded by count and pinned
- *    bytes) or invalidated.
+ *    registered until it is evicted (clock, an approximation of LRU,
+ *    bounded by count and pinned bytes) or invalidated.
  *  - Before each lookup the monitor is asked whether anything changed (no
  *    system call) and drained if so: an idle invalidated MR is
  *    deregistered; a busy one becomes stale: never returned again,
  *    deregistered at its last cache_dereg(), reported as a warning.
- *  - In a forked child (cache_fork_child()) registrations pass through and
- *    the parent's MRs are never deregistered.
+ *  - In a forked child (cache_fork_child(), or a pid that differs from the
+ *    creator's, noticed on the slow paths: miss, drain, release) new
+ *    registrations pass through and the parent's MRs are never
+ *    deregistered, unwatched or drained.
  *  - A failing monitor turns caching off for good.
  *
- * Locking: c->lock protects the indexes and entries and is never held
- * across a real registration call or a monitor call; c->mon_lock
- * serialises monitor calls (order: mon_lock, then lock).  No memory is
- * freed while either is held, so an invalidation source that blocks
+ * Locking: c->lock protects the structure (indexes, lists, entries'
+ * state) and is never held across a real registration call or a monitor
+ * call; c->mon_lock serialises monitor calls (order: mon_lock, then lock,
+ * then lock stripes).  The hit path (a plain hit when the monitor reports
+ * no change) and the dereg path (a reference that is not the last one of
+ * an uncached entry) take only one of 64 lock stripes, the one of the
+ * hash they look up, and no global lock or shared counter: threads using
+ * different entries do not contend.  Every change of an index bucket or
+ * of an entry's cached/registered state also holds that entry's stripes,
+ * and references are atomic.  Eviction is the clock algorithm (an
+ * approximation of LRU).  Slow paths disable thread cancellation.  No
+ * memory is freed while any of these is held, so an invalidation source that blocks
  * munmap/free until it has delivered an event (userfaultfd) cannot
- * deadlock against the cache.
+ * deadlock against the cache.  Log lines produced under either lock are
+ * written after the last one is released (log_hold()).
  */
 #ifndef UMMUSHIM_CACHE_H
 #define UMMUSHIM_CACHE_H
@@ -85,8 +96,12 @@ void cache_release_ctx(struct cache *c, void *dev_ctx);
 /* After a successful ibv_close_device: drop what is left of @dev_ctx. */
 void cache_forget_ctx(struct cache *c, void *dev_ctx);
 
-/* Before ibv_rereg_mr: take @mr out of the cache (it stays registered). */
-void cache_detach(struct cache *c, void *mr);
+/*
+ * Before ibv_rereg_mr: take @mr out of the cache (it stays registered).
+ * -EBUSY (and nothing changes) when several registrations share @mr
+ * (refs > 1): rereg would move it under the other holders.  0 otherwise.
+ */
+int cache_detach(struct cache *c, void *mr);
 
 /* pthread_atfork handlers for this cache. */
 void cache_fork_prepare(struct cache *c);

@@ -36,6 +36,7 @@
 
 #include "cache.h"
 #include "config.h"
+#include "gotpatch.h"
 #include "log.h"
 #include "monitor.h"
 #include "stats.h"
@@ -75,22 +76,151 @@ static struct real_fn real_fns[REAL_COUNT] = {
 	[REAL_CLOSE_DEVICE] = { "ibv_close_device", "IBVERBS_1.1", NULL },
 };
 
+#define IBVERBS_SONAME "libibverbs.so.1"
+#define REG_IDS ((1u << REAL_REG_MR) | (1u << REAL_REG_MR_IOVA) | \
+		 (1u << REAL_REG_MR_IOVA2))
+
+/*
+ * Global, like real_fns: libibverbs itself, pinned (RTLD_NODELETE) so that
+ * the cached real-function pointers and the patched GOT slots can never
+ * dangle, and what is known about its internal calls of interposed
+ * symbols (see resolve_reals()).  Written under g_resolve_lock; the state
+ * is read lock-free.
+ */
+static pthread_mutex_t g_resolve_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *g_ibverbs;
+enum internal_state {
+	INTERNAL_UNKNOWN,	/* libibverbs not seen yet */
+	INTERNAL_PATCHED,	/* its internal calls never reach the shim */
+	INTERNAL_UNPATCHED,	/* some may: see g_internal_unsafe */
+};
+static atomic_int g_internal = INTERNAL_UNKNOWN;
+/* real_id bits: libibverbs calls these through its GOT (patched or not). */
+static atomic_uint g_internal_relocs = REG_IDS;
+/* real_id bits: ... and the slot could not be patched. */
+static atomic_uint g_internal_unsafe;
+static char g_patch_note[256];	/* reported once logging is set up */
+static atomic_bool g_patch_note_ready;
+
+/* dlvsym through RTLD_NEXT (respects other preloaded wrappers), else
+ * through libibverbs itself (loaded in a local scope by a plugin). */
 static void *lookup_real(const struct real_fn *r)
 {
 	void *p = dlvsym(RTLD_NEXT, r->name, r->version);
 
-	if (!p) {
-		(void)dlerror();	/* leave no error behind for the app */
-		/* libibverbs may live in a local scope (dlopen'ed plugin). */
-		void *h = dlopen("libibverbs.so.1", RTLD_NOLOAD | RTLD_LAZY);
-
-		if (h) {
-			p = dlvsym(h, r->name, r->version);
-			dlclose(h);
-		}
-		(void)dlerror();
-	}
+	if (!p && g_ibverbs)
+		p = dlvsym(g_ibverbs, r->name, r->version);
 	return p;
+}
+
+/*
+ * Make libibverbs' own calls of interposed functions (its ibv_reg_mr and
+ * ibv_reg_mr_iova call ibv_reg_mr_iova2 through its GOT; it also calls
+ * ibv_dereg_mr, ibv_dealloc_pd and ibv_close_device that way) go straight
+ * to its own definitions.  Without this, an application that bypasses the
+ * shim through its own dlopen handle (NCCL does) would see its
+ * ibv_reg_mr cached by the shim's ibv_reg_mr_iova2 at depth 0 and its
+ * ibv_dereg_mr free that MR behind the cache's back.
+ */
+static void patch_internal_calls(void)
+{
+	struct got_patch_req reqs[REAL_COUNT];
+	unsigned int relocs = 0, unsafe = 0;
+	size_t used = 0;
+	int rc;
+
+	for (int i = 0; i < REAL_COUNT; i++) {
+		reqs[i].name = real_fns[i].name;
+		reqs[i].target = dlvsym(g_ibverbs, real_fns[i].name,
+					real_fns[i].version);
+	}
+	rc = got_patch(IBVERBS_SONAME, reqs, REAL_COUNT);
+	if (rc < 0) {
+		relocs = unsafe = REG_IDS;	/* unknown: assume the worst */
+	} else {
+		for (int i = 0; i < REAL_COUNT; i++) {
+			if (reqs[i].result != GOT_PATCH_ABSENT)
+				relocs |= 1u << i;
+			if (reqs[i].result == GOT_PATCH_FAILED)
+				unsafe |= 1u << i;
+		}
+		unsafe &= REG_IDS;
+	}
+	atomic_store(&g_internal_relocs, relocs);
+	atomic_store(&g_internal_unsafe, unsafe);
+	if (unsafe) {
+		used = (size_t)snprintf(g_patch_note, sizeof(g_patch_note),
+					"cannot rebind libibverbs' internal calls (%s); registrations through",
+					rc < 0 ? "its dynamic section is not understood" :
+						 "a GOT slot cannot be written");
+		for (int i = 0; i < REAL_COUNT && used < sizeof(g_patch_note); i++)
+			if (unsafe & (1u << i))
+				used += (size_t)snprintf(g_patch_note + used,
+							 sizeof(g_patch_note) - used,
+							 " %s", real_fns[i].name);
+		if (used < sizeof(g_patch_note))
+			snprintf(g_patch_note + used, sizeof(g_patch_note) - used,
+				 " pass through uncached");
+	}
+	atomic_store(&g_internal, unsafe ? INTERNAL_UNPATCHED : INTERNAL_PATCHED);
+}
+
+/*
+ * Find libibverbs (without dlopen'ing anything that is not loaded yet,
+ * and without a failing dl call when it is not there, so the
+ * application's dlerror() state is left alone), pin it, look up the real
+ * functions and patch its internal calls.  Once done, never again.
+ */
+static void resolve_reals(void)
+{
+	char path[4096];
+
+	int old;
+
+	if (atomic_load(&g_internal) != INTERNAL_UNKNOWN)
+		return;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	pthread_mutex_lock(&g_resolve_lock);
+	if (atomic_load(&g_internal) == INTERNAL_UNKNOWN &&
+	    got_object_path(IBVERBS_SONAME, path, sizeof(path))) {
+		g_ibverbs = dlopen(path, RTLD_NOLOAD | RTLD_NODELETE | RTLD_LAZY);
+		for (int i = 0; i < REAL_COUNT; i++) {
+			void *p = lookup_real(&real_fns[i]);
+
+			if (p)
+				atomic_store(&real_fns[i].addr, p);
+		}
+		if (g_ibverbs) {
+			patch_internal_calls();
+		} else {
+			snprintf(g_patch_note, sizeof(g_patch_note),
+				 "cannot pin %.160s; registrations through ibv_reg_mr_iova2 pass through uncached",
+				 path);
+			atomic_store(&g_internal_unsafe, REG_IDS);
+			atomic_store(&g_internal, INTERNAL_UNPATCHED);
+		}
+		atomic_store(&g_patch_note_ready, true);
+	}
+	pthread_mutex_unlock(&g_resolve_lock);
+	pthread_setcancelstate(old, NULL);
+}
+
+/*
+ * Whether a depth-0 call of entry point @id can only have come from the
+ * application (so it may be cached), not from libibverbs calling itself.
+ * A call arriving before the patch was applied may be such an internal
+ * call (the slot was read before the patch): it passes through.
+ */
+static bool call_is_from_application(enum real_id id)
+{
+	int st = atomic_load(&g_internal);
+
+	if (st == INTERNAL_PATCHED)
+		return true;
+	if (st == INTERNAL_UNPATCHED)
+		return !(atomic_load(&g_internal_unsafe) & (1u << id));
+	resolve_reals();
+	return !(atomic_load(&g_internal_relocs) & (1u << id));
 }
 
 /* The real function, or NULL with errno = ENOSYS (logged once per name). */
@@ -102,7 +232,12 @@ static void *real(enum real_id id)
 
 	if (p)
 		return p;
-	p = lookup_real(r);
+	resolve_reals();
+	p = atomic_load_explicit(&r->addr, memory_order_acquire);
+	if (p)
+		return p;
+	/* Not named libibverbs.so.1: whatever provides the symbol. */
+	p = dlvsym(RTLD_NEXT, r->name, r->version);
 	if (p) {
 		atomic_store_explicit(&r->addr, p, memory_order_release);
 		return p;
@@ -278,6 +413,19 @@ static const char *env_get(const char *name)
 	return getenv(name);
 }
 
+/* The outcome of resolve_reals(), once, at info level (after log_init). */
+static void report_patch_note(void)
+{
+	static atomic_bool reported;
+
+	if (!atomic_load(&g_initialized) || !atomic_load(&g_patch_note_ready) ||
+	    !g_patch_note[0] || atomic_exchange(&reported, true))
+		return;
+	log_info("%s", g_patch_note);
+}
+
+static void install_atfork(void);
+
 static void shim_init(void)
 {
 	static const struct cache_ops ops = {
@@ -293,6 +441,8 @@ static void shim_init(void)
 	for (int i = 0; i < g_cfg.n_errors; i++)
 		log_error("%s", g_cfg.errors[i]);
 	atomic_store(&g_initialized, true);
+	resolve_reals();
+	report_patch_note();
 	if (!g_cfg.valid)
 		return;
 	if (!g_cfg.enable) {
@@ -316,20 +466,30 @@ static void shim_init(void)
 		log_info("out of memory: caching disabled, all calls pass through");
 		return;
 	}
+	install_atfork();	/* before the cache can be seen */
 	pthread_mutex_lock(&g_publish_lock);
 	atomic_store(&g_cache, c);
 	pthread_mutex_unlock(&g_publish_lock);
 	log_info("caching registrations: monitor=%s max_entries=%" PRIu64
 		 " max_bytes=%" PRIu64, g_monitor_name, limits.max_entries,
 		 limits.max_bytes);
+	if (strcmp(g_monitor_name, "uffd") == 0)
+		log_info("monitor=uffd is the fallback for kernels without /dev/ummunot: userfaultfd reports an unmap only after the kernel has let go of the address range, so a thread that maps and registers the same addresses in that window can get a stale cached MR (see Limits in the README)");
 }
 
 /* The cache, initialising on first use; NULL means pass through. */
 static struct cache *shim_cache(void)
 {
+	int old;
+
 	if (atomic_load(&g_forked))
 		return NULL;
-	pthread_once(&g_init_once, shim_init);
+	if (!atomic_load(&g_initialized)) {
+		/* Opens files and devices: not to be cancelled half-way. */
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+		pthread_once(&g_init_once, shim_init);
+		pthread_setcancelstate(old, NULL);
+	}
 	return atomic_load(&g_cache);
 }
 
@@ -364,9 +524,28 @@ static void atfork_child(void)
 	pthread_mutex_unlock(&g_publish_lock);
 }
 
-__attribute__((constructor)) static void shim_load(void)
+static void register_atfork(void)
 {
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* Idempotent; shim_init() calls it before publishing the cache. */
+static void install_atfork(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, register_atfork);
+}
+
+/*
+ * At load: the fork handlers, and, when libibverbs is already loaded
+ * (linked by the application), its internal calls are rebound now,
+ * before any application thread can be inside it.
+ */
+__attribute__((constructor)) static void shim_load(void)
+{
+	install_atfork();
+	resolve_reals();
 }
 
 /* Only reads atomics and writes one line: safe while other threads run. */
@@ -385,6 +564,35 @@ __attribute__((destructor)) static void shim_unload(void)
 
 /* ---- the interposers ------------------------------------------------------ */
 
+/*
+ * Entering the shim from the application (depth 0).  Thread cancellation:
+ * the registration and deregistration paths of the cache disable it
+ * themselves wherever a lock, a pending entry or queued victims could be
+ * left behind (see cache.c; the lock-free-of-cancellation-points hit path
+ * does not pay for it).  The other interposers (rereg, dealloc_pd,
+ * close_device: @nocancel) disable it from entry to return.  A pending
+ * cancel acts at the application's next cancellation point.
+ */
+struct shim_entry {
+	int cancel_state;
+	bool nocancel;
+};
+
+static void shim_enter(struct shim_entry *s, bool nocancel)
+{
+	s->nocancel = nocancel;
+	if (nocancel)
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &s->cancel_state);
+	shim_depth++;
+}
+
+static void shim_leave(struct shim_entry *s)
+{
+	shim_depth--;
+	if (s->nocancel)	/* keeps errno */
+		pthread_setcancelstate(s->cancel_state, NULL);
+}
+
 static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 				    size_t length, uint64_t iova,
 				    unsigned int access, int how)
@@ -396,19 +604,26 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 		.iova = iova,
 		.access = access,
 	};
+	struct shim_entry se;
 	struct ibv_mr *mr;
 	struct cache *c;
+	bool from_app;
 
 	if (shim_depth > 0)	/* called from inside the real library */
 		return call_real_reg(how, &key);
-	shim_depth++;
+	shim_enter(&se, false);
+	/* Before shim_cache(): its first run resolves (and patches) too. */
+	from_app = call_is_from_application((enum real_id)how);
 	c = shim_cache();
 	/*
 	 * Not cached: on-demand-paging MRs follow the address space by
-	 * themselves (and may span it all), and degenerate arguments get
-	 * the real library's own answer.
+	 * themselves (and may span it all), degenerate arguments get the
+	 * real library's own answer, and a call that may be libibverbs
+	 * calling itself (see call_is_from_application()) belongs to an
+	 * outer call the shim never saw.
 	 */
-	if (!c || !pd || length == 0 || (access & IBV_ACCESS_ON_DEMAND)) {
+	if (!c || !pd || length == 0 || (access & IBV_ACCESS_ON_DEMAND) ||
+	    !from_app) {
 		stats_inc(&g_stats.passthrough);
 		mr = timed_real_reg(how, &key);
 		log_debug("reg (pass-through) mr=%p addr=%p len=%zu access=%#x",
@@ -416,7 +631,9 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	} else {
 		mr = cache_reg(c, &key, pd->context, how);
 	}
-	shim_depth--;
+	if (atomic_load(&g_internal) == INTERNAL_UNPATCHED)
+		report_patch_note();
+	shim_leave(&se);
 	return mr;
 }
 
@@ -449,34 +666,52 @@ __asm__(".symver shim_ibv_reg_mr_iova2, ibv_reg_mr_iova2@@IBVERBS_1.8");
 SHIM_EXPORT int shim_ibv_dereg_mr(struct ibv_mr *mr)
 {
 	struct cache *c = shim_cache_if_ready();
+	struct shim_entry se;
 	int rc;
 
 	if (shim_depth > 0 || !mr)
 		return call_real_dereg(mr);
-	shim_depth++;
+	shim_enter(&se, false);
 	if (c) {
 		rc = cache_dereg(c, mr);
 	} else {
 		rc = timed_real_dereg(mr);
 		log_debug("dereg (pass-through) mr=%p rc=%d", (void *)mr, rc);
 	}
-	shim_depth--;
+	shim_leave(&se);
 	return rc;
 }
 __asm__(".symver shim_ibv_dereg_mr, ibv_dereg_mr@@IBVERBS_1.1");
 
+/*
+ * A cached MR that several registrations share (refs > 1) is refused with
+ * EBUSY: changing its translation, PD or access would change it under the
+ * other holders, which asked for the old ones.
+ */
 SHIM_EXPORT int shim_ibv_rereg_mr(struct ibv_mr *mr, int flags,
 				  struct ibv_pd *pd, void *addr, size_t length,
 				  int access)
 {
 	struct cache *c = shim_cache_if_ready();
 	rereg_mr_fn f = (rereg_mr_fn)real(REAL_REREG_MR);
+	struct shim_entry se;
+	int rc;
 
 	if (!f)
 		return IBV_REREG_MR_ERR_INPUT;
-	if (c && mr && shim_depth == 0)
-		cache_detach(c, mr);
-	return f(mr, flags, pd, addr, length, access);
+	if (!c || !mr || shim_depth > 0)
+		return f(mr, flags, pd, addr, length, access);
+	shim_enter(&se, true);
+	if (cache_detach(c, mr) == -EBUSY) {
+		log_warn("ibv_rereg_mr(%p): refused (EBUSY), the cached MR is shared by several registrations of the same memory",
+			 (void *)mr);
+		shim_leave(&se);
+		errno = EBUSY;
+		return IBV_REREG_MR_ERR_INPUT;
+	}
+	rc = f(mr, flags, pd, addr, length, access);
+	shim_leave(&se);
+	return rc;
 }
 __asm__(".symver shim_ibv_rereg_mr, ibv_rereg_mr@@IBVERBS_1.1");
 
@@ -484,15 +719,18 @@ SHIM_EXPORT int shim_ibv_dealloc_pd(struct ibv_pd *pd)
 {
 	struct cache *c = shim_cache_if_ready();
 	dealloc_pd_fn f = (dealloc_pd_fn)real(REAL_DEALLOC_PD);
+	struct shim_entry se;
+	int rc;
 
 	if (!f)
 		return ENOSYS;
-	if (c && pd && shim_depth == 0) {
-		shim_depth++;
-		cache_release_pd(c, pd);
-		shim_depth--;
-	}
-	return f(pd);
+	if (!c || !pd || shim_depth > 0)
+		return f(pd);
+	shim_enter(&se, true);
+	cache_release_pd(c, pd);
+	rc = f(pd);
+	shim_leave(&se);
+	return rc;
 }
 __asm__(".symver shim_ibv_dealloc_pd, ibv_dealloc_pd@@IBVERBS_1.1");
 
@@ -500,18 +738,19 @@ SHIM_EXPORT int shim_ibv_close_device(struct ibv_context *ctx)
 {
 	struct cache *c = shim_cache_if_ready();
 	close_device_fn f = (close_device_fn)real(REAL_CLOSE_DEVICE);
+	struct shim_entry se;
 	int rc;
 
 	if (!f)
 		return -1;
 	if (!c || !ctx || shim_depth > 0)
 		return f(ctx);
-	shim_depth++;
+	shim_enter(&se, true);
 	cache_release_ctx(c, ctx);
 	rc = f(ctx);
 	if (rc == 0)
 		cache_forget_ctx(c, ctx);
-	shim_depth--;
+	shim_leave(&se);
 	return rc;
 }
 __asm__(".symver shim_ibv_close_device, ibv_close_device@@IBVERBS_1.1");

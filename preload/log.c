@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -127,6 +129,75 @@ int log_init(enum log_level level, const char *file_template)
 	return 0;
 }
 
+/*
+ * Thread-local: lines held back while this thread holds a cache lock (see
+ * log_hold()).  The depth is read on every lock, hence initial-exec; the
+ * buffer is only touched when something is logged.
+ */
+static __thread unsigned int log_held_depth
+	__attribute__((tls_model("initial-exec")));
+static __thread struct {
+	size_t len;
+	unsigned int dropped;
+	char buf[4096];
+} *log_held;
+
+void log_hold(void)
+{
+	log_held_depth++;
+}
+
+static void write_line(const char *line, size_t n)
+{
+	/* One write per line; a short write only loses the log line. */
+	if (write(atomic_load(&log_fd), line, n) < 0)
+		(void)0;
+}
+
+void log_release(void)
+{
+	int saved_errno = errno;
+	__typeof__(log_held) held;
+
+	if (--log_held_depth > 0 || !log_held ||
+	    (log_held->len == 0 && log_held->dropped == 0))
+		return;
+	held = log_held;
+	log_held = NULL;	/* freed, not kept: no per-thread leak */
+	write_line(held->buf, held->len);
+	if (held->dropped) {
+		char line[160];
+		int n = snprintf(line, sizeof(line),
+				 "ummushim[%s:%ld] warn: %u log lines dropped (too many while holding a lock)\n",
+				 host_name(), (long)getpid(), held->dropped);
+
+		if (n > 0)
+			write_line(line, (size_t)n < sizeof(line) ? (size_t)n :
+				   sizeof(line) - 1);
+	}
+	free(held);
+	errno = saved_errno;
+}
+
+/* Keep @line for log_release(); false if it must be written now. */
+static bool hold_line(const char *line, size_t n)
+{
+	if (log_held_depth == 0)
+		return false;
+	if (!log_held) {
+		log_held = calloc(1, sizeof(*log_held));
+		if (!log_held)
+			return true;	/* lost: never block under the lock */
+	}
+	if (n > sizeof(log_held->buf) - log_held->len) {
+		log_held->dropped++;
+		return true;
+	}
+	memcpy(log_held->buf + log_held->len, line, n);
+	log_held->len += n;
+	return true;
+}
+
 static void log_vwrite(const char *tag, const char *fmt, va_list ap)
 {
 	char line[1024];
@@ -143,9 +214,8 @@ static void log_vwrite(const char *tag, const char *fmt, va_list ap)
 	if (n > (int)sizeof(line) - 2)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
-	/* One write per line; a short write only loses the log line. */
-	if (write(atomic_load(&log_fd), line, (size_t)n) < 0)
-		(void)0;
+	if (!hold_line(line, (size_t)n))
+		write_line(line, (size_t)n);
 	errno = saved_errno;
 }
 

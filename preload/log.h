@@ -43,6 +43,16 @@ void log_msg(enum log_level level, const char *fmt, ...)
 /* Write "<tag>: <text>" whatever the level (exit statistics). */
 void log_always(const char *tag, const char *text);
 
+/*
+ * While a thread holds a lock other threads may need (the cache's locks),
+ * it brackets that with log_hold()/log_release(): lines it logs meanwhile
+ * are kept in a per-thread buffer and written by the outermost
+ * log_release(), so a blocking write never happens under the lock.  Lines
+ * that do not fit are counted and reported as dropped.  Nests.
+ */
+void log_hold(void);
+void log_release(void);
+
 /* Direct the log back to stderr and close a log file (for tests). */
 void log_reset(void);
 

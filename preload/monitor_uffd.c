@@ -58,8 +58,28 @@
  * @seq odd, so whatever the unmapper (or a thread it synchronises with)
  * does next observes either the odd @seq or a later value: an even @seq
  * observed with acquire ordering implies the queued range and the bumped
- * @gen are visible too.  No window is left in which the old pages are gone
- * but changed() is false.
+ * @gen are visible too.  So the unmapping thread itself, and any thread
+ * that synchronises with it after its munmap() returned, always sees the
+ * invalidation.
+ *
+ * THE WINDOW THAT IS LEFT (a design limit of userfaultfd, not closable in
+ * user space).  munmap(), mremap() and mmap(MAP_FIXED) over watched memory
+ * queue their UNMAP/REMAP event only in userfaultfd_unmap_complete() /
+ * mremap_userfaultfd_complete(), i.e. AFTER the kernel has dropped
+ * mmap_lock: by then the old pages are unmapped and the address range is
+ * free.  Until the reader has read that event (it is not even queued yet,
+ * so @seq and @gen have not moved), changed() is false.  In that window
+ * ANOTHER thread can mmap() the same addresses, fill them and call
+ * ibv_reg_mr(): the lookup hits the cached MR, which still pins the old
+ * pages, and the NIC reads or writes the old memory.  It needs an unmap in
+ * one thread racing with a remap plus registration of the same addresses
+ * in another, with no synchronisation between them after the munmap()
+ * returned.  madvise(DONTNEED/FREE/REMOVE) does not have this window
+ * (userfaultfd_remove() runs before the pages are zapped), and neither
+ * does /dev/ummunot, whose counter moves in the MMU notifier, under
+ * mmap_lock, before any page is freed.  The shim says so at info level
+ * when it falls back to this backend; test/rdma measures it
+ * (rdma-unmap-race) and preload/README.md documents it under Limits.
  *
  * FORK.  The uffd is opened without UFFD_FEATURE_EVENT_FORK, so a child's
  * mappings lose the registrations.  A fork handler closes the child's copy
@@ -950,19 +970,6 @@ static void segs_sub(struct uffd_monitor *m, uintptr_t start, uintptr_t end)
 	segs_compact(s);
 }
 
-/* Whether watches cover all of [start, end). */
-static bool segs_cover(const struct segs *s, uintptr_t start, uintptr_t end)
-{
-	uintptr_t cur = start;
-
-	for (size_t i = segs_find(s, start); i < s->n && cur < end; i++) {
-		if (s->v[i].start > cur)
-			return false;
-		cur = s->v[i].end;
-	}
-	return cur >= end;
-}
-
 /* Unregister the parts of [start, end) that no watch covers. */
 static void unregister_uncovered(struct uffd_monitor *m, uintptr_t start,
 				 uintptr_t end)
@@ -1088,11 +1095,12 @@ static int uffd_watch(struct monitor *mon, uint64_t cookie, uintptr_t start,
 	 */
 	registered = rc == 0 || (rc != -EINVAL && rc != -EBUSY && rc != -EPERM);
 	/*
-	 * Inside ranges watched now, the mappings were checked when those
-	 * watches began and are still registered: any change to them since
-	 * produced an event, which invalidates this new watch's range too.
+	 * Always check the mappings now, even where older watches cover the
+	 * range: the memory behind an older watch may have been replaced
+	 * (e.g. by shared memory) and its event not yet drained, so the old
+	 * check says nothing about what is mapped there today.
 	 */
-	if (rc == 0 && !segs_cover(&m->segs, start, end))
+	if (rc == 0)
 		rc = check_private_anon(m, start, end);
 	/*
 	 * Pages that are the shared zero page or shared copy-on-write would

@@ -37,7 +37,7 @@ void stats_format(const struct shim_stats *s, const char *monitor,
 		 " invalidations=%" PRIu64 " stale=%" PRIu64
 		 " pinned_bytes=%" PRIu64 " peak_pinned_bytes=%" PRIu64
 		 " reg_ns=%" PRIu64 " dereg_ns=%" PRIu64,
-		 monitor, stats_get(&s->hits), stats_get(&s->misses),
+		 monitor, stats_hits(s), stats_get(&s->misses),
 		 stats_get(&s->passthrough), stats_get(&s->real_regs),
 		 stats_get(&s->real_deregs), stats_get(&s->evictions),
 		 stats_get(&s->invalidations), stats_get(&s->stale),

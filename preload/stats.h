@@ -10,8 +10,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * The hit counter is split into cache-line-sized shards (the cache uses
+ * the lock stripe of the key), so that threads hitting different entries
+ * never write the same cache line; stats_hits() adds them up.
+ */
+#define STATS_HIT_SHARDS 64
+
+struct stats_shard {
+	atomic_uint_fast64_t v;
+	char pad[56];	/* padding, not alignment: the struct is calloc'ed */
+};
+
 struct shim_stats {
-	atomic_uint_fast64_t hits;		/* lookups served from the cache */
+	struct stats_shard hits[STATS_HIT_SHARDS];	/* lookups served from the cache */
 	atomic_uint_fast64_t misses;		/* lookups that registered for the cache */
 	atomic_uint_fast64_t passthrough;	/* registrations not cached */
 	atomic_uint_fast64_t real_regs;		/* calls into the real registration */
@@ -38,6 +50,20 @@ static inline void stats_add(atomic_uint_fast64_t *c, uint64_t n)
 static inline uint64_t stats_get(const atomic_uint_fast64_t *c)
 {
 	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static inline void stats_hit(struct shim_stats *s, unsigned int shard)
+{
+	stats_inc(&s->hits[shard % STATS_HIT_SHARDS].v);
+}
+
+static inline uint64_t stats_hits(const struct shim_stats *s)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < STATS_HIT_SHARDS; i++)
+		n += stats_get(&s->hits[i].v);
+	return n;
 }
 
 /* Account @bytes more pinned bytes and track the peak. */

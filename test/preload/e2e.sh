@@ -6,7 +6,10 @@
 # cached, so the runs pin UMMUSHIM_MONITOR=none (whatever invalidation
 # source this machine may have); caching itself is tested in test_cache
 # and, with the real module, in the VM tests.
-# Usage: e2e.sh SHIM.so E2E_PROG E2E_DLOPEN_PROG E2E_PLUGIN.so E2E_NOVERBS
+# Sections 9 and 10 need caching on and use the userfaultfd monitor (the
+# host has no /dev/ummunot).
+# Usage: e2e.sh SHIM.so E2E_PROG E2E_DLOPEN_PROG E2E_PLUGIN.so E2E_NOVERBS \
+#               E2E_BYPASS_PROG E2E_CACHE_PROG FAKE_LIBIBVERBS.so.1
 set -eu
 
 shim=$1
@@ -14,6 +17,9 @@ prog=$2
 dlopen_prog=$3
 plugin=$4
 noverbs=$5
+bypass=$6
+cacheprog=$7
+fakelib=$8
 tmp=$(mktemp -d /tmp/ummushim-e2e.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 # The sanitizer runtime cannot come first when something is preloaded.
@@ -129,6 +135,59 @@ if command -v nm >/dev/null 2>&1; then
 		fail "ibv_reg_dmabuf_mr must not be interposed"
 	fi
 fi
+
+# first_of FILE...: the first of the (globbed) files.
+first_of() {
+	echo "$1"
+}
+
+# 9. An application that bypasses the shim through its own dlopen handle
+# (NCCL-style dlvsym of ibv_reg_mr/ibv_dereg_mr): libibverbs' internal call
+# of ibv_reg_mr_iova2 must never be cached, so no freed MR is ever handed
+# out; the same program's calls through the default (interposed) symbols
+# are still cached.
+# The double keeps deregistered MRs on purpose; once the program unloads it
+# (its last check), a leak checker would count them as leaks.
+bypass_asan="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+out=$(ASAN_OPTIONS=$bypass_asan "$bypass" "$fakelib") ||
+	fail "bypass program fails without the shim"
+echo "$out"
+echo "$out" | grep -q 'pinned=no$' || fail "without the shim, dlclose unloads libibverbs"
+rm -f "$tmp"/by.*.log
+out=$(UMMUSHIM_MONITOR=uffd UMMUSHIM_STATS=1 UMMUSHIM_LOG_LEVEL=info \
+	UMMUSHIM_LOG_FILE="$tmp/by.%p.log" LD_PRELOAD="$shim" \
+	ASAN_OPTIONS=$bypass_asan "$bypass" "$fakelib") || fail "handle-based reg/dereg gets a freed MR under the shim"
+echo "$out"
+cat "$tmp"/by.*.log
+bylog=$(first_of "$tmp"/by.*.log)
+expect_stat "$bylog" monitor uffd "bypass: caching on (uffd)"
+if [ "${E2E_GOT_READONLY:-0}" = 1 ]; then
+	# Test build whose GOT patching always fails: what libibverbs can
+	# reach (ibv_reg_mr_iova2) passes through, uncached, said once; the
+	# other entry points (every 3rd cycle is ibv_reg_mr_iova2) still cache.
+	echo "$out" | grep -q 'phase2=yes phase2_real_regs=7 pinned=yes$' ||
+		fail "unpatched: ibv_reg_mr_iova2 must pass through, the rest cache"
+	expect_stat "$bylog" hits 13 "unpatched: ibv_reg_mr/ibv_reg_mr_iova hit"
+	[ "$(grep -c "info: cannot rebind libibverbs' internal calls (a GOT slot cannot be written); registrations through ibv_reg_mr_iova2 pass through uncached" "$bylog")" = 1 ] ||
+		fail "unpatched: expected one info line"
+else
+	echo "$out" | grep -q 'phase2=yes phase2_real_regs=1 ' ||
+		fail "interposed calls of the bypass program are not cached once"
+	echo "$out" | grep -q 'pinned=yes$' ||
+		fail "the shim does not pin libibverbs (RTLD_NODELETE)"
+	expect_stat "$bylog" hits 19 "bypass: interposed calls hit"
+	expect_stat "$bylog" misses 1 "bypass: one miss"
+	grep -q 'cannot rebind' "$bylog" && fail "libibverbs' internal calls were not rebound"
+fi
+
+# 10. Cancellation, a fork without fork handlers, rereg of a shared MR.
+for c in cancel fork rereg; do
+	rm -f "$tmp"/c.*.log
+	UMMUSHIM_MONITOR=uffd UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$tmp/c.%p.log" \
+		LD_PRELOAD="$shim" "$cacheprog" "$c" || fail "case $c under the shim"
+	cat "$tmp"/c.*.log
+	expect_stat "$(first_of "$tmp"/c.*.log)" monitor uffd "$c: caching on (uffd)"
+done
 
 if [ "$fails" -ne 0 ]; then
 	echo "e2e: $fails failures"

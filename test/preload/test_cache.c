@@ -7,9 +7,13 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -94,7 +98,7 @@ START_TEST(miss_then_hit_returns_same_mr)
 	ck_assert_ptr_eq(a, b);
 	ck_assert_int_eq(n_reg(), 1);
 	ck_assert_uint_eq(stats_get(&st->misses), 1);
-	ck_assert_uint_eq(stats_get(&st->hits), 1);
+	ck_assert_uint_eq(stats_hits(st), 1);
 	ck_assert_int_eq(atomic_load(&fmon->n_watch), 1);
 }
 END_TEST
@@ -146,7 +150,7 @@ START_TEST(lazy_dereg_keeps_registration)
 	}
 	ck_assert_int_eq(n_reg(), 1);
 	ck_assert_int_eq(n_dereg(), 0);
-	ck_assert_uint_eq(stats_get(&st->hits), 101);
+	ck_assert_uint_eq(stats_hits(st), 101);
 }
 END_TEST
 
@@ -497,6 +501,8 @@ START_TEST(release_pd_deregisters_its_idle_mrs)
 	cache_dereg(cache, b);
 	cache_release_pd(cache, PD1);
 	ck_assert_int_eq(n_dereg(), 1);
+	/* Released for the application, not evicted for the limits. */
+	ck_assert_uint_eq(stats_get(&st->evictions), 0);
 	ck_assert_uint_eq(cache_registered_count(cache), 2);
 	ck_assert_ptr_eq(reg(PD2, 0x10000, PAGE), b);
 	ck_assert_ptr_eq(reg(PD1, 0x20000, PAGE), busy);
@@ -552,6 +558,23 @@ START_TEST(rereg_of_idle_mr_hands_it_back)
 }
 END_TEST
 
+START_TEST(rereg_of_shared_mr_is_refused)
+{
+	void *a = reg(PD1, 0x10000, PAGE);
+
+	ck_assert_ptr_eq(reg(PD1, 0x10000, PAGE), a);	/* refs 2 */
+	ck_assert_int_eq(cache_detach(cache, a), -EBUSY);
+	/* Nothing changed: still cached, both references still count. */
+	ck_assert_ptr_eq(reg(PD1, 0x10000, PAGE), a);
+	ck_assert_int_eq(n_reg(), 1);
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	ck_assert_int_eq(cache_detach(cache, a), 0);	/* refs 1: allowed */
+	ck_assert_int_eq(cache_dereg(cache, a), 0);	/* detached: goes */
+	ck_assert_int_eq(n_dereg(), 1);
+}
+END_TEST
+
 /* ---- fork ------------------------------------------------------------------ */
 
 static int child_checks(void *parent_mr)
@@ -602,6 +625,100 @@ START_TEST(fork_child_passes_through)
 }
 END_TEST
 
+/*
+ * A child made without the fork handlers (raw fork system call): every
+ * slow path notices the new pid, and the parent's MRs are never
+ * deregistered, unwatched or drained from the child.
+ */
+static int raw_child_checks(void *parent_busy)
+{
+	int deregs = n_dereg(), regs = n_reg();
+	int watches = atomic_load(&fmon->n_watch);
+	int unwatches = atomic_load(&fmon->n_unwatch);
+	int drains = atomic_load(&fmon->n_drain);
+	void *m;
+
+	/* An invalidation pending from the parent's point of view. */
+	fake_invalidate(fmon, 0x10000, 0x11000);
+	/* A new key: passes through, no watch of the parent's monitor. */
+	m = reg(PD1, 0x50000, PAGE);
+	if (!m || n_reg() != regs + 1)
+		return 1;
+	if (atomic_load(&fmon->n_watch) != watches ||
+	    atomic_load(&fmon->n_drain) != drains)
+		return 2;
+	if (cache_is_broken(cache))
+		return 3;
+	if (cache_dereg(cache, m) != 0 || n_dereg() != deregs + 1)
+		return 4;
+	/* The parent's busy MR: its last reference here deregisters nothing. */
+	if (cache_dereg(cache, parent_busy) != 0 || n_dereg() != deregs + 1)
+		return 5;
+	cache_release_pd(cache, PD1);
+	cache_release_ctx(cache, CTX1);
+	cache_forget_ctx(cache, CTX1);
+	if (n_dereg() != deregs + 1 ||
+	    atomic_load(&fmon->n_unwatch) != unwatches)
+		return 6;
+	cache_destroy(cache);
+	cache = NULL;
+	if (n_dereg() != deregs + 1 ||
+	    atomic_load(&fmon->n_unwatch) != unwatches)
+		return 7;
+	return 0;
+}
+
+START_TEST(fork_without_handlers_never_touches_parent_mrs)
+{
+	void *busy = reg(PD1, 0x10000, PAGE);
+	void *idle = reg(PD1, 0x20000, PAGE);
+	int status;
+	pid_t pid;
+
+	cache_dereg(cache, idle);
+	pid = (pid_t)syscall(SYS_fork);
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(raw_child_checks(busy));
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	ck_assert_ptr_eq(reg(PD1, 0x20000, PAGE), idle);
+	ck_assert_int_eq(n_dereg(), 0);
+}
+END_TEST
+
+/* A monitor failing with EIO in a child is a fork, not a broken monitor. */
+static int eio_child_checks(void)
+{
+	int deregs = n_dereg();
+
+	fmon->drain_errno = EIO;
+	fake_invalidate(fmon, 0x90000, 0x91000);
+	reg(PD1, 0x30000, PAGE);
+	cache_release_pd(cache, PD1);
+	return n_dereg() != deregs ? 1 : 0;
+}
+
+START_TEST(monitor_error_in_child_is_not_a_break)
+{
+	void *idle = reg(PD1, 0x20000, PAGE);
+	int status;
+	pid_t pid;
+
+	cache_dereg(cache, idle);
+	pid = (pid_t)syscall(SYS_fork);
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(eio_child_checks());
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	ck_assert(!cache_is_broken(cache));
+	ck_assert_ptr_eq(reg(PD1, 0x20000, PAGE), idle);
+}
+END_TEST
+
 /* ---- threads ---------------------------------------------------------------- */
 
 struct racer {
@@ -629,7 +746,7 @@ START_TEST(concurrent_miss_registers_once)
 	ck_assert_int_eq(n_reg(), 1);
 	for (int i = 1; i < 4; i++)
 		ck_assert_ptr_eq(r[i].mr, r[0].mr);
-	ck_assert_uint_eq(stats_get(&st->hits), 3);
+	ck_assert_uint_eq(stats_hits(st), 3);
 	for (int i = 0; i < 4; i++)
 		ck_assert_int_eq(cache_dereg(cache, r[i].mr), 0);
 	ck_assert_uint_eq(cache_idle_count(cache), 1);
@@ -750,7 +867,7 @@ START_TEST(threads_reg_dereg_while_invalidating)
 	}
 	atomic_store(&stress_stop, true);
 	pthread_join(inv, NULL);
-	ck_assert_uint_eq(stats_get(&st->hits) + stats_get(&st->misses) +
+	ck_assert_uint_eq(stats_hits(st) + stats_get(&st->misses) +
 			  stats_get(&st->passthrough),
 			  STRESS_THREADS * STRESS_ITERS);
 	ck_assert_int_eq(n_reg(), (int)(stats_get(&st->misses) +
@@ -762,6 +879,76 @@ START_TEST(threads_reg_dereg_while_invalidating)
 	cache = NULL;
 	ck_assert_int_eq(atomic_load(&fv->live), 0);
 	ck_assert_int_eq(atomic_load(&fmon->n_active), 0);
+}
+END_TEST
+
+/* ---- logging never blocks under a lock ------------------------------------ */
+
+struct logger {
+	void *busy;
+	atomic_bool done;
+};
+
+/* Drains an invalidation of a busy MR: warns (under the cache locks). */
+static void *warn_stale(void *arg)
+{
+	struct logger *l = arg;
+
+	fake_invalidate(fmon, 0x10000, 0x11000);
+	reg(PD1, 0x70000, PAGE);
+	atomic_store(&l->done, true);
+	return NULL;
+}
+
+START_TEST(stalled_log_never_stalls_other_threads)
+{
+	struct logger l = { .busy = NULL };
+	void *hit = reg(PD1, 0x40000, PAGE);
+	struct timespec deadline;
+	int p[2], saved, n_hits = 0;
+	pthread_t t;
+	char junk[4096] = { 0 };
+
+	l.busy = reg(PD1, 0x10000, PAGE);
+	cache_dereg(cache, hit);
+	/* stderr becomes a full pipe nobody reads: every write blocks. */
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(fcntl(p[1], F_SETFL, O_NONBLOCK), 0);
+	while (write(p[1], junk, sizeof(junk)) > 0)
+		;
+	ck_assert_int_eq(fcntl(p[1], F_SETFL, 0), 0);
+	saved = dup(STDERR_FILENO);
+	ck_assert_int_eq(dup2(p[1], STDERR_FILENO), STDERR_FILENO);
+	log_init(LOG_LEVEL_WARN, NULL);
+
+	pthread_create(&t, NULL, warn_stale, &l);
+	/* Wait until that thread has drained (and is stuck logging). */
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += 20;
+	while (stats_get(&st->stale) == 0) {
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ck_assert_msg(now.tv_sec < deadline.tv_sec, "no drain");
+		sched_yield();
+	}
+	/* Hits on another key go on while that thread is stuck logging. */
+	for (n_hits = 0; n_hits < 1000; n_hits++) {
+		void *m = reg(PD1, 0x40000, PAGE);
+
+		ck_assert_ptr_eq(m, hit);
+		cache_dereg(cache, m);
+	}
+	ck_assert(!atomic_load(&l.done));	/* it really was stuck */
+	/* Unblock the logger, then restore stderr. */
+	while (read(p[0], junk, sizeof(junk)) == (ssize_t)sizeof(junk) &&
+	       !atomic_load(&l.done))
+		;
+	pthread_join(t, NULL);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	log_init(LOG_LEVEL_ERROR, NULL);
+	ck_assert_int_eq(cache_dereg(cache, l.busy), 0);
 }
 END_TEST
 
@@ -799,7 +986,11 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, close_device_releases_and_forgets_its_mrs);
 	tcase_add_test(tc, rereg_takes_mr_out_of_cache);
 	tcase_add_test(tc, rereg_of_idle_mr_hands_it_back);
+	tcase_add_test(tc, rereg_of_shared_mr_is_refused);
 	tcase_add_test(tc, fork_child_passes_through);
+	tcase_add_test(tc, fork_without_handlers_never_touches_parent_mrs);
+	tcase_add_test(tc, monitor_error_in_child_is_not_a_break);
+	tcase_add_test(tc, stalled_log_never_stalls_other_threads);
 	tcase_add_test(tc, concurrent_miss_registers_once);
 	tcase_add_test(tc, concurrent_failed_miss_lets_waiters_retry);
 	tcase_add_test(tc, hits_proceed_during_slow_miss);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # VM tests of libummushim.so over Soft-RoCE with the real ummunot module.
 # Runs inside the test VM (scripts/vm/run-vm.sh --module ummunot.ko --rdma).
-# Usage: run-in-guest.sh SHIM.so CONTROL_SHIM.so INTEGRITY REG_CYCLES LIFECYCLE
+# Usage: run-in-guest.sh SHIM.so CONTROL_SHIM.so INTEGRITY REG_CYCLES LIFECYCLE \
+#                        BYPASS UNMAP_RACE
 #
 # Every program run here is an ordinary verbs program (not linked against
 # the shim); the shim is preloaded and its exit statistics (UMMUSHIM_STATS=1,
@@ -13,6 +14,8 @@ CONTROL=$2
 INTEGRITY=$3
 REG_CYCLES=$4
 LIFECYCLE=$5
+BYPASS=$6
+UNMAP_RACE=$7
 
 DEV=rxe0
 SERVER_IP=192.0.2.1
@@ -183,6 +186,39 @@ log=$(log_of life-threads)
 echo "# $(grep ' stats: ' "$log")"
 inv=$(stat "$log" invalidations)
 check "threads: invalidations seen ($inv)" test "${inv:-0}" -gt 0
+
+# ---- handle-based registration (NCCL-style dlopen + dlvsym) --------------------
+
+# libibverbs' own ibv_reg_mr calls ibv_reg_mr_iova2 through its GOT; the
+# shim rebinds that slot, so registrations through the application's own
+# handle never enter the cache (a cached one would be freed behind the
+# cache by the handle-based ibv_dereg_mr and handed out again).
+check "rdma-bypass works without the shim" "$BYPASS" 4
+if shim_run bypass -- "$BYPASS" 30; then
+	ok "rdma-bypass under the shim: 30 handle-based cycles with RDMA writes"
+else
+	not_ok "rdma-bypass under the shim: 30 handle-based cycles with RDMA writes"
+fi
+log=$(log_of bypass)
+echo "# $(grep ' stats: ' "$log")"
+expect_stat "$log" hits 0 "bypass: handle-based registrations never come from the cache"
+expect_stat "$log" misses 1 "bypass: only the linked registration (peer buffer) is cached"
+
+# ---- unmap in one thread, remap + register in another -------------------------
+
+# /dev/ummunot moves its counter under mmap_lock, before the old pages are
+# freed: a registration of the remapped addresses can never hit the old MR.
+UNMAP_ITERS=200
+for hog in "" --hog; do
+	name=unmap-race$hog
+	if shim_run "$name" -- "$UNMAP_RACE" "$UNMAP_ITERS" --expect-zero $hog >"$TMP/$name.out"; then
+		ok "unmap-race (ummunot$hog): no stale MR in $UNMAP_ITERS iterations"
+	else
+		not_ok "unmap-race (ummunot$hog): stale MRs or failure"
+	fi
+	echo "# ummunot $(cat "$TMP/$name.out")"
+	echo "# $(grep ' stats: ' "$(log_of "$name")")"
+done
 
 # ---- unmodified tools ---------------------------------------------------------
 

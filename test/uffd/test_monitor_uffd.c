@@ -487,6 +487,38 @@ START_TEST(shared_anonymous_refused)
 }
 END_TEST
 
+/*
+ * A watched range replaced by shared memory before the cache has drained
+ * the event (its old watch still in place) must not be watched again:
+ * the new watch checks the mapping itself instead of trusting the old one.
+ */
+static void check_remapped_as_shmem(struct monitor *m)
+{
+	char *p = map_pages(4), *q;
+
+	ck_assert_int_eq(watch(m, 1, p, 4 * page), 0);
+	q = mmap(p, 4 * page, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	ck_assert_ptr_eq(q, p);
+	ck_assert_int_eq(watch(m, 2, p, 4 * page), -EINVAL);
+	m->ops->unwatch(m, 1);
+	ck_assert_int_eq(munmap(p, 4 * page), 0);
+	m->ops->close(m);
+}
+
+START_TEST(remapped_as_shmem_not_watched)
+{
+	check_remapped_as_shmem(open_mon());
+	if (geteuid() == 0) {	/* missing-page mode needs privileges */
+		struct monitor *m =
+			monitor_uffd_open_flags(open_flags | UFFD_OPEN_FORCE_MISSING, 0);
+
+		ck_assert_msg(m, "open (missing mode): %s", strerror(errno));
+		check_remapped_as_shmem(m);
+	}
+}
+END_TEST
+
 START_TEST(hole_and_unmapped_refused)
 {
 	struct monitor *m = open_mon();
@@ -795,6 +827,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(text, brk_shrink_reported);
 	tcase_add_test(text, file_backed_refused);
 	tcase_add_test(text, shared_anonymous_refused);
+	tcase_add_test(text, remapped_as_shmem_not_watched);
 	tcase_add_test(text, hole_and_unmapped_refused);
 	tcase_add_test(text, read_only_refused);
 	tcase_add_test(events, munmap_reported_at_once);
@@ -816,6 +849,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(books, duplicate_and_unknown_cookies);
 	tcase_add_test(refuse, file_backed_refused);
 	tcase_add_test(refuse, shared_anonymous_refused);
+	tcase_add_test(refuse, remapped_as_shmem_not_watched);
 	tcase_add_test(refuse, hole_and_unmapped_refused);
 	tcase_add_test(refuse, read_only_refused);
 	tcase_add_test(refuse, busy_with_other_uffd_refused);

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * Interposition cases that need the shim to cache (run by e2e.sh with
+ * UMMUSHIM_MONITOR=uffd), against the libibverbs test double:
+ *
+ *   cancel  a thread is cancelled while the real registration it made
+ *           through the shim blocks (in read(), a cancellation point); the
+ *           registration must complete and the same key must stay usable
+ *           (a cancelled pending entry would hang every later caller).
+ *   fork    a child made with the raw fork system call (no fork handlers)
+ *           frees its PD and closes the device: the parent's cached MRs
+ *           must never be deregistered from the child.
+ *   rereg   ibv_rereg_mr of a cached MR held twice fails with EBUSY
+ *           without reaching the library; held once, it goes through.
+ *
+ * Prints "e2e-cache CASE: ok"; exits non-zero on failure.  A watchdog
+ * alarm turns a hang into a failure.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fake_ibverbs.h"
+
+#define LEN (1 << 16)
+
+#define CHECK(cond)                                                       \
+	do {                                                              \
+		if (!(cond)) {                                            \
+			fprintf(stderr, "%s:%d: check failed: %s\n",      \
+				__FILE__, __LINE__, #cond);               \
+			return 1;                                         \
+		}                                                         \
+	} while (0)
+
+static struct ibv_pd *g_pd;
+
+static char *new_buf(void)
+{
+	char *b = mmap(NULL, LEN, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (b == MAP_FAILED)
+		return NULL;
+	memset(b, 1, LEN);
+	return b;
+}
+
+static struct ibv_mr *reg(char *buf)
+{
+	return ibv_reg_mr(g_pd, buf, LEN, IBV_ACCESS_LOCAL_WRITE);
+}
+
+/* ---- cancel ------------------------------------------------------------- */
+
+struct canceled {
+	char *buf;
+	struct ibv_mr *_Atomic mr;
+};
+
+static void *reg_then_cancel_point(void *arg)
+{
+	struct canceled *c = arg;
+
+	atomic_store(&c->mr, reg(c->buf));
+	pthread_testcancel();
+	return NULL;
+}
+
+static int case_cancel(void)
+{
+	struct canceled c = { .buf = new_buf() };
+	struct timespec until;
+	struct ibv_mr *mr;
+	pthread_t t;
+	int p[2];
+
+	CHECK(c.buf && pipe(p) == 0);
+	fake_ibv_reg_block_fd = p[0];
+	CHECK(pthread_create(&t, NULL, reg_then_cancel_point, &c) == 0);
+	while (__atomic_load_n(&fake_ibv_counts.reg_mr_iova2, __ATOMIC_SEQ_CST) == 0)
+		sched_yield();
+	/* The thread is blocked in read() inside the real registration. */
+	CHECK(pthread_cancel(t) == 0);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	/* Without protection the cancel takes effect in read() at once. */
+	if (pthread_timedjoin_np(t, NULL, &until) == 0)
+		fprintf(stderr, "cancel: the thread died inside ibv_reg_mr\n");
+	fake_ibv_reg_block_fd = -1;
+	CHECK(write(p[1], "x", 1) == 1);
+	pthread_join(t, NULL);
+	CHECK(atomic_load(&c.mr) && fake_ibv_mr_is_live(atomic_load(&c.mr)));
+	/* The key is usable: no pending entry left behind (watchdog). */
+	mr = reg(c.buf);
+	CHECK(mr && fake_ibv_mr_is_live(mr));
+	CHECK(ibv_dereg_mr(mr) == 0);
+	return 0;
+}
+
+/* ---- fork --------------------------------------------------------------- */
+
+static int child_after_raw_fork(struct ibv_context *ctx)
+{
+	int deregs = fake_ibv_counts.dereg_mr;
+	char *other = new_buf();
+	struct ibv_mr *mr;
+
+	/* A new registration in the child passes through. */
+	CHECK(other);
+	mr = reg(other);
+	CHECK(mr && fake_ibv_mr_is_live(mr));
+	CHECK(ibv_dereg_mr(mr) == 0);
+	CHECK(fake_ibv_counts.dereg_mr == deregs + 1);
+	/* Releasing the PD and the device must not touch the parent's MRs. */
+	(void)ibv_dealloc_pd(g_pd);
+	CHECK(fake_ibv_counts.dereg_mr == deregs + 1);
+	CHECK(ibv_close_device(ctx) == 0);
+	CHECK(fake_ibv_counts.dereg_mr == deregs + 1);
+	CHECK(fake_ibv_counts.dead_mr_calls == 0);
+	return 0;
+}
+
+static int case_fork(struct ibv_context *ctx)
+{
+	char *idle_buf = new_buf(), *busy_buf = new_buf();
+	struct ibv_mr *idle, *busy;
+	int status, regs;
+	pid_t pid;
+
+	CHECK(idle_buf && busy_buf);
+	idle = reg(idle_buf);
+	busy = reg(busy_buf);
+	CHECK(idle && busy && ibv_dereg_mr(idle) == 0);
+	fflush(NULL);
+	pid = (pid_t)syscall(SYS_fork);
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_after_raw_fork(ctx));
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* The parent still has its cached MR. */
+	regs = fake_ibv_counts.reg_mr_iova2;
+	CHECK(reg(idle_buf) == idle && fake_ibv_counts.reg_mr_iova2 == regs);
+	CHECK(fake_ibv_mr_is_live(idle) && fake_ibv_mr_is_live(busy));
+	return 0;
+}
+
+/* ---- rereg -------------------------------------------------------------- */
+
+static int case_rereg(void)
+{
+	char *buf = new_buf();
+	struct ibv_mr *a, *b;
+
+	CHECK(buf);
+	a = reg(buf);
+	b = reg(buf);
+	CHECK(a && a == b);		/* cached: one MR, two holders */
+	errno = 0;
+	CHECK(ibv_rereg_mr(a, IBV_REREG_MR_CHANGE_ACCESS, NULL, NULL, 0,
+			   IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ) ==
+	      IBV_REREG_MR_ERR_INPUT);
+	CHECK(errno == EBUSY);
+	CHECK(fake_ibv_counts.rereg_mr == 0);
+	CHECK(ibv_dereg_mr(b) == 0);
+	/* One holder left: allowed, and the MR leaves the cache. */
+	CHECK(ibv_rereg_mr(a, IBV_REREG_MR_CHANGE_ACCESS, NULL, NULL, 0,
+			   IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ) == 0);
+	CHECK(fake_ibv_counts.rereg_mr == 1);
+	CHECK(ibv_dereg_mr(a) == 0 && !fake_ibv_mr_is_live(a));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct ibv_context *ctx = fake_ibv_open();
+	int rc;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg\n");
+		return 2;
+	}
+	alarm(30);	/* a hang is a failure */
+	g_pd = ibv_alloc_pd(ctx);
+	if (!g_pd)
+		return 1;
+	if (strcmp(argv[1], "cancel") == 0)
+		rc = case_cancel();
+	else if (strcmp(argv[1], "fork") == 0)
+		rc = case_fork(ctx);
+	else if (strcmp(argv[1], "rereg") == 0)
+		rc = case_rereg();
+	else
+		rc = 2;
+	if (rc == 0)
+		printf("e2e-cache %s: ok\n", argv[1]);
+	return rc;
+}
