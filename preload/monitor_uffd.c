@@ -103,6 +103,7 @@
  */
 #define _GNU_SOURCE
 #include "monitor.h"
+#include "monitor_uffd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -132,28 +133,6 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
-
-/*
- * Test hooks (declared again in test/uffd/uffd_hooks.h; the shim exports
- * only the verbs interposers, so these stay internal).
- */
-#define UFFD_OPEN_FORCE_MISSING 0x1u	/* use missing-page mode */
-#define UFFD_OPEN_FORCE_DEVNODE 0x2u	/* open through /dev/userfaultfd */
-#define UFFD_OPEN_FORCE_MAPS_TEXT 0x4u	/* parse /proc/self/maps as text */
-
-struct monitor_uffd_counters {
-	uint64_t events;	/* UNMAP/REMOVE/REMAP events read */
-	uint64_t faults;	/* page faults resolved */
-	uint64_t overflows;	/* times the ring was full */
-	bool missing_mode;
-	bool devnode;
-	int fd;			/* the uffd's descriptor number */
-};
-
-struct monitor *monitor_uffd_open_flags(unsigned int flags,
-					unsigned int ring_capacity);
-void monitor_uffd_get_counters(struct monitor *mon,
-			       struct monitor_uffd_counters *out);
 
 #define DEFAULT_RING_CAPACITY 4096u	/* ranges queued between drains */
 #define MSG_BATCH 64			/* uffd messages per read() */

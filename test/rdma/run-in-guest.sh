@@ -21,30 +21,8 @@ DEV=rxe0
 SERVER_IP=192.0.2.1
 CYCLES=50
 TMP=$(mktemp -d /tmp/shim-vm.XXXXXX)
-n=0
-failed=0
-
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $*"
-}
-
-not_ok() {
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n - $*"
-}
-
-check() { # DESCRIPTION COMMAND...
-	local what=$1
-	shift
-	if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
-
-# stat FILE KEY: KEY's value on the stats line of FILE.
-stat() {
-	grep ' stats: ' "$1" | head -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
-}
+# shellcheck source=SCRIPTDIR/../lib/shim-tap.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/shim-tap.sh"
 
 # Run CMD with the shim preloaded, statistics on, one log per process.
 # Usage: shim_run NAME [VAR=VALUE...] -- CMD...; log in $TMP/NAME.<pid>.log
@@ -55,34 +33,6 @@ shim_run() {
 	shift
 	env UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$TMP/$name.%p.log" \
 		"${vars[@]}" LD_PRELOAD="$SHIM" "$@"
-}
-
-# The one log file of the single process run under NAME.
-log_of() {
-	local f
-	for f in "$TMP/$1".*.log; do
-		[ -e "$f" ] && printf '%s\n' "$f"
-		return
-	done
-}
-
-# How many log files the runs under NAME left (one per process).
-logs_of() {
-	local f count=0
-	for f in "$TMP/$1".*.log; do
-		[ -e "$f" ] && count=$((count + 1))
-	done
-	echo "$count"
-}
-
-expect_stat() { # LOG KEY VALUE WHAT
-	local v
-	v=$(stat "$1" "$2")
-	if [ "$v" = "$3" ]; then
-		ok "$4 ($2=$v)"
-	else
-		not_ok "$4 ($2=$v, expected $3)"
-	fi
 }
 
 echo "# kernel $(uname -r); $(ls -l /dev/ummunot 2>&1)"

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "monitor.h"
-#include "uffd_hooks.h"
+#include "monitor_uffd.h"
 
 #define MAX_GOT 64
 

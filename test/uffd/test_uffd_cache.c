@@ -23,7 +23,7 @@
 #include "cache.h"
 #include "monitor.h"
 #include "stats.h"
-#include "uffd_hooks.h"
+#include "monitor_uffd.h"
 
 #define PD ((void *)0x1000)
 #define CTX ((void *)0xc1)

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * Test hooks of preload/monitor_uffd.c.  They are internal to the shim
- * (hidden, not in its version script); these declarations must match the
- * ones at the top of monitor_uffd.c.
+ * Test hooks of the userfaultfd monitor (monitor_uffd.c).  They are
+ * internal to the shim (hidden, not in its version script); the tests in
+ * test/uffd use them to force the rarer code paths.
  */
-#ifndef UMMUSHIM_TEST_UFFD_HOOKS_H
-#define UMMUSHIM_TEST_UFFD_HOOKS_H
+#ifndef UMMUSHIM_MONITOR_UFFD_H
+#define UMMUSHIM_MONITOR_UFFD_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,4 +31,4 @@ struct monitor *monitor_uffd_open_flags(unsigned int flags,
 void monitor_uffd_get_counters(struct monitor *mon,
 			       struct monitor_uffd_counters *out);
 
-#endif /* UMMUSHIM_TEST_UFFD_HOOKS_H */
+#endif /* UMMUSHIM_MONITOR_UFFD_H */
