@@ -229,6 +229,17 @@ void kt_expect_nothing(int fd)
 		      n > 0 ? (unsigned long long)ev[0].hint_end : 0ULL);
 }
 
+struct kt_watch kt_watch_anon(size_t npages, uint64_t cookie)
+{
+	struct kt_watch w;
+
+	w.fd = kt_open_nb();
+	w.cnt = kt_map_counter(w.fd);
+	w.p = kt_map_anon(npages);
+	kt_register_ok(w.fd, kt_pg(w.p, 0), kt_pg(w.p, npages), cookie);
+	return w;
+}
+
 static int write_file(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -339,46 +350,54 @@ void kt_run_child(const char *what, kt_child_fn fn, void *arg)
 	munmap(err, kt_page());
 }
 
-int kt_send_fd(int sock, int fd)
-{
-	char byte = 'F';
-	struct iovec iov = { &byte, 1 };
+/* One data byte with room for one SCM_RIGHTS fd: what both sides exchange. */
+struct fd_msg {
+	char byte;
+	struct iovec iov;
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(int))];
 	} u;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-	};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	struct msghdr msg;
+};
 
-	memset(u.buf, 0, sizeof(u.buf));
+/* Zeroes m and points its msghdr at its own byte and control buffer. */
+static void fd_msg_init(struct fd_msg *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->byte = 'F';
+	m->iov.iov_base = &m->byte;
+	m->iov.iov_len = 1;
+	m->msg.msg_iov = &m->iov;
+	m->msg.msg_iovlen = 1;
+	m->msg.msg_control = m->u.buf;
+	m->msg.msg_controllen = sizeof(m->u.buf);
+}
+
+int kt_send_fd(int sock, int fd)
+{
+	struct fd_msg m;
+	struct cmsghdr *c;
+
+	fd_msg_init(&m);
+	c = CMSG_FIRSTHDR(&m.msg);
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
+	return sendmsg(sock, &m.msg, 0) == 1 ? 0 : -1;
 }
 
 int kt_recv_fd(int sock)
 {
-	char byte;
-	struct iovec iov = { &byte, 1 };
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-	};
+	struct fd_msg m;
 	struct cmsghdr *c;
 	int fd;
 
-	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
+	fd_msg_init(&m);
+	if (recvmsg(sock, &m.msg, MSG_CMSG_CLOEXEC) != 1)
 		return -1;
-	c = CMSG_FIRSTHDR(&msg);
+	c = CMSG_FIRSTHDR(&m.msg);
 	if (!c || c->cmsg_type != SCM_RIGHTS)
 		return -1;
 	memcpy(&fd, CMSG_DATA(c), sizeof(int));
@@ -417,4 +436,20 @@ TCase *kt_tcase(Suite *s, const char *name)
 	tcase_set_timeout(tc, KT_TIMEOUT);
 	suite_add_tcase(s, tc);
 	return tc;
+}
+
+void kt_add_tests(Suite *s, const char *tcase, const TTest *const *tests)
+{
+	TCase *tc = kt_tcase(s, tcase);
+
+	for (; *tests; tests++)
+		tcase_add_test(tc, *tests);
+}
+
+Suite *kt_suite_of(const char *name, const TTest *const *tests)
+{
+	Suite *s = suite_create(name);
+
+	kt_add_tests(s, name, tests);
+	return s;
 }

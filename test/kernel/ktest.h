@@ -81,6 +81,18 @@ void kt_expect_one(int fd, const volatile uint64_t *counter, uint64_t cookie,
 void kt_expect_nothing(int fd);
 
 /*
+ * The common test set-up: a non-blocking fd with its counter mapped, and
+ * npages of fresh anonymous memory (kt_map_anon) registered whole under
+ * cookie.
+ */
+struct kt_watch {
+	int fd;
+	const volatile uint64_t *cnt;
+	char *p;
+};
+struct kt_watch kt_watch_anon(size_t npages, uint64_t cookie);
+
+/*
  * Active objects in the "ummunot_region" slab cache after shrinking it, or
  * -1 if it cannot be read.
  */
@@ -136,5 +148,19 @@ Suite *kt_fuzz_suite(void);
 
 /* Adds a TCase with the generous timeout to s and returns it. */
 TCase *kt_tcase(Suite *s, const char *name);
+
+/*
+ * Adds a TCase named tcase (see kt_tcase) to s holding the NULL-terminated
+ * tests, in order.  KT_ADD_TESTS takes the tests as arguments instead.
+ */
+void kt_add_tests(Suite *s, const char *tcase, const TTest *const *tests);
+#define KT_ADD_TESTS(s, tcase, ...)                                     \
+	kt_add_tests((s), (tcase),                                      \
+		     (const TTest *const[]){ __VA_ARGS__, NULL })
+
+/* A suite holding one TCase of the same name with the given tests. */
+Suite *kt_suite_of(const char *name, const TTest *const *tests);
+#define KT_SUITE(name, ...)                                             \
+	kt_suite_of((name), (const TTest *const[]){ __VA_ARGS__, NULL })
 
 #endif /* UMMUNOT_KTEST_H */

@@ -170,11 +170,7 @@ END_TEST
 
 Suite *kt_access_suite(void)
 {
-	Suite *s = suite_create("access");
-	TCase *tc = kt_tcase(s, "access");
-
-	tcase_add_test(tc, fork_child_eio);
-	tcase_add_test(tc, scm_rights_receiver_eio);
-	tcase_add_test(tc, unprivileged_user_can_use_device);
-	return s;
+	return KT_SUITE("access",
+			fork_child_eio, scm_rights_receiver_eio,
+			unprivileged_user_can_use_device);
 }

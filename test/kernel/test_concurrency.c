@@ -595,10 +595,6 @@ END_TEST
 
 Suite *kt_concurrency_suite(void)
 {
-	Suite *s = suite_create("concurrency");
-	TCase *tc = kt_tcase(s, "concurrency");
-
-	tcase_add_test(tc, concurrent_exact_oracle);
-	tcase_add_test(tc, register_during_invalidation);
-	return s;
+	return KT_SUITE("concurrency",
+			concurrent_exact_oracle, register_during_invalidation);
 }

@@ -127,69 +127,62 @@ START_TEST(mmap_refusals)
 }
 END_TEST
 
-START_TEST(mprotect_write_refused)
+/* The counter page may never gain prot: mprotect must fail with EACCES. */
+static void assert_counter_mprotect_refused(int prot)
 {
 	int fd = kt_open_nb();
 	void *p = (void *)kt_map_counter(fd);
 
-	ck_assert_int_eq(mprotect(p, kt_page(), PROT_READ | PROT_WRITE), -1);
+	ck_assert_int_eq(mprotect(p, kt_page(), prot), -1);
 	ck_assert_int_eq(errno, EACCES);
+}
+
+START_TEST(mprotect_write_refused)
+{
+	assert_counter_mprotect_refused(PROT_READ | PROT_WRITE);
 }
 END_TEST
 
 START_TEST(mprotect_exec_refused)
 {
-	int fd = kt_open_nb();
-	void *p = (void *)kt_map_counter(fd);
-
-	ck_assert_int_eq(mprotect(p, kt_page(), PROT_READ | PROT_EXEC), -1);
-	ck_assert_int_eq(errno, EACCES);
+	assert_counter_mprotect_refused(PROT_READ | PROT_EXEC);
 }
 END_TEST
 
 /* MADV_DONTNEED drops the PTE; the next read faults the page back in. */
 START_TEST(counter_survives_dontneed)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(1);
+	struct kt_watch w = kt_watch_anon(1, 1);
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 1), 1);
-	ck_assert_int_eq(munmap(p, kt_page()), 0);
-	ASSERT_COUNTER(cnt, 1);
-	ck_assert_int_eq(madvise((void *)cnt, kt_page(), MADV_DONTNEED), 0);
-	ASSERT_COUNTER(cnt, 1);
+	ck_assert_int_eq(munmap(w.p, kt_page()), 0);
+	ASSERT_COUNTER(w.cnt, 1);
+	ck_assert_int_eq(madvise((void *)w.cnt, kt_page(), MADV_DONTNEED), 0);
+	ASSERT_COUNTER(w.cnt, 1);
 }
 END_TEST
 
 /* The mapping keeps working (and stays safe) after the fd is closed. */
 START_TEST(mapping_outlives_fd)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(1);
+	struct kt_watch w = kt_watch_anon(1, 1);
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 1), 1);
-	ck_assert_int_eq(munmap(p, kt_page()), 0);
-	ck_assert_int_eq(close(fd), 0);
-	ASSERT_COUNTER(cnt, 1);
-	ck_assert_int_eq(munmap((void *)cnt, kt_page()), 0);
+	ck_assert_int_eq(munmap(w.p, kt_page()), 0);
+	ck_assert_int_eq(close(w.fd), 0);
+	ASSERT_COUNTER(w.cnt, 1);
+	ck_assert_int_eq(munmap((void *)w.cnt, kt_page()), 0);
 }
 END_TEST
 
 Suite *kt_counter_suite(void)
 {
 	Suite *s = suite_create("counter");
-	TCase *tc = kt_tcase(s, "counter");
 
-	tcase_add_test(tc, counter_moves_exactly);
-	tcase_add_test(tc, last_carries_counter);
-	tcase_add_test(tc, counter_per_fd);
-	tc = kt_tcase(s, "mmap");
-	tcase_add_test(tc, mmap_refusals);
-	tcase_add_test(tc, mprotect_write_refused);
-	tcase_add_test(tc, mprotect_exec_refused);
-	tcase_add_test(tc, counter_survives_dontneed);
-	tcase_add_test(tc, mapping_outlives_fd);
+	KT_ADD_TESTS(s, "counter",
+		     counter_moves_exactly, last_carries_counter,
+		     counter_per_fd);
+	KT_ADD_TESTS(s, "mmap",
+		     mmap_refusals, mprotect_write_refused,
+		     mprotect_exec_refused, counter_survives_dontneed,
+		     mapping_outlives_fd);
 	return s;
 }

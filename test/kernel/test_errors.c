@@ -274,20 +274,11 @@ END_TEST
 
 Suite *kt_errors_suite(void)
 {
-	Suite *s = suite_create("errors");
-	TCase *tc = kt_tcase(s, "errors");
-
-	tcase_add_test(tc, open_needs_rdonly);
-	tcase_add_test(tc, register_einval_cases);
-	tcase_add_test(tc, register_eexist);
-	tcase_add_test(tc, register_enospc);
-	tcase_add_test(tc, register_enospc_global);
-	tcase_add_test(tc, max_regions_default);
-	tcase_add_test(tc, efault_cases);
-	tcase_add_test(tc, unregister_enoent);
-	tcase_add_test(tc, unknown_ioctl_enotty);
-	tcase_add_test(tc, exchange_features);
-	tcase_add_test(tc, read_einval_small_buffer);
-	tcase_add_test(tc, read_efault_keeps_event);
-	return s;
+	return KT_SUITE("errors",
+			open_needs_rdonly, register_einval_cases,
+			register_eexist, register_enospc,
+			register_enospc_global, max_regions_default,
+			efault_cases, unregister_enoent, unknown_ioctl_enotty,
+			exchange_features, read_einval_small_buffer,
+			read_efault_keeps_event);
 }

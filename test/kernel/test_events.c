@@ -26,17 +26,14 @@
 
 START_TEST(munmap_middle)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(8);
+	struct kt_watch w = kt_watch_anon(8, 11);
 	uint64_t c0;
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 8), 11);
-	c0 = *cnt;
-	ck_assert_int_eq(munmap((void *)kt_pg(p, 3), 2 * kt_page()), 0);
-	ASSERT_COUNTER_DELTA(cnt, c0, 1);
-	kt_expect_one(fd, cnt, 11, kt_pg(p, 3), kt_pg(p, 5));
-	kt_expect_nothing(fd);
+	c0 = *w.cnt;
+	ck_assert_int_eq(munmap((void *)kt_pg(w.p, 3), 2 * kt_page()), 0);
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 1);
+	kt_expect_one(w.fd, w.cnt, 11, kt_pg(w.p, 3), kt_pg(w.p, 5));
+	kt_expect_nothing(w.fd);
 }
 END_TEST
 
@@ -91,32 +88,27 @@ END_TEST
 
 START_TEST(mremap_shrink)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(6);
+	struct kt_watch w = kt_watch_anon(6, 22);
 	uint64_t c0;
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 6), 22);
-	c0 = *cnt;
-	ck_assert(mremap(p, 6 * kt_page(), 2 * kt_page(), 0) == p);
-	ASSERT_COUNTER_DELTA(cnt, c0, 1);
-	kt_expect_one(fd, cnt, 22, kt_pg(p, 2), kt_pg(p, 6));
+	c0 = *w.cnt;
+	ck_assert(mremap(w.p, 6 * kt_page(), 2 * kt_page(), 0) == w.p);
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 1);
+	kt_expect_one(w.fd, w.cnt, 22, kt_pg(w.p, 2), kt_pg(w.p, 6));
 }
 END_TEST
 
 static void madvise_case(int advice, uint64_t cookie)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(8);
+	struct kt_watch w = kt_watch_anon(8, cookie);
 	uint64_t c0;
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 8), cookie);
-	c0 = *cnt;
-	ck_assert_msg(madvise((void *)kt_pg(p, 2), 2 * kt_page(), advice) == 0,
+	c0 = *w.cnt;
+	ck_assert_msg(madvise((void *)kt_pg(w.p, 2), 2 * kt_page(),
+			      advice) == 0,
 		      "madvise(%d): %s", advice, strerror(errno));
-	ASSERT_COUNTER_DELTA(cnt, c0, 1);
-	kt_expect_one(fd, cnt, cookie, kt_pg(p, 2), kt_pg(p, 4));
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 1);
+	kt_expect_one(w.fd, w.cnt, cookie, kt_pg(w.p, 2), kt_pg(w.p, 4));
 }
 
 START_TEST(madv_dontneed)
@@ -198,19 +190,16 @@ END_TEST
  */
 START_TEST(cow_break_after_fork)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(4);
+	struct kt_watch w = kt_watch_anon(4, 61);
 	int hold[2], ready[2];
 	char byte = 0;
 	uint64_t c0;
 	pid_t pid;
 	int status;
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 4), 61);
 	ck_assert_int_eq(pipe(hold), 0);
 	ck_assert_int_eq(pipe(ready), 0);
-	c0 = *cnt;
+	c0 = *w.cnt;
 	pid = fork();
 	ck_assert(pid >= 0);
 	if (pid == 0) {
@@ -220,23 +209,23 @@ START_TEST(cow_break_after_fork)
 			_exit(2);
 		if (read(hold[0], &byte, 1) < 0)
 			_exit(3);
-		_exit(p[2 * kt_page()] == 3 ? 0 : 4); /* child saw old data */
+		_exit(w.p[2 * kt_page()] == 3 ? 0 : 4); /* child saw old data */
 	}
 	close(hold[0]);
 	ck_assert_int_eq(read(ready[0], &byte, 1), 1);
-	ASSERT_COUNTER_DELTA(cnt, c0, 0);
-	kt_expect_nothing(fd);
-	p[2 * kt_page()] = 'x';
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 0);
+	kt_expect_nothing(w.fd);
+	w.p[2 * kt_page()] = 'x';
 	close(hold[1]);
 	ck_assert(waitpid(pid, &status, 0) == pid);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		      "child status %#x", status);
-	ASSERT_COUNTER_DELTA(cnt, c0, 1);
-	kt_expect_one(fd, cnt, 61, kt_pg(p, 2), kt_pg(p, 3));
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 1);
+	kt_expect_one(w.fd, w.cnt, 61, kt_pg(w.p, 2), kt_pg(w.p, 3));
 	/* The page is now exclusive again: further writes are silent. */
-	p[2 * kt_page()] = 'y';
-	p[2 * kt_page() + 1] = 'z';
-	kt_expect_nothing(fd);
+	w.p[2 * kt_page()] = 'y';
+	w.p[2 * kt_page() + 1] = 'z';
+	kt_expect_nothing(w.fd);
 }
 END_TEST
 
@@ -275,42 +264,38 @@ END_TEST
 
 START_TEST(mprotect_no_event)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(4);
+	struct kt_watch w = kt_watch_anon(4, 81);
 	uint64_t c0;
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 4), 81);
-	c0 = *cnt;
-	ck_assert_int_eq(mprotect(p, 4 * kt_page(), PROT_READ), 0);
-	ck_assert_int_eq(p[kt_page()], 2);
-	ck_assert_int_eq(mprotect((void *)kt_pg(p, 1), kt_page(), PROT_NONE), 0);
-	ck_assert_int_eq(mprotect(p, 4 * kt_page(), PROT_READ | PROT_WRITE), 0);
-	kt_touch(p, 4);
-	ASSERT_COUNTER_DELTA(cnt, c0, 0);
-	kt_expect_nothing(fd);
+	c0 = *w.cnt;
+	ck_assert_int_eq(mprotect(w.p, 4 * kt_page(), PROT_READ), 0);
+	ck_assert_int_eq(w.p[kt_page()], 2);
+	ck_assert_int_eq(mprotect((void *)kt_pg(w.p, 1), kt_page(), PROT_NONE),
+			 0);
+	ck_assert_int_eq(mprotect(w.p, 4 * kt_page(), PROT_READ | PROT_WRITE),
+			 0);
+	kt_touch(w.p, 4);
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 0);
+	kt_expect_nothing(w.fd);
 }
 END_TEST
 
 START_TEST(plain_access_no_event)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(4);
-	volatile char *v = p;
+	struct kt_watch w = kt_watch_anon(4, 82);
+	volatile char *v = w.p;
 	uint64_t c0;
 	int sum = 0;
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 4), 82);
-	c0 = *cnt;
+	c0 = *w.cnt;
 	for (size_t i = 0; i < 4 * kt_page(); i += 64) {
 		sum += v[i];
 		v[i] = (char)i;
 	}
-	memset(p, 0x5a, 4 * kt_page());
+	memset(w.p, 0x5a, 4 * kt_page());
 	ck_assert_int_ge(sum, -1000000);
-	ASSERT_COUNTER_DELTA(cnt, c0, 0);
-	kt_expect_nothing(fd);
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 0);
+	kt_expect_nothing(w.fd);
 }
 END_TEST
 
@@ -359,25 +344,22 @@ END_TEST
 /* Two invalidations before a read: one event, hint covers both. */
 START_TEST(coalesced_until_read)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(8);
+	struct kt_watch w = kt_watch_anon(8, 91);
 	uint64_t c0;
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 8), 91);
-	c0 = *cnt;
-	ck_assert_int_eq(madvise((void *)kt_pg(p, 1), kt_page(),
+	c0 = *w.cnt;
+	ck_assert_int_eq(madvise((void *)kt_pg(w.p, 1), kt_page(),
 				 MADV_DONTNEED), 0);
-	ck_assert_int_eq(madvise((void *)kt_pg(p, 4), kt_page(),
+	ck_assert_int_eq(madvise((void *)kt_pg(w.p, 4), kt_page(),
 				 MADV_DONTNEED), 0);
-	ASSERT_COUNTER_DELTA(cnt, c0, 2);
-	kt_expect_one(fd, cnt, 91, kt_pg(p, 1), kt_pg(p, 5));
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 2);
+	kt_expect_one(w.fd, w.cnt, 91, kt_pg(w.p, 1), kt_pg(w.p, 5));
 	/* After the read, the hint starts afresh. */
-	kt_touch(p, 8);
-	ck_assert_int_eq(madvise((void *)kt_pg(p, 6), kt_page(),
+	kt_touch(w.p, 8);
+	ck_assert_int_eq(madvise((void *)kt_pg(w.p, 6), kt_page(),
 				 MADV_DONTNEED), 0);
-	ASSERT_COUNTER_DELTA(cnt, c0, 3);
-	kt_expect_one(fd, cnt, 91, kt_pg(p, 6), kt_pg(p, 7));
+	ASSERT_COUNTER_DELTA(w.cnt, c0, 3);
+	kt_expect_one(w.fd, w.cnt, 91, kt_pg(w.p, 6), kt_pg(w.p, 7));
 }
 END_TEST
 
@@ -433,29 +415,18 @@ END_TEST
 Suite *kt_events_suite(void)
 {
 	Suite *s = suite_create("events");
-	TCase *tc = kt_tcase(s, "sources");
 
-	tcase_add_test(tc, munmap_middle);
-	tcase_add_test(tc, munmap_hint_clipped);
-	tcase_add_test(tc, register_page_rounding);
-	tcase_add_test(tc, mremap_move);
-	tcase_add_test(tc, mremap_shrink);
-	tcase_add_test(tc, madv_dontneed);
-	tcase_add_test(tc, madv_free);
-	tcase_add_test(tc, madv_remove_memfd);
-	tcase_add_test(tc, brk_shrink);
-	tcase_add_test(tc, shmdt_sysv);
-	tcase_add_test(tc, cow_break_after_fork);
-	tcase_add_test(tc, numa_migration);
-	tc = kt_tcase(s, "silence");
-	tcase_add_test(tc, mprotect_no_event);
-	tcase_add_test(tc, plain_access_no_event);
-	tcase_add_test(tc, unrelated_munmap_no_event);
-	tc = kt_tcase(s, "semantics");
-	tcase_add_test(tc, overlapping_registrations);
-	tcase_add_test(tc, coalesced_until_read);
-	tcase_add_test(tc, unmapped_then_mapped);
-	tcase_add_test(tc, reregister_after_unregister);
-	tcase_add_test(tc, two_fds_independent);
+	KT_ADD_TESTS(s, "sources",
+		     munmap_middle, munmap_hint_clipped, register_page_rounding,
+		     mremap_move, mremap_shrink, madv_dontneed, madv_free,
+		     madv_remove_memfd, brk_shrink, shmdt_sysv,
+		     cow_break_after_fork, numa_migration);
+	KT_ADD_TESTS(s, "silence",
+		     mprotect_no_event, plain_access_no_event,
+		     unrelated_munmap_no_event);
+	KT_ADD_TESTS(s, "semantics",
+		     overlapping_registrations, coalesced_until_read,
+		     unmapped_then_mapped, reregister_after_unregister,
+		     two_fds_independent);
 	return s;
 }

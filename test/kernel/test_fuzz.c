@@ -331,26 +331,25 @@ static void fuzz_poll(struct fuzz *f)
 		      f->iter, pfd.revents);
 }
 
+/* Each operation with its cumulative share, in percent, of the steps. */
+static const struct fuzz_op {
+	uint64_t upto;
+	void (*run)(struct fuzz *f);
+} fuzz_ops[] = {
+	{ 30, fuzz_register }, { 45, fuzz_unregister },
+	{ 50, fuzz_features }, { 65, fuzz_bad_cmd },
+	{ 80, fuzz_read },     { 93, fuzz_memory },
+	{ 97, fuzz_mmap },     { 100, fuzz_poll },
+};
+
 static void fuzz_step(struct fuzz *f)
 {
 	uint64_t dice = below(f, 100);
+	size_t i = 0;
 
-	if (dice < 30)
-		fuzz_register(f);
-	else if (dice < 45)
-		fuzz_unregister(f);
-	else if (dice < 50)
-		fuzz_features(f);
-	else if (dice < 65)
-		fuzz_bad_cmd(f);
-	else if (dice < 80)
-		fuzz_read(f);
-	else if (dice < 93)
-		fuzz_memory(f);
-	else if (dice < 97)
-		fuzz_mmap(f);
-	else
-		fuzz_poll(f);
+	while (dice >= fuzz_ops[i].upto)
+		i++;
+	fuzz_ops[i].run(f);
 }
 
 START_TEST(random_ioctl_fuzz)
@@ -383,9 +382,5 @@ END_TEST
 
 Suite *kt_fuzz_suite(void)
 {
-	Suite *s = suite_create("fuzz");
-	TCase *tc = kt_tcase(s, "fuzz");
-
-	tcase_add_test(tc, random_ioctl_fuzz);
-	return s;
+	return KT_SUITE("fuzz", random_ioctl_fuzz);
 }

@@ -168,13 +168,8 @@ END_TEST
 
 Suite *kt_lifetime_suite(void)
 {
-	Suite *s = suite_create("lifetime");
-	TCase *tc = kt_tcase(s, "lifetime");
-
-	tcase_add_test(tc, one_object_per_registration);
-	tcase_add_test(tc, close_with_pending_events);
-	tcase_add_test(tc, exit_with_pending_events);
-	tcase_add_test(tc, fd_outlives_mm);
-	tcase_add_test(tc, inherited_fd_closed_by_child);
-	return s;
+	return KT_SUITE("lifetime",
+			one_object_per_registration, close_with_pending_events,
+			exit_with_pending_events, fd_outlives_mm,
+			inherited_fd_closed_by_child);
 }

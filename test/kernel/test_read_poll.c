@@ -63,47 +63,42 @@ END_TEST
 
 START_TEST(inval_then_last)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(2);
+	struct kt_watch w = kt_watch_anon(2, 42);
 	struct ummunot_event ev[8];
 	ssize_t n;
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 2), 42);
-	ck_assert_int_eq(munmap(p, 2 * kt_page()), 0);
-	n = kt_read(fd, ev, sizeof(ev));
+	ck_assert_int_eq(munmap(w.p, 2 * kt_page()), 0);
+	n = kt_read(w.fd, ev, sizeof(ev));
 	ck_assert_int_eq(n, 2 * (ssize_t)KT_EVENT_SIZE);
 	ck_assert_uint_eq(ev[0].type, UMMUNOT_EVENT_TYPE_INVAL);
 	ck_assert_uint_eq(ev[0].flags, UMMUNOT_EVENT_FLAG_HINT);
 	ck_assert_uint_eq(ev[0].user_cookie_counter, 42);
 	ck_assert_uint_eq(ev[1].type, UMMUNOT_EVENT_TYPE_LAST);
 	ck_assert_uint_eq(ev[1].flags, 0);
-	ck_assert_uint_eq(ev[1].user_cookie_counter, *cnt);
-	ck_assert_uint_ge(*cnt, 1);
+	ck_assert_uint_eq(ev[1].user_cookie_counter, *w.cnt);
+	ck_assert_uint_ge(*w.cnt, 1);
 	/* LAST is sent once. */
-	kt_expect_nothing(fd);
+	kt_expect_nothing(w.fd);
 }
 END_TEST
 
 /* A buffer that fills exactly leaves the LAST owed to the next read. */
 START_TEST(exact_buffer_last_owed)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(2);
+	struct kt_watch w = kt_watch_anon(2, 5);
 	struct ummunot_event ev[2];
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 2), 5);
-	ck_assert_int_eq(munmap(p, kt_page()), 0);
-	ck_assert_int_eq(kt_read(fd, ev, KT_EVENT_SIZE), (ssize_t)KT_EVENT_SIZE);
+	ck_assert_int_eq(munmap(w.p, kt_page()), 0);
+	ck_assert_int_eq(kt_read(w.fd, ev, KT_EVENT_SIZE),
+			 (ssize_t)KT_EVENT_SIZE);
 	ck_assert_uint_eq(ev[0].type, UMMUNOT_EVENT_TYPE_INVAL);
 	ck_assert_uint_eq(ev[0].user_cookie_counter, 5);
-	ck_assert_msg(readable_poll(fd), "LAST owed but not readable");
-	ck_assert_int_eq(kt_read(fd, ev, sizeof(ev)), (ssize_t)KT_EVENT_SIZE);
+	ck_assert_msg(readable_poll(w.fd), "LAST owed but not readable");
+	ck_assert_int_eq(kt_read(w.fd, ev, sizeof(ev)), (ssize_t)KT_EVENT_SIZE);
 	ck_assert_uint_eq(ev[0].type, UMMUNOT_EVENT_TYPE_LAST);
-	ck_assert_uint_eq(ev[0].user_cookie_counter, *cnt);
-	kt_expect_nothing(fd);
-	ck_assert(!readable_poll(fd));
+	ck_assert_uint_eq(ev[0].user_cookie_counter, *w.cnt);
+	kt_expect_nothing(w.fd);
+	ck_assert(!readable_poll(w.fd));
 }
 END_TEST
 
@@ -171,17 +166,29 @@ static void *blocked_read(void *arg)
 	return NULL;
 }
 
+/*
+ * Runs fn(arg) in a new thread and gives it time to go to sleep in the
+ * kernel before the caller triggers the wake-up.
+ */
+static pthread_t start_sleeper(void *(*fn)(void *), void *arg)
+{
+	const struct timespec nap = { 0, 200 * 1000 * 1000 };
+	pthread_t t;
+
+	ck_assert_int_eq(pthread_create(&t, NULL, fn, arg), 0);
+	nanosleep(&nap, NULL);
+	return t;
+}
+
 START_TEST(blocking_read_wakes)
 {
 	int fd = kt_open(0); /* blocking */
 	char *p = kt_map_anon(2);
 	struct blocked_reader r = { .fd = fd };
-	const struct timespec nap = { 0, 200 * 1000 * 1000 };
 	pthread_t t;
 
 	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 2), 77);
-	ck_assert_int_eq(pthread_create(&t, NULL, blocked_read, &r), 0);
-	nanosleep(&nap, NULL);
+	t = start_sleeper(blocked_read, &r);
 	/* Nothing is pending, so the reader must still be waiting. */
 	ck_assert_msg(!r.done, "blocking read returned %zd with nothing pending",
 		      r.n);
@@ -225,21 +232,18 @@ END_TEST
 /* Unregistering the only pending registration owes a LAST. */
 START_TEST(unregister_emptying_list_owes_last)
 {
-	int fd = kt_open_nb();
-	const volatile uint64_t *cnt = kt_map_counter(fd);
-	char *p = kt_map_anon(2);
+	struct kt_watch w = kt_watch_anon(2, 3);
 	struct ummunot_event ev[4];
 
-	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 2), 3);
-	ck_assert_int_eq(munmap(p, kt_page()), 0);
-	ck_assert(readable_poll(fd));
-	kt_unregister_ok(fd, 3);
-	ck_assert_msg(readable_poll(fd), "LAST owed after UNREGISTER");
-	ck_assert_int_eq(kt_read(fd, ev, sizeof(ev)), (ssize_t)KT_EVENT_SIZE);
+	ck_assert_int_eq(munmap(w.p, kt_page()), 0);
+	ck_assert(readable_poll(w.fd));
+	kt_unregister_ok(w.fd, 3);
+	ck_assert_msg(readable_poll(w.fd), "LAST owed after UNREGISTER");
+	ck_assert_int_eq(kt_read(w.fd, ev, sizeof(ev)), (ssize_t)KT_EVENT_SIZE);
 	ck_assert_uint_eq(ev[0].type, UMMUNOT_EVENT_TYPE_LAST);
 	ck_assert_uint_eq(ev[0].flags, 0);
-	ck_assert_uint_eq(ev[0].user_cookie_counter, *cnt);
-	kt_expect_nothing(fd);
+	ck_assert_uint_eq(ev[0].user_cookie_counter, *w.cnt);
+	kt_expect_nothing(w.fd);
 }
 END_TEST
 
@@ -312,12 +316,10 @@ START_TEST(poll_wakes_sleeper)
 	int fd = kt_open_nb();
 	char *p = kt_map_anon(1);
 	struct poll_waiter w = { .fd = fd };
-	const struct timespec nap = { 0, 200 * 1000 * 1000 };
 	pthread_t t;
 
 	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 1), 9);
-	ck_assert_int_eq(pthread_create(&t, NULL, poll_forever, &w), 0);
-	nanosleep(&nap, NULL);
+	t = start_sleeper(poll_forever, &w);
 	ck_assert_int_eq(munmap(p, kt_page()), 0);
 	ck_assert_int_eq(pthread_join(t, NULL), 0);
 	ck_assert_int_eq(w.n, 1);
@@ -353,21 +355,16 @@ END_TEST
 Suite *kt_read_poll_suite(void)
 {
 	Suite *s = suite_create("read_poll");
-	TCase *tc = kt_tcase(s, "read");
 
-	tcase_add_test(tc, empty_read_eagain);
-	tcase_add_test(tc, inval_then_last);
-	tcase_add_test(tc, exact_buffer_last_owed);
-	tcase_add_test(tc, partial_reads);
-	tcase_add_test(tc, new_event_before_owed_last);
-	tcase_add_test(tc, blocking_read_wakes);
-	tcase_add_test(tc, nonblock_via_fcntl);
-	tcase_add_test(tc, unregister_drops_pending);
-	tcase_add_test(tc, unregister_emptying_list_owes_last);
-	tcase_add_test(tc, unregister_idle_owes_nothing);
-	tc = kt_tcase(s, "readiness");
-	tcase_add_test(tc, poll_select_epoll_readiness);
-	tcase_add_test(tc, poll_wakes_sleeper);
-	tcase_add_test(tc, sigio_on_invalidation);
+	KT_ADD_TESTS(s, "read",
+		     empty_read_eagain, inval_then_last, exact_buffer_last_owed,
+		     partial_reads, new_event_before_owed_last,
+		     blocking_read_wakes, nonblock_via_fcntl,
+		     unregister_drops_pending,
+		     unregister_emptying_list_owes_last,
+		     unregister_idle_owes_nothing);
+	KT_ADD_TESTS(s, "readiness",
+		     poll_select_epoll_readiness, poll_wakes_sleeper,
+		     sigio_on_invalidation);
 	return s;
 }

@@ -80,9 +80,5 @@ END_TEST
 
 Suite *kt_scale_suite(void)
 {
-	Suite *s = suite_create("scale");
-	TCase *tc = kt_tcase(s, "scale");
-
-	tcase_add_test(tc, hundred_thousand_registrations);
-	return s;
+	return KT_SUITE("scale", hundred_thousand_registrations);
 }
