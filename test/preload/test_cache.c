@@ -577,6 +577,39 @@ END_TEST
 
 /* ---- fork ------------------------------------------------------------------ */
 
+/* Register and release at once: cached and idle. */
+static void *reg_idle(void *pd, uintptr_t addr, size_t len)
+{
+	void *mr = reg(pd, addr, len);
+
+	ck_assert_int_eq(cache_dereg(cache, mr), 0);
+	return mr;
+}
+
+/* The child ran its checks and exited with 0: all of them held. */
+static void expect_child_ok(pid_t pid)
+{
+	int status;
+
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+
+/*
+ * Fork with the raw system call, so that no fork handler runs, and let
+ * the child exit with what @checks returns.
+ */
+static void run_raw_child(int (*checks)(void *), void *arg)
+{
+	pid_t pid = (pid_t)syscall(SYS_fork);
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(checks(arg));
+	expect_child_ok(pid);
+}
+
 static int child_checks(void *parent_mr)
 {
 	int regs = n_reg(), deregs = n_dereg();
@@ -601,11 +634,9 @@ static int child_checks(void *parent_mr)
 START_TEST(fork_child_passes_through)
 {
 	void *a = reg(PD1, 0x10000, PAGE);
-	void *idle = reg(PD1, 0x20000, PAGE);
-	int status;
+	void *idle = reg_idle(PD1, 0x20000, PAGE);
 	pid_t pid;
 
-	cache_dereg(cache, idle);
 	cache_fork_prepare(cache);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
@@ -614,9 +645,7 @@ START_TEST(fork_child_passes_through)
 		_exit(child_checks(a));
 	}
 	cache_fork_parent(cache);
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert(WIFEXITED(status));
-	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	expect_child_ok(pid);
 	/* The parent is unaffected. */
 	ck_assert_ptr_eq(reg(PD1, 0x10000, PAGE), a);
 	ck_assert_ptr_eq(reg(PD1, 0x20000, PAGE), idle);
@@ -671,28 +700,20 @@ static int raw_child_checks(void *parent_busy)
 START_TEST(fork_without_handlers_never_touches_parent_mrs)
 {
 	void *busy = reg(PD1, 0x10000, PAGE);
-	void *idle = reg(PD1, 0x20000, PAGE);
-	int status;
-	pid_t pid;
+	void *idle = reg_idle(PD1, 0x20000, PAGE);
 
-	cache_dereg(cache, idle);
-	pid = (pid_t)syscall(SYS_fork);
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(raw_child_checks(busy));
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert(WIFEXITED(status));
-	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	run_raw_child(raw_child_checks, busy);
 	ck_assert_ptr_eq(reg(PD1, 0x20000, PAGE), idle);
 	ck_assert_int_eq(n_dereg(), 0);
 }
 END_TEST
 
 /* A monitor failing with EIO in a child is a fork, not a broken monitor. */
-static int eio_child_checks(void)
+static int eio_child_checks(void *unused)
 {
 	int deregs = n_dereg();
 
+	(void)unused;
 	fmon->drain_errno = EIO;
 	fake_invalidate(fmon, 0x90000, 0x91000);
 	reg(PD1, 0x30000, PAGE);
@@ -702,18 +723,9 @@ static int eio_child_checks(void)
 
 START_TEST(monitor_error_in_child_is_not_a_break)
 {
-	void *idle = reg(PD1, 0x20000, PAGE);
-	int status;
-	pid_t pid;
+	void *idle = reg_idle(PD1, 0x20000, PAGE);
 
-	cache_dereg(cache, idle);
-	pid = (pid_t)syscall(SYS_fork);
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(eio_child_checks());
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert(WIFEXITED(status));
-	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	run_raw_child(eio_child_checks, NULL);
 	ck_assert(!cache_is_broken(cache));
 	ck_assert_ptr_eq(reg(PD1, 0x20000, PAGE), idle);
 }

@@ -57,6 +57,14 @@ static void assert_invalid(const char *name, const char *value,
 	ck_assert_ptr_null(strchr(cfg.errors[0], '\n'));
 }
 
+/* Each of the NULL-terminated @values of @name must be refused alone. */
+static void assert_all_invalid(const char *name, const char *accepted_word,
+			       const char *const *values)
+{
+	for (; *values; values++)
+		assert_invalid(name, *values, accepted_word);
+}
+
 START_TEST(defaults)
 {
 	struct shim_config cfg;
@@ -95,89 +103,93 @@ END_TEST
 
 START_TEST(enable_values)
 {
+	static const char *const bad[] = { "2", "yes", " 1", "01", NULL };
+
 	ck_assert(!parse1("UMMUSHIM_ENABLE", "0").enable);
 	ck_assert(parse1("UMMUSHIM_ENABLE", "1").enable);
 	ck_assert(parse1("UMMUSHIM_ENABLE", "0").valid);
-	assert_invalid("UMMUSHIM_ENABLE", "2", "0 or 1");
-	assert_invalid("UMMUSHIM_ENABLE", "yes", "0 or 1");
-	assert_invalid("UMMUSHIM_ENABLE", " 1", "0 or 1");
-	assert_invalid("UMMUSHIM_ENABLE", "01", "0 or 1");
+	assert_all_invalid("UMMUSHIM_ENABLE", "0 or 1", bad);
 }
 END_TEST
 
 START_TEST(stats_values)
 {
+	static const char *const bad[] = { "true", "-1", NULL };
+
 	ck_assert(parse1("UMMUSHIM_STATS", "1").stats);
 	ck_assert(!parse1("UMMUSHIM_STATS", "0").stats);
-	assert_invalid("UMMUSHIM_STATS", "true", "0 or 1");
-	assert_invalid("UMMUSHIM_STATS", "-1", "0 or 1");
+	assert_all_invalid("UMMUSHIM_STATS", "0 or 1", bad);
 }
 END_TEST
 
 START_TEST(max_entries_values)
 {
+	static const char *const bad[] = {
+		"0", "-1", "abc", "12x", "4K", "100000001",
+		"99999999999999999999999", NULL
+	};
+
 	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_ENTRIES", "1").max_entries, 1);
 	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_ENTRIES", "4096").max_entries,
 			  4096);
 	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_ENTRIES",
 				 "100000000").max_entries, 100000000);
-	assert_invalid("UMMUSHIM_MAX_ENTRIES", "0", "whole number");
-	assert_invalid("UMMUSHIM_MAX_ENTRIES", "-1", "whole number");
-	assert_invalid("UMMUSHIM_MAX_ENTRIES", "abc", "whole number");
-	assert_invalid("UMMUSHIM_MAX_ENTRIES", "12x", "whole number");
-	assert_invalid("UMMUSHIM_MAX_ENTRIES", "4K", "whole number");
-	assert_invalid("UMMUSHIM_MAX_ENTRIES", "100000001", "whole number");
-	assert_invalid("UMMUSHIM_MAX_ENTRIES", "99999999999999999999999",
-		       "whole number");
+	assert_all_invalid("UMMUSHIM_MAX_ENTRIES", "whole number", bad);
 }
 END_TEST
 
 START_TEST(max_bytes_values)
 {
+	static const struct {
+		const char *value;
+		uint64_t bytes;
+	} good[] = {
+		{ "4k", 4096 }, { "4K", 4096 },
+		{ "16M", 16ULL << 20 }, { "16m", 16ULL << 20 },
+		{ "2G", 2ULL << 30 }, { "3g", 3ULL << 30 },
+	};
+	static const char *const bad[] = {
+		"0", "0M", "12Q", "1T", "-5", "M", "1.5G", "1GB", "8 M",
+		"18446744073709551615G", "18446744073709551616", NULL
+	};
 	struct shim_config cfg = parse1("UMMUSHIM_MAX_BYTES", "4096");
 
 	ck_assert_uint_eq(cfg.max_bytes, 4096);
 	ck_assert(cfg.max_bytes_set);
-	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_BYTES", "4k").max_bytes, 4096);
-	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_BYTES", "4K").max_bytes, 4096);
-	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_BYTES", "16M").max_bytes,
-			  16ULL << 20);
-	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_BYTES", "16m").max_bytes,
-			  16ULL << 20);
-	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_BYTES", "2G").max_bytes,
-			  2ULL << 30);
-	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_BYTES", "3g").max_bytes,
-			  3ULL << 30);
-	assert_invalid("UMMUSHIM_MAX_BYTES", "0", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "0M", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "12Q", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "1T", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "-5", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "M", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "1.5G", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "1GB", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "8 M", "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "18446744073709551615G",
-		       "K, M or G");
-	assert_invalid("UMMUSHIM_MAX_BYTES", "18446744073709551616",
-		       "K, M or G");
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		uint64_t got = parse1("UMMUSHIM_MAX_BYTES",
+				      good[i].value).max_bytes;
+
+		ck_assert_msg(got == good[i].bytes, "%s: %llu, not %llu",
+			      good[i].value, (unsigned long long)got,
+			      (unsigned long long)good[i].bytes);
+	}
+	assert_all_invalid("UMMUSHIM_MAX_BYTES", "K, M or G", bad);
 }
 END_TEST
 
 START_TEST(log_level_values)
 {
-	ck_assert_int_eq(parse1("UMMUSHIM_LOG_LEVEL", "error").log_level,
-			 LOG_LEVEL_ERROR);
-	ck_assert_int_eq(parse1("UMMUSHIM_LOG_LEVEL", "warn").log_level,
-			 LOG_LEVEL_WARN);
-	ck_assert_int_eq(parse1("UMMUSHIM_LOG_LEVEL", "info").log_level,
-			 LOG_LEVEL_INFO);
-	ck_assert_int_eq(parse1("UMMUSHIM_LOG_LEVEL", "debug").log_level,
-			 LOG_LEVEL_DEBUG);
-	assert_invalid("UMMUSHIM_LOG_LEVEL", "verbose", "error, warn, info or debug");
-	assert_invalid("UMMUSHIM_LOG_LEVEL", "DEBUG", "error, warn, info or debug");
-	assert_invalid("UMMUSHIM_LOG_LEVEL", "3", "error, warn, info or debug");
-	assert_invalid("UMMUSHIM_LOG_LEVEL", "warning", "error, warn, info or debug");
+	static const struct {
+		const char *value;
+		enum log_level level;
+	} good[] = {
+		{ "error", LOG_LEVEL_ERROR }, { "warn", LOG_LEVEL_WARN },
+		{ "info", LOG_LEVEL_INFO }, { "debug", LOG_LEVEL_DEBUG },
+	};
+	static const char *const bad[] = {
+		"verbose", "DEBUG", "3", "warning", NULL
+	};
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		enum log_level got =
+			parse1("UMMUSHIM_LOG_LEVEL", good[i].value).log_level;
+
+		ck_assert_msg(got == good[i].level, "%s: level %d, not %d",
+			      good[i].value, (int)got, (int)good[i].level);
+	}
+	assert_all_invalid("UMMUSHIM_LOG_LEVEL", "error, warn, info or debug",
+			   bad);
 }
 END_TEST
 
@@ -203,13 +215,15 @@ END_TEST
 
 START_TEST(monitor_values)
 {
-	ck_assert_str_eq(parse1("UMMUSHIM_MONITOR", "auto").monitor, "auto");
-	ck_assert_str_eq(parse1("UMMUSHIM_MONITOR", "ummunot").monitor,
-			 "ummunot");
-	ck_assert_str_eq(parse1("UMMUSHIM_MONITOR", "uffd").monitor, "uffd");
-	ck_assert_str_eq(parse1("UMMUSHIM_MONITOR", "none").monitor, "none");
-	assert_invalid("UMMUSHIM_MONITOR", "ummunotify", "auto, ummunot, uffd or none");
-	assert_invalid("UMMUSHIM_MONITOR", "UFFD", "auto, ummunot, uffd or none");
+	/* Each accepted value is kept as it was written. */
+	static const char *const good[] = { "auto", "ummunot", "uffd", "none" };
+	static const char *const bad[] = { "ummunotify", "UFFD", NULL };
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_str_eq(parse1("UMMUSHIM_MONITOR", good[i]).monitor,
+				 good[i]);
+	assert_all_invalid("UMMUSHIM_MONITOR", "auto, ummunot, uffd or none",
+			   bad);
 }
 END_TEST
 

@@ -116,6 +116,12 @@ static void dereg(struct fake_mr *mr)
 	ck_assert_int_eq(cache_dereg(cache, mr), 0);
 }
 
+/* The first word of the memory is what fake_reg() records as its stamp. */
+static void write_stamp(char *p, uint64_t stamp)
+{
+	memcpy(p, &stamp, sizeof(stamp));
+}
+
 static char *map_stamped(void *at, size_t len, uint64_t stamp)
 {
 	char *p = mmap(at, len, PROT_READ | PROT_WRITE,
@@ -123,7 +129,7 @@ static char *map_stamped(void *at, size_t len, uint64_t stamp)
 		       0);
 
 	ck_assert_ptr_ne(p, MAP_FAILED);
-	memcpy(p, &stamp, sizeof(stamp));
+	write_stamp(p, stamp);
 	return p;
 }
 
@@ -160,6 +166,16 @@ static void expect_fresh(char *p, size_t len, int old, uint64_t stamp)
 	dereg(mr);
 }
 
+/*
+ * The replaced pages at @p read as zeroes: stamp them 2 like new contents,
+ * then the registration must be fresh, never @old.
+ */
+static void restamp_expect_fresh(char *p, size_t len, int old)
+{
+	write_stamp(p, 2);
+	expect_fresh(p, len, old, 2);
+}
+
 /* ---- invalidation by each kind of replacement --------------------------- */
 
 START_TEST(munmap_evicts)
@@ -181,8 +197,7 @@ START_TEST(raw_munmap_evicts)
 
 	ck_assert_int_eq(syscall(SYS_munmap, p, 2 * page), 0);
 	map_stamped(p, 2 * page, 0);
-	memcpy(p + 100, &(uint64_t){ 2 }, 8);
-	expect_fresh(p + 100, page, old, 2);
+	restamp_expect_fresh(p + 100, page, old);
 }
 END_TEST
 
@@ -204,8 +219,7 @@ START_TEST(madvise_dontneed_evicts)
 	int old = reg_cached(p, 4 * page);
 
 	ck_assert_int_eq(madvise(p, 4 * page, MADV_DONTNEED), 0);
-	memcpy(p, &(uint64_t){ 2 }, 8);
-	expect_fresh(p, 4 * page, old, 2);
+	restamp_expect_fresh(p, 4 * page, old);
 }
 END_TEST
 
@@ -233,13 +247,12 @@ START_TEST(brk_shrink_evicts)
 	top = (cur + page - 1) & ~(uintptr_t)(page - 1);
 	ck_assert_ptr_ne(sbrk((intptr_t)(top - cur) + 4 * page), (void *)-1);
 	heap = (char *)top;
-	memcpy(heap, &(uint64_t){ 1 }, 8);
+	write_stamp(heap, 1);
 	old = reg_cached(heap, 4 * page);
 	/* Shrink over the MR, grow back: new zero pages. */
 	ck_assert_ptr_ne(sbrk(-4 * page), (void *)-1);
 	ck_assert_ptr_ne(sbrk(4 * page), (void *)-1);
-	memcpy(heap, &(uint64_t){ 2 }, 8);
-	expect_fresh(heap, 4 * page, old, 2);
+	restamp_expect_fresh(heap, 4 * page, old);
 }
 END_TEST
 
