@@ -39,12 +39,29 @@ struct ummunot_register_ioctl {
 	__u32 reserved;
 };
 
-/* Features: in, requested feature bits; out, the granted ones (none yet). */
+/*
+ * Features: in, requested feature bits; out, the requested ones this
+ * module supports.  A module that grants none of them behaves as version
+ * 0.1 did: no ENXIO refusal and no cause flags in events.
+ */
 #define UMMUNOT_EXCHANGE_FEATURES	_IOWR(UMMUNOT_IOCTL_MAGIC, 1, __u32)
 #define UMMUNOT_REGISTER_REGION		_IOW(UMMUNOT_IOCTL_MAGIC, 2, \
 					     struct ummunot_register_ioctl)
 /* Argument: pointer to the __u64 cookie of the registration to remove. */
 #define UMMUNOT_UNREGISTER_REGION	_IOW(UMMUNOT_IOCTL_MAGIC, 3, __u64)
+
+enum {
+	/*
+	 * UMMUNOT_REGISTER_REGION fails with ENXIO when any mapping in the
+	 * range is one MMU notifiers cannot watch (VM_IO, VM_PFNMAP,
+	 * VM_MIXEDMAP: device memory such as GPU memory exported through a
+	 * peer-memory client).  Unmapped holes are accepted: mapping such
+	 * memory there later replaces what was there, which is an event.
+	 */
+	UMMUNOT_FEATURE_REFUSE_UNWATCHABLE = 1 << 0,
+	/* INVAL events carry UMMUNOT_EVENT_FLAG_UNMAPPED when that is known. */
+	UMMUNOT_FEATURE_EVENT_CAUSE = 1 << 1,
+};
 
 enum {
 	/* A registration was invalidated; user_cookie_counter is its cookie. */
@@ -61,7 +78,15 @@ enum {
 	 * hint_start/hint_end bound every byte invalidated in that
 	 * registration since its last event was read, clipped to it.
 	 */
-	UMMUNOT_EVENT_FLAG_HINT = 1,
+	UMMUNOT_EVENT_FLAG_HINT = 1 << 0,
+	/*
+	 * Some of the hinted range stopped being mapped at all (munmap,
+	 * mremap away from it, MAP_FIXED or shmat(SHM_REMAP) over it): the
+	 * application certainly replaced memory it had registered.  Without
+	 * it the kernel invalidated the pages for another reason (madvise,
+	 * migration, copy-on-write, a huge-page split or reclaim).
+	 */
+	UMMUNOT_EVENT_FLAG_UNMAPPED = 1 << 1,
 };
 
 /**
