@@ -7,16 +7,57 @@
  * /dev/ummunot, registers the ranges it caches, and reads an event for
  * every registration whose pages were invalidated.
  *
- * Each registration owns one MMU interval notifier, so the kernel's own
- * interval tree finds the registrations hit by an invalidation in
- * O(log n + hits).  Each registration also embeds its (single, coalesced)
- * pending event: the notifier path never allocates, never sleeps and can
- * never drop an event.
+ * Design: the cost in the invalidating context does not depend on the
+ * number of registrations.  Each open file owns ONE mmu_interval_notifier
+ * covering the whole address space.  Its callback, which may run in any
+ * task (kswapd, kcompactd, khugepaged, the OOM reaper, another task's
+ * reclaim), only asks an interval tree of the file's registrations whether
+ * the range hits any of them (O(log n)), records the range in a small
+ * preallocated set (merging ranges, widening when the set is full, never
+ * dropping one), bumps the generation counter and wakes the reader.  Which
+ * registrations the recorded ranges hit, and their events, is worked out
+ * in read(), in the owner's context and charged to it (O(log n + hits)).
+ *
+ * Correctness argument, for the promises of the ABI:
+ *
+ * (a) The counter moves before the old pages can be freed: the callback
+ *     bumps it before returning, and the kernel frees the pages only after
+ *     invalidate_range_start returned (they are still mapped until then).
+ *
+ * (b) No event is lost.  A range that hits a registration is recorded
+ *     under tree_lock, the same lock under which registrations enter and
+ *     leave the tree, so the hit is decided against a consistent tree.
+ *     The set of ranges only merges entries (a merged entry contains both),
+ *     so every registration hit by a recorded range is still hit by some
+ *     entry.  Ranges leave the set only by being drained under tree_lock
+ *     into drained[], which is applied to the registrations under
+ *     uf->lock before anything else can change the registrations
+ *     (REGISTER, UNREGISTER and read() all drain first).
+ *
+ * (c) A REGISTER that returns has no in-flight invalidation it could miss.
+ *     An invalidation whose callback runs after the registration entered
+ *     the tree records it.  One whose callback ran before called
+ *     mmu_interval_set_seq() with the mm's current invalidation sequence;
+ *     REGISTER then calls mmu_interval_read_begin(), which sleeps until
+ *     that sequence ends, i.e. until the page tables of the range no
+ *     longer map the old pages.  It does so after dropping uf->lock.
+ *
+ * (d) Readiness is exact: every recorded range hits a registration still
+ *     in the tree (UNREGISTER drains before removing one), so a file with
+ *     recorded ranges has an INVAL to deliver.  A LAST event is only
+ *     produced when the set is empty, under tree_lock, together with the
+ *     counter value it reports: every invalidation that counter counts has
+ *     been delivered as an INVAL before it.
+ *
+ * (e) Nothing a user registers makes a kernel thread loop: the callback
+ *     does O(log n) work plus O(UMMUNOT_NR_RANGES) on the set, per file.
+ *     Files per mm are capped (max_files_per_mm).
  */
 
-#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
-
+#include <linux/cred.h>
 #include <linux/fs.h>
+#include <linux/hashtable.h>
+#include <linux/interval_tree.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
@@ -29,6 +70,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
+#include <linux/uidgid.h>
 #include <linux/wait.h>
 
 #include <ummunot.h>
@@ -39,17 +81,33 @@ MODULE_PARM_DESC(max_regions, "Maximum registrations per open file");
 
 /*
  * The device is meant to be open to all users, so bound the kernel memory
- * all of them together can pin in registrations (about 200 bytes each).
+ * all of them together can pin in registrations (about 100 bytes each),
+ * and what one user may take of it.
  */
 static unsigned long max_total_regions = 1UL << 24;
 module_param(max_total_regions, ulong, 0644);
 MODULE_PARM_DESC(max_total_regions, "Maximum registrations in the system");
 
+static unsigned long max_user_regions = 1UL << 22;
+module_param(max_user_regions, ulong, 0644);
+MODULE_PARM_DESC(max_user_regions, "Maximum registrations per user (uid)");
+
+static unsigned int max_user_files = 4096;
+module_param(max_user_files, uint, 0644);
+MODULE_PARM_DESC(max_user_files, "Maximum open files per user (uid)");
+
+/* Every file's callback runs on every invalidation of its mm. */
+static unsigned int max_files_per_mm = 16;
+module_param(max_files_per_mm, uint, 0644);
+MODULE_PARM_DESC(max_files_per_mm, "Maximum open files per address space");
+
 static atomic_long_t ummunot_total_regions = ATOMIC_LONG_INIT(0);
 
 /*
  * Registrations come from their own slab cache, so leaks show in
- * /proc/slabinfo; where the kernel allows it, keep it from being merged.
+ * /proc/slabinfo.  SLAB_NO_MERGE exists from Linux 6.5; before that the
+ * cache may be merged with a compatible one unless the kernel is booted
+ * with slab_nomerge (the VM tests are).
  */
 static struct kmem_cache *ummunot_region_cache;
 #ifdef SLAB_NO_MERGE
@@ -58,39 +116,97 @@ static struct kmem_cache *ummunot_region_cache;
 #define UMMUNOT_SLAB_NO_MERGE 0
 #endif
 
+/* Distinct invalidated ranges a file remembers before it widens one. */
+#define UMMUNOT_NR_RANGES 16
+
+/**
+ * struct ummunot_range - an invalidated range not yet matched to registrations
+ * @start:    first byte
+ * @end:      one past the last byte
+ * @unmapped: the range (or one merged into it) was unmapped
+ */
+struct ummunot_range {
+	unsigned long start;
+	unsigned long end;
+	bool unmapped;
+};
+
+/**
+ * struct ummunot_acct - per-user or per-mm usage, in a global hash table
+ * @node:        link in ummunot_users or ummunot_mms
+ * @uid:         the user (per-user entries)
+ * @mm:          the address space (per-mm entries; pinned by the files)
+ * @nr_files:    open files counted here (under ummunot_acct_lock)
+ * @nr_regions:  registrations of the user's files (per-user entries)
+ */
+struct ummunot_acct {
+	struct hlist_node node;
+	kuid_t uid;
+	struct mm_struct *mm;
+	unsigned int nr_files;
+	atomic_long_t nr_regions;
+};
+
+/* Protects both tables and every entry's nr_files; taken in open/release. */
+static DEFINE_MUTEX(ummunot_acct_lock);
+static DEFINE_HASHTABLE(ummunot_users, 6);
+static DEFINE_HASHTABLE(ummunot_mms, 6);
+
 /**
  * struct ummunot_file - state of one open /dev/ummunot
- * @mm:            the opener's address space (mmgrab'ed); only it may use
- *                 the file
- * @lock:          serialises registration changes and event delivery, so a
- *                 registration cannot be freed while read() copies its
- *                 event; may sleep, never taken in the notifier
- * @regions:       registrations by cookie (under @lock)
- * @nr_regions:    size of @regions (under @lock)
- * @used:          a registration has succeeded on this file (under @lock)
- * @pending_lock:  protects @pending, @last_owed, each registration's
- *                 pending state and hint, and the generation counter; taken
- *                 in the notifier, so it is a spinlock and nothing under it
- *                 sleeps or allocates
- * @pending:       registrations with an unread event, oldest first
- * @last_owed:     the pending list became empty and no LAST event has been
- *                 read since
- * @counter_page:  page holding the generation counter, mappable read-only
- * @counter:       the generation counter, in @counter_page
- * @read_wait:     readers and pollers waiting for events
- * @fasync:        SIGIO subscribers
+ * @mm:           the opener's address space (mmgrab'ed); only it may use
+ *                the file
+ * @user:         the opener's per-user accounting entry
+ * @mm_acct:      the per-mm accounting entry
+ * @notifier:     interval notifier over the whole address space
+ * @lock:         serialises registration changes and event delivery; may
+ *                sleep, never taken in the notifier.  Held while the tree
+ *                of registrations is walked without @tree_lock.
+ * @regions:      registrations by cookie (under @lock)
+ * @nr_regions:   size of @regions (under @lock)
+ * @features:     granted UMMUNOT_FEATURE_* bits (written under @lock)
+ * @used:         a registration has succeeded on this file (under @lock)
+ * @pending:      registrations with an unread event, oldest first
+ *                (under @lock)
+ * @last_owed:    the pending list became empty and no LAST event has been
+ *                read since (under @lock)
+ * @ready:        @pending is not empty or @last_owed (written under @lock,
+ *                read locklessly for poll)
+ * @drained:      ranges taken from @ranges, being applied (under @lock)
+ * @nr_drained:   entries in @drained (under @lock)
+ * @tree_lock:    protects @itree changes, @ranges, @nr_ranges and the
+ *                counter; taken in the notifier, so a spinlock under which
+ *                nothing sleeps or allocates.  Changing @itree needs both
+ *                @lock and @tree_lock; reading it needs either.
+ * @itree:        registrations by address range
+ * @ranges:       invalidated ranges not yet matched to registrations
+ * @nr_ranges:    entries in @ranges
+ * @counter_page: page holding the generation counter, mappable read-only
+ * @counter:      the generation counter, in @counter_page
+ * @read_wait:    readers and pollers waiting for events
+ * @fasync:       SIGIO subscribers
  */
 struct ummunot_file {
 	struct mm_struct *mm;
+	struct ummunot_acct *user;
+	struct ummunot_acct *mm_acct;
+	struct mmu_interval_notifier notifier;
 
 	struct mutex lock;		/* registrations, delivery */
 	struct rb_root regions;
 	unsigned int nr_regions;
+	u32 features;
 	bool used;
-
-	spinlock_t pending_lock;	/* events; notifier-safe */
 	struct list_head pending;
 	bool last_owed;
+	bool ready;
+	struct ummunot_range drained[UMMUNOT_NR_RANGES];
+	unsigned int nr_drained;
+
+	spinlock_t tree_lock;		/* itree changes, ranges; notifier-safe */
+	struct rb_root_cached itree;
+	struct ummunot_range ranges[UMMUNOT_NR_RANGES];
+	unsigned int nr_ranges;
 	struct page *counter_page;
 	u64 *counter;
 
@@ -100,32 +216,24 @@ struct ummunot_file {
 
 /**
  * struct ummunot_region - one registration and its embedded event
- * @notifier:   interval notifier covering [@start, @end)
- * @file:       the file it belongs to
+ * @it:         node in ummunot_file.itree: [start, last] of the range
  * @node:       link in ummunot_file.regions
  * @cookie:     user's tag for the registration
- * @start:      first byte (page aligned)
- * @end:        one past the last byte (page aligned)
  * @pending:    link in ummunot_file.pending while an event is unread
  * @hint_start: first invalidated byte since the event was last read
  * @hint_end:   one past the last invalidated byte since then
- * @inval_seq:  counts invalidations, so read() can tell whether one raced
- *              with the copy of the event to user space
+ * @unmapped:   some of the hinted range was unmapped
  *
- * @pending, @hint_start, @hint_end and @inval_seq are protected by
- * ummunot_file.pending_lock; the rest is fixed once the region is inserted.
+ * Everything but @it's tree linkage is under ummunot_file.lock.
  */
 struct ummunot_region {
-	struct mmu_interval_notifier notifier;
-	struct ummunot_file *file;
+	struct interval_tree_node it;
 	struct rb_node node;
 	u64 cookie;
-	unsigned long start;
-	unsigned long end;
 	struct list_head pending;
 	unsigned long hint_start;
 	unsigned long hint_end;
-	u64 inval_seq;
+	bool unmapped;
 };
 
 static bool ummunot_is_owner(const struct ummunot_file *uf)
@@ -146,62 +254,137 @@ static bool ummunot_event_keeps_pages(enum mmu_notifier_event event)
 	}
 }
 
-/*
- * Queue or widen the region's event.  Returns true if it became pending
- * (the file just became readable).  Called with pending_lock held.
- */
-static bool ummunot_region_mark(struct ummunot_region *reg,
-				unsigned long start, unsigned long end)
+static unsigned long ummunot_gap(const struct ummunot_range *r,
+				 unsigned long start, unsigned long end)
 {
-	struct ummunot_file *uf = reg->file;
-	bool queued = list_empty(&reg->pending);
+	if (end < r->start)
+		return r->start - end;
+	if (start > r->end)
+		return start - r->end;
+	return 0;
+}
 
-	start = max(start, reg->start);
-	end = min(end, reg->end);
-
-	if (queued) {
-		reg->hint_start = start;
-		reg->hint_end = end;
-		list_add_tail(&reg->pending, &uf->pending);
-		uf->last_owed = false;
-	} else {
-		reg->hint_start = min(reg->hint_start, start);
-		reg->hint_end = max(reg->hint_end, end);
-	}
-	reg->inval_seq++;
-	WRITE_ONCE(*uf->counter, *uf->counter + 1);
-	return queued;
+static void ummunot_range_widen(struct ummunot_range *r, unsigned long start,
+				unsigned long end, bool unmapped)
+{
+	r->start = min(r->start, start);
+	r->end = max(r->end, end);
+	r->unmapped |= unmapped;
 }
 
 /*
- * The notifier callback.  It may run in non-blockable context (OOM reaper)
- * and under mm locks, so it only takes a spinlock and never fails.  The
- * kernel calls it for every registration the range overlaps, with no
- * reschedule point of its own: yield where the range allows sleeping.
+ * Merge into entry @i every other entry of the same kind that overlaps or
+ * touches it, until none is left.  At most UMMUNOT_NR_RANGES^2 steps.
+ */
+static void ummunot_ranges_absorb(struct ummunot_file *uf, unsigned int i)
+{
+	struct ummunot_range *r = &uf->ranges[i];
+	unsigned int j;
+	bool merged;
+
+	lockdep_assert_held(&uf->tree_lock);
+	do {
+		merged = false;
+		for (j = 0; j < uf->nr_ranges; j++) {
+			struct ummunot_range *o = &uf->ranges[j];
+
+			if (j == i || o->unmapped != r->unmapped ||
+			    ummunot_gap(r, o->start, o->end))
+				continue;
+			ummunot_range_widen(r, o->start, o->end, o->unmapped);
+			/* Keep arrival order: events come out in it. */
+			memmove(o, o + 1, (uf->nr_ranges - j - 1) * sizeof(*o));
+			uf->nr_ranges--;
+			if (j < i)
+				r = &uf->ranges[--i];
+			merged = true;
+			break;
+		}
+	} while (merged);
+}
+
+/*
+ * Record [start, end): merge it with an entry of the same kind it
+ * overlaps or touches, else append it, else (set full) widen the nearest
+ * entry, preferring one of the same kind.  Never drops a range.
+ */
+static void ummunot_ranges_add(struct ummunot_file *uf, unsigned long start,
+			       unsigned long end, bool unmapped)
+{
+	unsigned long gap, best_gap = ULONG_MAX;
+	unsigned int i, best = 0;
+	bool best_same = false;
+
+	lockdep_assert_held(&uf->tree_lock);
+	for (i = 0; i < uf->nr_ranges; i++) {
+		struct ummunot_range *r = &uf->ranges[i];
+		bool same = r->unmapped == unmapped;
+
+		gap = ummunot_gap(r, start, end);
+		if (same && !gap) {
+			best = i;
+			goto merge;
+		}
+		if ((same && !best_same) ||
+		    (same == best_same && gap < best_gap)) {
+			best = i;
+			best_gap = gap;
+			best_same = same;
+		}
+	}
+	if (uf->nr_ranges < UMMUNOT_NR_RANGES) {
+		uf->ranges[uf->nr_ranges++] = (struct ummunot_range){
+			.start = start, .end = end, .unmapped = unmapped,
+		};
+		return;
+	}
+merge:
+	ummunot_range_widen(&uf->ranges[best], start, end, unmapped);
+	ummunot_ranges_absorb(uf, best);
+}
+
+/**
+ * ummunot_invalidate() - interval notifier callback of a file
+ * @mni:     the file's notifier
+ * @range:   the range being invalidated
+ * @cur_seq: the mm's invalidation sequence, for mmu_interval_set_seq()
+ *
+ * Records the range if it hits a registration, moves the counter and
+ * wakes the reader.  O(log n) in the number of registrations.
+ *
+ * Context: any task invalidating the owner's mm (the owner, kswapd,
+ * kcompactd, khugepaged, the OOM reaper, another task's reclaim), with
+ * mm locks possibly held and possibly non-blockable.  Takes tree_lock;
+ * never sleeps, allocates or fails.
+ *
+ * Return: true (the invalidation may always proceed).
  */
 static bool ummunot_invalidate(struct mmu_interval_notifier *mni,
 			       const struct mmu_notifier_range *range,
 			       unsigned long cur_seq)
 {
-	struct ummunot_region *reg =
-		container_of(mni, struct ummunot_region, notifier);
-	struct ummunot_file *uf = reg->file;
-	bool queued;
+	struct ummunot_file *uf =
+		container_of(mni, struct ummunot_file, notifier);
+	bool hit;
 
-	if (ummunot_event_keeps_pages(range->event))
-		return true;
-
-	spin_lock(&uf->pending_lock);
+	spin_lock(&uf->tree_lock);
 	mmu_interval_set_seq(mni, cur_seq);
-	queued = ummunot_region_mark(reg, range->start, range->end);
-	spin_unlock(&uf->pending_lock);
+	hit = range->start < range->end &&
+	      !ummunot_event_keeps_pages(range->event) &&
+	      interval_tree_iter_first(&uf->itree, range->start,
+				       range->end - 1);
+	if (hit) {
+		ummunot_ranges_add(uf, range->start, range->end,
+				   range->event == MMU_NOTIFY_UNMAP);
+		WRITE_ONCE(*uf->counter, *uf->counter + 1);
+	}
+	spin_unlock(&uf->tree_lock);
 
-	if (queued)
+	if (hit) {
 		wake_up_interruptible_poll(&uf->read_wait,
 					   EPOLLIN | EPOLLRDNORM);
-	kill_fasync(&uf->fasync, SIGIO, POLL_IN);
-	if (mmu_notifier_range_blockable(range))
-		cond_resched();
+		kill_fasync(&uf->fasync, SIGIO, POLL_IN);
+	}
 	return true;
 }
 
@@ -209,11 +392,91 @@ static const struct mmu_interval_notifier_ops ummunot_notifier_ops = {
 	.invalidate = ummunot_invalidate,
 };
 
-/* Called with uf->lock held. */
+static void ummunot_update_ready(struct ummunot_file *uf)
+{
+	lockdep_assert_held(&uf->lock);
+	WRITE_ONCE(uf->ready, !list_empty(&uf->pending) || uf->last_owed);
+}
+
+/* Move the recorded ranges to drained[]. */
+static void ummunot_drain(struct ummunot_file *uf)
+{
+	lockdep_assert_held(&uf->lock);
+	lockdep_assert_held(&uf->tree_lock);
+	memcpy(uf->drained, uf->ranges, uf->nr_ranges * sizeof(uf->ranges[0]));
+	uf->nr_drained = uf->nr_ranges;
+	WRITE_ONCE(uf->nr_ranges, 0);
+}
+
+/* Queue or widen the registration's event for [start, end). */
+static void ummunot_region_mark(struct ummunot_file *uf,
+				struct ummunot_region *reg,
+				const struct ummunot_range *r)
+{
+	unsigned long start = max(r->start, reg->it.start);
+	unsigned long end = min(r->end - 1, reg->it.last) + 1;
+
+	lockdep_assert_held(&uf->lock);
+	if (list_empty(&reg->pending)) {
+		reg->hint_start = start;
+		reg->hint_end = end;
+		reg->unmapped = r->unmapped;
+		list_add_tail(&reg->pending, &uf->pending);
+		uf->last_owed = false;
+	} else {
+		reg->hint_start = min(reg->hint_start, start);
+		reg->hint_end = max(reg->hint_end, end);
+		reg->unmapped |= r->unmapped;
+	}
+}
+
+/*
+ * Turn drained[] into events of the registrations it hits, except @skip
+ * (a registration inserted after the ranges were recorded).  The tree
+ * cannot change meanwhile: that needs uf->lock, which we hold.
+ */
+static void ummunot_apply_drained(struct ummunot_file *uf,
+				  struct ummunot_region *skip)
+{
+	struct interval_tree_node *it;
+	unsigned int i;
+
+	lockdep_assert_held(&uf->lock);
+	for (i = 0; i < uf->nr_drained; i++) {
+		const struct ummunot_range *r = &uf->drained[i];
+
+		for (it = interval_tree_iter_first(&uf->itree, r->start,
+						   r->end - 1);
+		     it; it = interval_tree_iter_next(it, r->start, r->end - 1)) {
+			struct ummunot_region *reg =
+				container_of(it, struct ummunot_region, it);
+
+			if (reg != skip)
+				ummunot_region_mark(uf, reg, r);
+			cond_resched();
+		}
+	}
+	uf->nr_drained = 0;
+	ummunot_update_ready(uf);
+}
+
+/* Match every recorded range to the registrations it hits. */
+static void ummunot_collect(struct ummunot_file *uf)
+{
+	lockdep_assert_held(&uf->lock);
+	if (!READ_ONCE(uf->nr_ranges))
+		return;
+	spin_lock(&uf->tree_lock);
+	ummunot_drain(uf);
+	spin_unlock(&uf->tree_lock);
+	ummunot_apply_drained(uf, NULL);
+}
+
 static struct ummunot_region *ummunot_find(struct ummunot_file *uf, u64 cookie)
 {
 	struct rb_node *n = uf->regions.rb_node;
 
+	lockdep_assert_held(&uf->lock);
 	while (n) {
 		struct ummunot_region *reg =
 			rb_entry(n, struct ummunot_region, node);
@@ -228,11 +491,12 @@ static struct ummunot_region *ummunot_find(struct ummunot_file *uf, u64 cookie)
 	return NULL;
 }
 
-/* Called with uf->lock held; the cookie must not be present yet. */
+/* The cookie must not be present yet. */
 static void ummunot_link(struct ummunot_file *uf, struct ummunot_region *new)
 {
 	struct rb_node **link = &uf->regions.rb_node, *parent = NULL;
 
+	lockdep_assert_held(&uf->lock);
 	while (*link) {
 		struct ummunot_region *reg =
 			rb_entry(*link, struct ummunot_region, node);
@@ -248,34 +512,70 @@ static void ummunot_link(struct ummunot_file *uf, struct ummunot_region *new)
 	uf->nr_regions++;
 }
 
+/* Count a new registration against the per-user and global limits. */
+static bool ummunot_charge(struct ummunot_file *uf)
+{
+	if (atomic_long_inc_return(&uf->user->nr_regions) >
+	    READ_ONCE(max_user_regions))
+		goto user;
+	if (atomic_long_inc_return(&ummunot_total_regions) >
+	    READ_ONCE(max_total_regions))
+		goto total;
+	return true;
+total:
+	atomic_long_dec(&ummunot_total_regions);
+user:
+	atomic_long_dec(&uf->user->nr_regions);
+	return false;
+}
+
+static void ummunot_uncharge(struct ummunot_file *uf)
+{
+	atomic_long_dec(&ummunot_total_regions);
+	atomic_long_dec(&uf->user->nr_regions);
+}
+
 /*
- * Stop the notifier (waiting for a running callback to finish), then drop
- * the region's pending event.  Called with uf->lock held.
+ * Remove a registration, dropping its pending event.  Ranges recorded
+ * before it left the tree are applied first, so that everything left in
+ * the set hits a registration that is still there.
  */
 static void ummunot_unlink_and_free(struct ummunot_file *uf,
 				    struct ummunot_region *reg)
 {
-	mmu_interval_notifier_remove(&reg->notifier);
+	unsigned int i;
 
-	spin_lock(&uf->pending_lock);
+	lockdep_assert_held(&uf->lock);
+	spin_lock(&uf->tree_lock);
+	ummunot_drain(uf);
+	interval_tree_remove(&reg->it, &uf->itree);
+	spin_unlock(&uf->tree_lock);
+	for (i = 0; i < uf->nr_drained; i++)
+		if (uf->drained[i].start <= reg->it.last &&
+		    uf->drained[i].end - 1 >= reg->it.start)
+			ummunot_region_mark(uf, reg, &uf->drained[i]);
+	ummunot_apply_drained(uf, NULL);
+
 	if (!list_empty(&reg->pending)) {
 		list_del(&reg->pending);
 		if (list_empty(&uf->pending)) {
 			uf->last_owed = true;
+			ummunot_update_ready(uf);
 			wake_up_interruptible(&uf->read_wait);
 		}
 	}
-	spin_unlock(&uf->pending_lock);
 
 	rb_erase(&reg->node, &uf->regions);
 	uf->nr_regions--;
-	atomic_long_dec(&ummunot_total_regions);
+	ummunot_uncharge(uf);
 	kmem_cache_free(ummunot_region_cache, reg);
 }
 
 static int ummunot_exchange_features(struct ummunot_file *uf,
 				     u32 __user *arg)
 {
+	const u32 supported = UMMUNOT_FEATURE_REFUSE_UNWATCHABLE |
+			      UMMUNOT_FEATURE_EVENT_CAUSE;
 	u32 features;
 	int ret = 0;
 
@@ -286,12 +586,13 @@ static int ummunot_exchange_features(struct ummunot_file *uf,
 		return -EINTR;
 	if (uf->used)
 		ret = -EINVAL;
+	else
+		WRITE_ONCE(uf->features, features & supported);
 	mutex_unlock(&uf->lock);
 	if (ret)
 		return ret;
 
-	/* No optional features yet: grant none of the requested ones. */
-	return put_user(0U, arg) ? -EFAULT : 0;
+	return put_user(features & supported, arg) ? -EFAULT : 0;
 }
 
 /* Strip address tags (arm64 TBI, x86 LAM); then check the range. */
@@ -306,63 +607,63 @@ static int ummunot_check_range(struct ummunot_register_ioctl *r)
 	return 0;
 }
 
+/*
+ * ENXIO if a mapping in [start, end) is one MMU notifiers cannot watch
+ * (its pages are not in the kernel's struct page world).  Holes are fine.
+ */
+static int ummunot_check_watchable(struct mm_struct *mm, unsigned long start,
+				   unsigned long end)
+{
+	const vm_flags_t unwatchable = VM_IO | VM_PFNMAP | VM_MIXEDMAP;
+	struct vm_area_struct *vma;
+	int ret = 0;
+
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	for (vma = find_vma(mm, start); vma && vma->vm_start < end;
+	     vma = find_vma(mm, vma->vm_end)) {
+		if (vma->vm_flags & unwatchable) {
+			ret = -ENXIO;
+			break;
+		}
+	}
+	mmap_read_unlock(mm);
+	return ret;
+}
+
 static struct ummunot_region *
-ummunot_region_alloc(struct ummunot_file *uf,
-		     const struct ummunot_register_ioctl *r)
+ummunot_region_alloc(const struct ummunot_register_ioctl *r)
 {
 	struct ummunot_region *reg;
 
 	reg = kmem_cache_zalloc(ummunot_region_cache, GFP_KERNEL);
 	if (!reg)
 		return NULL;
-	reg->file = uf;
 	reg->cookie = r->user_cookie;
-	reg->start = round_down(r->start, PAGE_SIZE);
-	reg->end = round_up(r->end, PAGE_SIZE);
+	reg->it.start = round_down(r->start, PAGE_SIZE);
+	reg->it.last = round_up(r->end, PAGE_SIZE) - 1;
 	INIT_LIST_HEAD(&reg->pending);
 	return reg;
 }
 
-/* Count a new registration against the per-file and global limits. */
-static bool ummunot_charge(struct ummunot_file *uf)
-{
-	if (uf->nr_regions >= READ_ONCE(max_regions))
-		return false;
-	if (atomic_long_inc_return(&ummunot_total_regions) >
-	    READ_ONCE(max_total_regions)) {
-		atomic_long_dec(&ummunot_total_regions);
-		return false;
-	}
-	return true;
-}
-
-/* Called with uf->lock held. */
+/*
+ * Insert the registration.  Ranges recorded before it entered the tree
+ * cannot concern it: they are drained together with the insertion and
+ * applied to the other registrations only.
+ */
 static int ummunot_insert(struct ummunot_file *uf, struct ummunot_region *reg)
 {
-	int ret;
-
+	lockdep_assert_held(&uf->lock);
 	if (ummunot_find(uf, reg->cookie))
 		return -EEXIST;
-	if (!ummunot_charge(uf))
+	if (uf->nr_regions >= READ_ONCE(max_regions) || !ummunot_charge(uf))
 		return -ENOSPC;
 
-	ret = mmu_interval_notifier_insert(&reg->notifier, uf->mm, reg->start,
-					   reg->end - reg->start,
-					   &ummunot_notifier_ops);
-	if (ret) {
-		atomic_long_dec(&ummunot_total_regions);
-		/* The first insert may find a signal pending: just restart. */
-		return ret == -EINTR ? -ERESTARTSYS : ret;
-	}
-
-	/*
-	 * A notifier inserted while an invalidation of its range is running
-	 * does not see that invalidation.  Wait for it to finish, so that an
-	 * invalidation is either complete when REGISTER returns or reported.
-	 * User space must therefore register before it pins (ibv_reg_mr) the
-	 * pages: pages pinned earlier may have been on their way out unseen.
-	 */
-	mmu_interval_read_begin(&reg->notifier);
+	spin_lock(&uf->tree_lock);
+	ummunot_drain(uf);
+	interval_tree_insert(&reg->it, &uf->itree);
+	spin_unlock(&uf->tree_lock);
+	ummunot_apply_drained(uf, reg);
 
 	ummunot_link(uf, reg);
 	uf->used = true;
@@ -381,20 +682,36 @@ static int ummunot_register_region(struct ummunot_file *uf,
 	ret = ummunot_check_range(&r);
 	if (ret)
 		return ret;
+	/* Before uf->lock: read() faults (mmap_lock) under uf->lock. */
+	if (READ_ONCE(uf->features) & UMMUNOT_FEATURE_REFUSE_UNWATCHABLE) {
+		ret = ummunot_check_watchable(uf->mm, r.start, r.end);
+		if (ret)
+			return ret;
+	}
 
-	reg = ummunot_region_alloc(uf, &r);
+	reg = ummunot_region_alloc(&r);
 	if (!reg)
 		return -ENOMEM;
 
-	ret = -EINTR;
-	if (!mutex_lock_killable(&uf->lock)) {
-		ret = ummunot_insert(uf, reg);
-		mutex_unlock(&uf->lock);
+	if (mutex_lock_killable(&uf->lock)) {
+		kmem_cache_free(ummunot_region_cache, reg);
+		return -EINTR;
+	}
+	ret = ummunot_insert(uf, reg);
+	mutex_unlock(&uf->lock);
+	if (ret) {
+		kmem_cache_free(ummunot_region_cache, reg);
+		return ret;
 	}
 
-	if (ret)
-		kmem_cache_free(ummunot_region_cache, reg);
-	return ret;
+	/*
+	 * An invalidation whose callback ran before the insertion did not
+	 * see the new registration: wait until it has finished, so that it
+	 * is either complete when REGISTER returns or reported.  User space
+	 * must therefore register before it pins (ibv_reg_mr) the pages.
+	 */
+	mmu_interval_read_begin(&uf->notifier);
+	return 0;
 }
 
 static int ummunot_unregister_region(struct ummunot_file *uf,
@@ -439,97 +756,77 @@ static long ummunot_ioctl(struct file *filp, unsigned int cmd,
 	}
 }
 
+/* Lockless: for poll and for not queueing behind uf->lock needlessly. */
 static bool ummunot_readable(struct ummunot_file *uf)
 {
-	bool readable;
-
-	spin_lock(&uf->pending_lock);
-	readable = !list_empty(&uf->pending) || uf->last_owed;
-	spin_unlock(&uf->pending_lock);
-	return readable;
+	return READ_ONCE(uf->ready) || READ_ONCE(uf->nr_ranges);
 }
 
 /*
- * Take the next event to deliver: the oldest INVAL, else an owed LAST.
- * An INVAL's hint is moved into @ev, so that invalidations racing with
- * the copy to user space start a fresh hint.  *@reg is set to the region
- * (NULL for LAST) and *@seq to its invalidation count.  Returns false if
- * there is nothing to deliver.  Called with uf->lock held.
+ * Fill @ev with a LAST event, unless ranges were recorded meanwhile (they
+ * must become INVAL events first).  The counter is read under the same
+ * lock as the set, so every invalidation it counts has been delivered.
  */
-static bool ummunot_take_event(struct ummunot_file *uf,
-			       struct ummunot_event *ev,
-			       struct ummunot_region **reg, u64 *seq)
+static bool ummunot_take_last(struct ummunot_file *uf,
+			      struct ummunot_event *ev)
 {
-	struct ummunot_region *first;
-	bool found = true;
+	bool ok;
 
-	memset(ev, 0, sizeof(*ev));
-	spin_lock(&uf->pending_lock);
-	first = list_first_entry_or_null(&uf->pending, struct ummunot_region,
-					 pending);
-	if (first) {
-		ev->type = UMMUNOT_EVENT_TYPE_INVAL;
-		ev->flags = UMMUNOT_EVENT_FLAG_HINT;
-		ev->hint_start = first->hint_start;
-		ev->hint_end = first->hint_end;
-		ev->user_cookie_counter = first->cookie;
-		first->hint_start = ULONG_MAX;
-		first->hint_end = 0;
-		*seq = first->inval_seq;
-	} else if (uf->last_owed) {
-		ev->type = UMMUNOT_EVENT_TYPE_LAST;
+	spin_lock(&uf->tree_lock);
+	ok = !uf->nr_ranges;
+	if (ok)
 		ev->user_cookie_counter = *uf->counter;
-	} else {
-		found = false;
-	}
-	spin_unlock(&uf->pending_lock);
-	*reg = first;
-	return found;
+	spin_unlock(&uf->tree_lock);
+	return ok;
+}
+
+static void ummunot_fill_inval(const struct ummunot_file *uf,
+			       const struct ummunot_region *reg,
+			       struct ummunot_event *ev)
+{
+	ev->type = UMMUNOT_EVENT_TYPE_INVAL;
+	ev->flags = UMMUNOT_EVENT_FLAG_HINT;
+	if (reg->unmapped && (uf->features & UMMUNOT_FEATURE_EVENT_CAUSE))
+		ev->flags |= UMMUNOT_EVENT_FLAG_UNMAPPED;
+	ev->hint_start = reg->hint_start;
+	ev->hint_end = reg->hint_end;
+	ev->user_cookie_counter = reg->cookie;
 }
 
 /*
- * The event taken by ummunot_take_event() has reached user space: retire
- * it, unless the region was invalidated again meanwhile.  Then it stays
- * queued, its hint covering just the new invalidations.  Called with
- * uf->lock held.
+ * Fill @ev with the next event: the oldest INVAL (*@reg set to its
+ * registration), else an owed LAST (*@reg NULL).  Returns false if there
+ * is nothing to deliver.
  */
-static void ummunot_retire_event(struct ummunot_file *uf,
-				 struct ummunot_region *reg, u64 seq)
+static bool ummunot_next_event(struct ummunot_file *uf,
+			       struct ummunot_event *ev,
+			       struct ummunot_region **reg)
 {
-	spin_lock(&uf->pending_lock);
-	if (!reg) {
-		uf->last_owed = false;
-	} else if (reg->inval_seq == seq) {
-		list_del_init(&reg->pending);
-		if (list_empty(&uf->pending))
-			uf->last_owed = true;
-	} else {
-		list_move_tail(&reg->pending, &uf->pending);
+	lockdep_assert_held(&uf->lock);
+	memset(ev, 0, sizeof(*ev));
+	for (;;) {
+		ummunot_collect(uf);
+		*reg = list_first_entry_or_null(&uf->pending,
+						struct ummunot_region, pending);
+		if (*reg) {
+			ummunot_fill_inval(uf, *reg, ev);
+			return true;
+		}
+		if (!uf->last_owed)
+			return false;
+		if (ummunot_take_last(uf, ev)) {
+			ev->type = UMMUNOT_EVENT_TYPE_LAST;
+			return true;
+		}
+		/* Ranges were recorded meanwhile: they come first. */
 	}
-	spin_unlock(&uf->pending_lock);
-}
-
-/*
- * The copy to user space failed: give the region its hint back, so the
- * event is delivered later as if this read never happened.  Called with
- * uf->lock held.
- */
-static void ummunot_return_event(struct ummunot_file *uf,
-				 struct ummunot_region *reg,
-				 const struct ummunot_event *ev)
-{
-	if (!reg)
-		return;
-	spin_lock(&uf->pending_lock);
-	reg->hint_start = min_t(unsigned long, reg->hint_start, ev->hint_start);
-	reg->hint_end = max_t(unsigned long, reg->hint_end, ev->hint_end);
-	spin_unlock(&uf->pending_lock);
 }
 
 /*
  * Copy events to user space without losing any: each one is retired only
- * after copy_to_user() succeeded.  Returns bytes copied, or -EFAULT if
- * not even the first event could be copied.  Called with uf->lock held.
+ * after copy_to_user() succeeded (nothing else changes an event while we
+ * hold uf->lock).  Returns bytes copied, or -EFAULT if not even the first
+ * event could be copied.
  */
 static ssize_t ummunot_deliver(struct ummunot_file *uf, char __user *buf,
 			       size_t count)
@@ -537,18 +834,22 @@ static ssize_t ummunot_deliver(struct ummunot_file *uf, char __user *buf,
 	struct ummunot_event ev;
 	struct ummunot_region *reg;
 	size_t done = 0;
-	u64 seq = 0;
 
+	lockdep_assert_held(&uf->lock);
 	while (count - done >= sizeof(ev) &&
-	       ummunot_take_event(uf, &ev, &reg, &seq)) {
-		if (copy_to_user(buf + done, &ev, sizeof(ev))) {
-			ummunot_return_event(uf, reg, &ev);
+	       ummunot_next_event(uf, &ev, &reg)) {
+		if (copy_to_user(buf + done, &ev, sizeof(ev)))
 			return done ? done : -EFAULT;
-		}
-		ummunot_retire_event(uf, reg, seq);
 		done += sizeof(ev);
-		if (!reg)
+		if (!reg) {
+			uf->last_owed = false;
+			ummunot_update_ready(uf);
 			break;	/* LAST ends a read */
+		}
+		list_del_init(&reg->pending);
+		if (list_empty(&uf->pending))
+			uf->last_owed = true;
+		ummunot_update_ready(uf);
 		cond_resched();
 	}
 	return done;
@@ -598,10 +899,17 @@ static __poll_t ummunot_poll(struct file *filp, poll_table *wait)
 	return ummunot_readable(uf) ? EPOLLIN | EPOLLRDNORM : 0;
 }
 
+/*
+ * Only the owner may subscribe to (or unsubscribe from) SIGIO.  fd is -1
+ * when the VFS drops the subscription as the file is finally released,
+ * which must always work.
+ */
 static int ummunot_fasync(int fd, struct file *filp, int on)
 {
 	struct ummunot_file *uf = filp->private_data;
 
+	if (fd >= 0 && !ummunot_is_owner(uf))
+		return -EIO;
 	return fasync_helper(fd, filp, on, &uf->fasync);
 }
 
@@ -614,11 +922,18 @@ static void vm_flags_mod(struct vm_area_struct *vma, vm_flags_t set,
 }
 #endif
 
-/*
+/**
+ * ummunot_counter_fault() - serve the counter page
+ * @vmf: the fault
+ *
  * The counter page is served from the fault handler rather than inserted
  * at mmap time, so it survives MADV_DONTNEED.  A fork child inherits the
  * mapping (harmless: a read-only counter) but not the right to use the fd.
  * The mapping holds a file reference, so the page outlives every fault.
+ *
+ * Context: page fault, mmap_lock (or the VMA lock) held for reading.
+ *
+ * Return: 0 with vmf->page set, or VM_FAULT_SIGBUS past the first page.
  */
 static vm_fault_t ummunot_counter_fault(struct vm_fault *vmf)
 {
@@ -636,9 +951,11 @@ static const struct vm_operations_struct ummunot_counter_vm_ops = {
 };
 
 /*
- * Map the counter page: one page, offset 0, shared and read-only for good.
- * The fd is read-only, so the VFS already refused writable shared maps and
- * turned VM_SHARED into plain VM_MAYSHARE; test that.
+ * Map the counter page: one page, offset 0, shared, read-only and never
+ * executable, for good.  The fd is read-only, so the VFS already refused
+ * writable shared maps and turned VM_SHARED into plain VM_MAYSHARE; test
+ * that.  Clearing VM_MAYWRITE and VM_MAYEXEC makes mprotect() refuse to
+ * add either later.
  */
 static int ummunot_mmap(struct file *filp, struct vm_area_struct *vma)
 {
@@ -646,7 +963,7 @@ static int ummunot_mmap(struct file *filp, struct vm_area_struct *vma)
 
 	if (!ummunot_is_owner(uf))
 		return -EIO;
-	if (vma->vm_flags & VM_WRITE)
+	if (vma->vm_flags & (VM_WRITE | VM_EXEC))
 		return -EPERM;
 	if (vma->vm_pgoff || vma->vm_end - vma->vm_start != PAGE_SIZE ||
 	    !(vma->vm_flags & VM_MAYSHARE))
@@ -658,60 +975,166 @@ static int ummunot_mmap(struct file *filp, struct vm_area_struct *vma)
 	return 0;
 }
 
+static struct ummunot_acct *ummunot_acct_find(struct hlist_head *table,
+					      size_t bits, kuid_t uid,
+					      struct mm_struct *mm)
+{
+	struct ummunot_acct *a;
+	unsigned long key = mm ? (unsigned long)mm : __kuid_val(uid);
+
+	lockdep_assert_held(&ummunot_acct_lock);
+	hlist_for_each_entry(a, &table[hash_long(key, bits)], node)
+		if (a->mm == mm && uid_eq(a->uid, uid))
+			return a;
+	a = kzalloc(sizeof(*a), GFP_KERNEL);
+	if (!a)
+		return NULL;
+	a->uid = uid;
+	a->mm = mm;
+	hlist_add_head(&a->node, &table[hash_long(key, bits)]);
+	return a;
+}
+
+static void ummunot_acct_put(struct ummunot_acct *a)
+{
+	lockdep_assert_held(&ummunot_acct_lock);
+	if (--a->nr_files)
+		return;
+	hash_del(&a->node);
+	kfree(a);
+}
+
+/* Count a new file against its user's and its mm's limits. */
+static int ummunot_acct_open(struct ummunot_file *uf)
+{
+	struct ummunot_acct *user, *mm;
+	int ret = -ENOMEM;
+
+	mutex_lock(&ummunot_acct_lock);
+	user = ummunot_acct_find(ummunot_users, HASH_BITS(ummunot_users),
+				 current_uid(), NULL);
+	if (!user)
+		goto out;
+	mm = ummunot_acct_find(ummunot_mms, HASH_BITS(ummunot_mms),
+			       GLOBAL_ROOT_UID, current->mm);
+	if (!mm)
+		goto out_user;
+	user->nr_files++;
+	mm->nr_files++;
+	ret = -EMFILE;
+	if (user->nr_files > READ_ONCE(max_user_files) ||
+	    mm->nr_files > READ_ONCE(max_files_per_mm)) {
+		ummunot_acct_put(mm);
+		ummunot_acct_put(user);
+		goto out;
+	}
+	uf->user = user;
+	uf->mm_acct = mm;
+	ret = 0;
+	goto out;
+out_user:
+	if (!user->nr_files) {
+		hash_del(&user->node);
+		kfree(user);
+	}
+out:
+	mutex_unlock(&ummunot_acct_lock);
+	return ret;
+}
+
+static void ummunot_acct_release(struct ummunot_file *uf)
+{
+	mutex_lock(&ummunot_acct_lock);
+	ummunot_acct_put(uf->mm_acct);
+	ummunot_acct_put(uf->user);
+	mutex_unlock(&ummunot_acct_lock);
+}
+
+static struct ummunot_file *ummunot_file_alloc(void)
+{
+	struct ummunot_file *uf;
+
+	uf = kzalloc(sizeof(*uf), GFP_KERNEL_ACCOUNT);
+	if (!uf)
+		return NULL;
+	uf->counter_page = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+	if (!uf->counter_page) {
+		kfree(uf);
+		return NULL;
+	}
+	uf->counter = page_address(uf->counter_page);
+
+	mutex_init(&uf->lock);
+	uf->regions = RB_ROOT;
+	INIT_LIST_HEAD(&uf->pending);
+	spin_lock_init(&uf->tree_lock);
+	uf->itree = RB_ROOT_CACHED;
+	init_waitqueue_head(&uf->read_wait);
+	return uf;
+}
+
+static void ummunot_file_free(struct ummunot_file *uf)
+{
+	put_page(uf->counter_page);
+	kfree(uf);
+}
+
 static int ummunot_open(struct inode *inode, struct file *filp)
 {
 	struct ummunot_file *uf;
+	int ret;
 
 	if ((filp->f_flags & O_ACCMODE) != O_RDONLY)
 		return -EINVAL;
 	if (!current->mm)
 		return -EINVAL;
 
-	uf = kzalloc(sizeof(*uf), GFP_KERNEL_ACCOUNT);
+	uf = ummunot_file_alloc();
 	if (!uf)
 		return -ENOMEM;
-
-	uf->counter_page = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
-	if (!uf->counter_page) {
-		kfree(uf);
-		return -ENOMEM;
-	}
-	uf->counter = page_address(uf->counter_page);
-
-	mutex_init(&uf->lock);
-	uf->regions = RB_ROOT;
-	spin_lock_init(&uf->pending_lock);
-	INIT_LIST_HEAD(&uf->pending);
-	init_waitqueue_head(&uf->read_wait);
+	ret = ummunot_acct_open(uf);
+	if (ret)
+		goto free;
 
 	mmgrab(current->mm);
 	uf->mm = current->mm;
+	ret = mmu_interval_notifier_insert(&uf->notifier, uf->mm, 0, ULONG_MAX,
+					   &ummunot_notifier_ops);
+	if (ret)
+		goto drop;
 
 	filp->private_data = uf;
 	return stream_open(inode, filp);
+
+drop:
+	mmdrop(uf->mm);
+	ummunot_acct_release(uf);
+free:
+	ummunot_file_free(uf);
+	return ret;
 }
 
 /*
  * The last reference is gone, possibly from another process or after the
- * mm exited: the mmgrab() keeps the mm's notifier state valid until every
- * notifier is removed.
+ * mm exited: the mmgrab() keeps the mm's notifier state valid until the
+ * notifier is removed.  Once it is, no callback can look at the tree.
  */
 static int ummunot_release(struct inode *inode, struct file *filp)
 {
 	struct ummunot_file *uf = filp->private_data;
-	struct rb_node *n;
+	struct ummunot_region *reg, *next;
 
-	mutex_lock(&uf->lock);
-	while ((n = rb_first(&uf->regions))) {
-		ummunot_unlink_and_free(uf,
-					rb_entry(n, struct ummunot_region, node));
+	mmu_interval_notifier_remove(&uf->notifier);
+
+	rbtree_postorder_for_each_entry_safe(reg, next, &uf->regions, node) {
+		ummunot_uncharge(uf);
+		kmem_cache_free(ummunot_region_cache, reg);
 		cond_resched();
 	}
-	mutex_unlock(&uf->lock);
 
 	mmdrop(uf->mm);
-	put_page(uf->counter_page);
-	kfree(uf);
+	ummunot_acct_release(uf);
+	ummunot_file_free(uf);
 	return 0;
 }
 

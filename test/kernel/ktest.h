@@ -145,6 +145,7 @@ Suite *kt_lifetime_suite(void);
 Suite *kt_scale_suite(void);
 Suite *kt_concurrency_suite(void);
 Suite *kt_fuzz_suite(void);
+Suite *kt_features_suite(void);
 
 /* Adds a TCase with the generous timeout to s and returns it. */
 TCase *kt_tcase(Suite *s, const char *name);

@@ -17,6 +17,7 @@ int main(void)
 		kt_errors_suite, kt_events_suite, kt_read_poll_suite,
 		kt_counter_suite, kt_access_suite, kt_lifetime_suite,
 		kt_scale_suite, kt_concurrency_suite, kt_fuzz_suite,
+		kt_features_suite,
 	};
 	const char *out = getenv("UMMUNOT_VM_OUT");
 	char xml[4096];

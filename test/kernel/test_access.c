@@ -24,7 +24,8 @@
 
 /*
  * Runs in a process whose mm is not the opener's: every operation but
- * close must fail with EIO, poll must report POLLERR.
+ * close must fail with EIO (enabling SIGIO included), poll must report
+ * POLLERR.
  */
 static int check_foreign_fd(int fd, char *err, size_t errlen)
 {
@@ -53,6 +54,12 @@ static int check_foreign_fd(int fd, char *err, size_t errlen)
 	map = mmap(NULL, kt_page(), PROT_READ, MAP_SHARED, fd, 0);
 	KT_CHILD_CHECK(map == MAP_FAILED && errno == EIO, "mmap: %s",
 		       map == MAP_FAILED ? strerror(errno) : "succeeded");
+	/* SIGIO belongs to the owner: O_ASYNC is refused, flags unchanged. */
+	rc = fcntl(fd, F_SETFL, O_ASYNC);
+	KT_CHILD_CHECK(rc == -1 && errno == EIO, "F_SETFL O_ASYNC: rc %d, %s",
+		       rc, strerror(errno));
+	rc = fcntl(fd, F_GETFL);
+	KT_CHILD_CHECK(rc != -1 && !(rc & O_ASYNC), "F_GETFL: %#x", rc);
 	rc = poll(&pfd, 1, 0);
 	KT_CHILD_CHECK(rc == 1 && (pfd.revents & POLLERR),
 		       "poll: rc %d revents %#x", rc, pfd.revents);

@@ -581,7 +581,8 @@ static void race_round(int round)
 	}
 	printf("register race round %d: %u registrations, %u saw the page resident, %u events\n",
 	       round, r.count, resident, events);
-	ck_assert_uint_eq(*kt_map_counter(r.fd), events);
+	/* One invalidation: the counter moved iff it hit anything. */
+	ck_assert_uint_eq(*kt_map_counter(r.fd), events ? 1 : 0);
 	free(got);
 	close(r.fd);
 }

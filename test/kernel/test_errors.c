@@ -220,18 +220,21 @@ END_TEST
 START_TEST(exchange_features)
 {
 	int fd = kt_open_nb();
+	const uint32_t all = UMMUNOT_FEATURE_REFUSE_UNWATCHABLE |
+			     UMMUNOT_FEATURE_EVENT_CAUSE;
 	uint32_t f = 0xffffffffu;
 
+	/* The requested bits this module supports, nothing else. */
 	ck_assert_int_eq(kt_features(fd, &f), 0);
-	ck_assert_uint_eq(f, 0);
+	ck_assert_uint_eq(f, all);
 	f = 0;
 	ck_assert_int_eq(kt_features(fd, &f), 0);
 	ck_assert_uint_eq(f, 0);
 	/* A failed REGISTER does not count. */
 	ck_assert_int_eq(kt_register(fd, 5, 5, 1), EINVAL);
-	f = 1;
+	f = UMMUNOT_FEATURE_EVENT_CAUSE | (1u << 31);
 	ck_assert_int_eq(kt_features(fd, &f), 0);
-	ck_assert_uint_eq(f, 0);
+	ck_assert_uint_eq(f, UMMUNOT_FEATURE_EVENT_CAUSE);
 	/* Once anything was registered, even if removed since: EINVAL. */
 	kt_register_ok(fd, 0x100000, 0x101000, 1);
 	f = 0;

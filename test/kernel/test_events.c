@@ -336,7 +336,8 @@ START_TEST(overlapping_registrations)
 	kt_register_ok(fd, kt_pg(p, 2), kt_pg(p, 6), 4);  /* same range as 2 */
 	c0 = *cnt;
 	ck_assert_int_eq(munmap((void *)kt_pg(p, 3), kt_page()), 0);
-	ASSERT_COUNTER_DELTA(cnt, c0, 3);
+	/* One invalidation: the counter moves once, whatever it hits. */
+	ASSERT_COUNTER_DELTA(cnt, c0, 1);
 	kt_expect_events(fd, cnt, 3, exp);
 }
 END_TEST

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Optional features and resource limits: REFUSE_UNWATCHABLE (ENXIO for
+ * VM_IO/VM_PFNMAP mappings), EVENT_CAUSE (the UNMAPPED flag), the per-user
+ * and per-mm limits, and that invalidations past the file's range set are
+ * widened, never lost.
+ */
+#include "ktest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* The vDSO data page: a VM_IO | VM_PFNMAP mapping in every process. */
+static int find_vvar(uint64_t *start, uint64_t *end)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	int found = 0;
+
+	ck_assert(f != NULL);
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long long s, e;
+
+		if (strstr(line, "[vvar]") &&
+		    sscanf(line, "%llx-%llx", &s, &e) == 2) {
+			*start = s;
+			*end = e;
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static int open_with(uint32_t features)
+{
+	int fd = kt_open_nb();
+	uint32_t f = features;
+
+	ck_assert_int_eq(kt_features(fd, &f), 0);
+	ck_assert_uint_eq(f, features);
+	return fd;
+}
+
+START_TEST(refuse_unwatchable)
+{
+	int fd = open_with(UMMUNOT_FEATURE_REFUSE_UNWATCHABLE);
+	int plain = kt_open_nb();
+	char *p = kt_map_anon(4);
+	char *hole = kt_reserve(4);
+	uint64_t vs, ve;
+
+	ck_assert_msg(find_vvar(&vs, &ve), "no [vvar] mapping");
+	ck_assert_int_eq(kt_register(fd, vs, ve, 1), ENXIO);
+	ck_assert_int_eq(kt_register(fd, vs - kt_page(), vs + 1, 2), ENXIO);
+	/* Ordinary memory and holes are fine. */
+	ck_assert_int_eq(munmap(hole, 4 * kt_page()), 0);
+	kt_register_ok(fd, kt_pg(hole, 0), kt_pg(hole, 4), 3);
+	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 4), 4);
+	/* Without the feature, as in version 0.1: accepted. */
+	kt_register_ok(plain, vs, ve, 1);
+}
+END_TEST
+
+static void expect_flags(int fd, uint64_t cookie, uint32_t flags)
+{
+	struct ummunot_event ev[4];
+	size_t n = kt_drain(fd, ev, 4);
+
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(ev[0].type, UMMUNOT_EVENT_TYPE_INVAL);
+	ck_assert_uint_eq(ev[0].user_cookie_counter, cookie);
+	ck_assert_msg(ev[0].flags == flags, "cookie %llu: flags %#x, expected %#x",
+		      (unsigned long long)cookie, ev[0].flags, flags);
+	ck_assert_uint_eq(ev[1].type, UMMUNOT_EVENT_TYPE_LAST);
+}
+
+START_TEST(event_cause_unmapped)
+{
+	int fd = open_with(UMMUNOT_FEATURE_EVENT_CAUSE);
+	char *p = kt_map_anon(8);
+	const uint32_t hint = UMMUNOT_EVENT_FLAG_HINT;
+
+	kt_register_ok(fd, kt_pg(p, 0), kt_pg(p, 8), 1);
+	kt_touch(p, 8);
+	ck_assert_int_eq(madvise(p, kt_page(), MADV_DONTNEED), 0);
+	expect_flags(fd, 1, hint);
+	ck_assert_int_eq(munmap((void *)kt_pg(p, 6), 2 * kt_page()), 0);
+	expect_flags(fd, 1, hint | UMMUNOT_EVENT_FLAG_UNMAPPED);
+	/* MAP_FIXED over it replaces the mapping: unmapped as well. */
+	ck_assert(mmap(p, kt_page(), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == p);
+	expect_flags(fd, 1, hint | UMMUNOT_EVENT_FLAG_UNMAPPED);
+	/* Coalesced: one unmapping taints the whole event. */
+	kt_touch(p, 1);
+	ck_assert_int_eq(madvise(p, kt_page(), MADV_DONTNEED), 0);
+	ck_assert_int_eq(munmap((void *)kt_pg(p, 4), kt_page()), 0);
+	expect_flags(fd, 1, hint | UMMUNOT_EVENT_FLAG_UNMAPPED);
+}
+END_TEST
+
+/* Collect results first, restore the parameter, then assert. */
+START_TEST(per_user_region_limit)
+{
+	int fd = kt_open_nb(), fd2 = kt_open_nb();
+	long saved = kt_param("max_user_regions");
+	int set, fill = 0, over, after_unreg;
+
+	set = kt_set_param("max_user_regions", 3);
+	fill |= kt_register(fd, 0x100000, 0x101000, 1);
+	fill |= kt_register(fd, 0x200000, 0x201000, 2);
+	fill |= kt_register(fd2, 0x100000, 0x101000, 1);
+	over = kt_register(fd2, 0x300000, 0x301000, 3);
+	fill |= kt_unregister(fd, 1);
+	after_unreg = kt_register(fd2, 0x300000, 0x301000, 3);
+	ck_assert_int_eq(kt_set_param("max_user_regions", saved), 0);
+
+	ck_assert_msg(set == 0, "writing max_user_regions: %s", strerror(set));
+	ck_assert_msg(fill == 0, "filling up to the limit failed");
+	ck_assert_msg(over == ENOSPC, "past the user's limit: %s",
+		      strerror(over));
+	ck_assert_msg(after_unreg == 0, "after UNREGISTER: %s",
+		      strerror(after_unreg));
+}
+END_TEST
+
+START_TEST(files_per_mm_limit)
+{
+	long saved = kt_param("max_files_per_mm");
+	int set, a, b, c, c_errno, d;
+
+	set = kt_set_param("max_files_per_mm", 2);
+	a = open(UMMUNOT_DEVICE_PATH, O_RDONLY | O_CLOEXEC);
+	b = open(UMMUNOT_DEVICE_PATH, O_RDONLY | O_CLOEXEC);
+	c = open(UMMUNOT_DEVICE_PATH, O_RDONLY | O_CLOEXEC);
+	c_errno = errno;
+	close(a);
+	d = open(UMMUNOT_DEVICE_PATH, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_eq(kt_set_param("max_files_per_mm", saved), 0);
+
+	ck_assert_msg(set == 0, "writing max_files_per_mm: %s", strerror(set));
+	ck_assert_int_ge(a, 0);
+	ck_assert_int_ge(b, 0);
+	ck_assert_msg(c == -1 && c_errno == EMFILE, "third open: fd %d, %s", c,
+		      strerror(c_errno));
+	ck_assert_msg(d >= 0, "open after a close: %s", strerror(errno));
+}
+END_TEST
+
+/*
+ * More separate invalidations than the file remembers distinct ranges
+ * before a read: nothing is lost and the counter counts each one.
+ */
+#define MANY 40
+START_TEST(many_ranges_none_lost)
+{
+	int fd = kt_open_nb();
+	const volatile uint64_t *cnt = kt_map_counter(fd);
+	char *p = kt_map_anon(2 * MANY);
+	struct ummunot_event ev[2 * MANY + 2];
+	int seen[MANY] = { 0 };
+	size_t n;
+
+	kt_touch(p, 2 * MANY);
+	for (uint64_t i = 0; i < MANY; i++)
+		kt_register_ok(fd, kt_pg(p, 2 * i), kt_pg(p, 2 * i + 1), i);
+	/* Every other page, last to first: no two ranges touch. */
+	for (uint64_t i = MANY; i-- > 0;)
+		ck_assert_int_eq(madvise((void *)kt_pg(p, 2 * i), kt_page(),
+					 MADV_DONTNEED), 0);
+	ck_assert_uint_eq(*cnt, MANY);
+	n = kt_drain(fd, ev, 2 * MANY + 2);
+	ck_assert_uint_eq(n, MANY + 1);
+	for (size_t k = 0; k < MANY; k++) {
+		uint64_t c = ev[k].user_cookie_counter;
+
+		ck_assert_uint_eq(ev[k].type, UMMUNOT_EVENT_TYPE_INVAL);
+		ck_assert_uint_lt(c, MANY);
+		ck_assert(!seen[c]);
+		seen[c] = 1;
+		/* Clipped to the one-page registration: still exact. */
+		ck_assert_uint_eq(ev[k].hint_start, kt_pg(p, 2 * c));
+		ck_assert_uint_eq(ev[k].hint_end, kt_pg(p, 2 * c + 1));
+	}
+	ck_assert_uint_eq(ev[MANY].type, UMMUNOT_EVENT_TYPE_LAST);
+	ck_assert_uint_eq(ev[MANY].user_cookie_counter, MANY);
+}
+END_TEST
+
+Suite *kt_features_suite(void)
+{
+	Suite *s = suite_create("features");
+
+	KT_ADD_TESTS(s, "features", refuse_unwatchable, event_cause_unmapped);
+	KT_ADD_TESTS(s, "limits", per_user_region_limit, files_per_mm_limit);
+	KT_ADD_TESTS(s, "ranges", many_ranges_none_lost);
+	return s;
+}
