@@ -121,14 +121,20 @@ static struct kmem_cache *ummunot_region_cache;
 
 /**
  * struct ummunot_range - an invalidated range not yet matched to registrations
- * @start:    first byte
- * @end:      one past the last byte
- * @unmapped: the range (or one merged into it) was unmapped
+ * @start:     first byte
+ * @end:       one past the last byte
+ * @unmapped:  the range (or one merged into it) was unmapped
+ * @huge:      the range is one PMD that mapped a huge page starting at
+ *             frame @huge_pfn when the invalidation started (a candidate
+ *             huge-page split, see ummunot_split_unchanged())
+ * @huge_pfn:  that frame
  */
 struct ummunot_range {
 	unsigned long start;
 	unsigned long end;
 	bool unmapped;
+	bool huge;
+	unsigned long huge_pfn;
 };
 
 /**
@@ -270,6 +276,7 @@ static void ummunot_range_widen(struct ummunot_range *r, unsigned long start,
 	r->start = min(r->start, start);
 	r->end = max(r->end, end);
 	r->unmapped |= unmapped;
+	r->huge = false;	/* no longer one known huge page */
 }
 
 /*
@@ -289,12 +296,12 @@ static void ummunot_ranges_absorb(struct ummunot_file *uf, unsigned int i)
 			struct ummunot_range *o = &uf->ranges[j];
 
 			if (j == i || o->unmapped != r->unmapped ||
-			    ummunot_gap(r, o->start, o->end))
+			    o->huge || ummunot_gap(r, o->start, o->end))
 				continue;
 			ummunot_range_widen(r, o->start, o->end, o->unmapped);
 			/* Keep arrival order: events come out in it. */
 			memmove(o, o + 1, (uf->nr_ranges - j - 1) * sizeof(*o));
-			uf->nr_ranges--;
+			WRITE_ONCE(uf->nr_ranges, uf->nr_ranges - 1);
 			if (j < i)
 				r = &uf->ranges[--i];
 			merged = true;
@@ -304,12 +311,14 @@ static void ummunot_ranges_absorb(struct ummunot_file *uf, unsigned int i)
 }
 
 /*
- * Record [start, end): merge it with an entry of the same kind it
- * overlaps or touches, else append it, else (set full) widen the nearest
- * entry, preferring one of the same kind.  Never drops a range.
+ * Record @new: merge it with an entry of the same kind it overlaps or
+ * touches, else append it, else (set full) widen the nearest entry,
+ * preferring one of the same kind.  Never drops a range.  Candidate
+ * huge-page splits are kept apart while there is room, so that read() can
+ * check them.
  */
-static void ummunot_ranges_add(struct ummunot_file *uf, unsigned long start,
-			       unsigned long end, bool unmapped)
+static void ummunot_ranges_add(struct ummunot_file *uf,
+			       const struct ummunot_range *new)
 {
 	unsigned long gap, best_gap = ULONG_MAX;
 	unsigned int i, best = 0;
@@ -318,10 +327,10 @@ static void ummunot_ranges_add(struct ummunot_file *uf, unsigned long start,
 	lockdep_assert_held(&uf->tree_lock);
 	for (i = 0; i < uf->nr_ranges; i++) {
 		struct ummunot_range *r = &uf->ranges[i];
-		bool same = r->unmapped == unmapped;
+		bool same = r->unmapped == new->unmapped;
 
-		gap = ummunot_gap(r, start, end);
-		if (same && !gap) {
+		gap = ummunot_gap(r, new->start, new->end);
+		if (same && !gap && !new->huge && !r->huge) {
 			best = i;
 			goto merge;
 		}
@@ -333,15 +342,114 @@ static void ummunot_ranges_add(struct ummunot_file *uf, unsigned long start,
 		}
 	}
 	if (uf->nr_ranges < UMMUNOT_NR_RANGES) {
-		uf->ranges[uf->nr_ranges++] = (struct ummunot_range){
-			.start = start, .end = end, .unmapped = unmapped,
-		};
+		uf->ranges[uf->nr_ranges] = *new;
+		WRITE_ONCE(uf->nr_ranges, uf->nr_ranges + 1);
 		return;
 	}
 merge:
-	ummunot_range_widen(&uf->ranges[best], start, end, unmapped);
+	ummunot_range_widen(&uf->ranges[best], new->start, new->end,
+			    new->unmapped);
 	ummunot_ranges_absorb(uf, best);
 }
+
+/*
+ * Huge-page splits.  Splitting a PMD-mapped huge page (a partial munmap,
+ * mprotect or madvise of it, or a VMA split inside it) invalidates the
+ * whole PMD range (MMU_NOTIFY_CLEAR), yet the same frames stay mapped,
+ * now by PTEs.  A zap of that range looks the same to a notifier.  To
+ * tell them apart, the callback notes the frame of a huge PMD when an
+ * invalidation covers exactly that PMD, and read() checks which pages of
+ * the range are now mapped by PTEs to exactly the same frames.  A
+ * registration whose part of the range is wholly unchanged gets no event
+ * from that range.  This is sound because any later change of those
+ * frames needs another invalidation, recorded as an entry of its own
+ * (a candidate entry is never merged with another one but by widening,
+ * which drops the candidacy), and that entry reports the registration.
+ *
+ * Page tables are read locklessly, as GUP-fast does: with interrupts off
+ * they cannot be freed under us (TLB-flush IPIs or RCU table freeing), and
+ * every entry is read once into a local copy.  A changing entry may be
+ * misread as "changed", never as "unchanged": it is then reported.  Only
+ * built where PTE pages are always mapped (no HIGHPTE).
+ */
+#if defined(CONFIG_TRANSPARENT_HUGEPAGE) && !defined(CONFIG_HIGHPTE)
+/* The PMD covering @addr in @mm, or a none entry.  Interrupts are off. */
+static pmd_t ummunot_pmd_lockless(struct mm_struct *mm, unsigned long addr)
+{
+	pgd_t *pgdp = pgd_offset(mm, addr);
+	pgd_t pgd = READ_ONCE(*pgdp);
+	p4d_t *p4dp, p4d;
+	pud_t *pudp, pud;
+
+	lockdep_assert_irqs_disabled();
+	if (pgd_none(pgd) || pgd_bad(pgd))
+		return __pmd(0);
+	p4dp = p4d_offset(&pgd, addr);
+	p4d = READ_ONCE(*p4dp);
+	if (p4d_none(p4d) || p4d_bad(p4d))
+		return __pmd(0);
+	pudp = pud_offset(&p4d, addr);
+	pud = READ_ONCE(*pudp);
+	if (pud_none(pud) || pud_bad(pud))
+		return __pmd(0);
+	return READ_ONCE(*pmd_offset(&pud, addr));
+}
+
+/* Is the range one PMD, mapped by a huge page right now?  Notes its frame. */
+static void ummunot_note_huge(struct mm_struct *mm, struct ummunot_range *r)
+{
+	unsigned long flags;
+	pmd_t pmd;
+
+	if (r->start & ~HPAGE_PMD_MASK || r->end - r->start != HPAGE_PMD_SIZE)
+		return;
+	local_irq_save(flags);
+	pmd = ummunot_pmd_lockless(mm, r->start);
+	local_irq_restore(flags);
+	if (pmd_present(pmd) && pmd_trans_huge(pmd)) {
+		r->huge = true;
+		r->huge_pfn = pmd_pfn(pmd);
+	}
+}
+
+/*
+ * Set a bit in @same for every page of candidate @r that is now mapped by
+ * a PTE to the frame the huge page had there.  Owner's context.
+ */
+static void ummunot_split_unchanged(struct mm_struct *mm,
+				    const struct ummunot_range *r,
+				    unsigned long *same)
+{
+	unsigned long flags, i;
+	pmd_t pmd;
+
+	bitmap_zero(same, PTRS_PER_PTE);
+	local_irq_save(flags);
+	pmd = ummunot_pmd_lockless(mm, r->start);
+	if (pmd_present(pmd) && !pmd_none(pmd) && !pmd_bad(pmd) &&
+	    !pmd_trans_huge(pmd)) {
+		for (i = 0; i < PTRS_PER_PTE; i++) {
+			unsigned long addr = r->start + (i << PAGE_SHIFT);
+			pte_t pte = ptep_get_lockless(pte_offset_kernel(&pmd,
+									addr));
+
+			if (pte_present(pte) && pte_pfn(pte) == r->huge_pfn + i)
+				__set_bit(i, same);
+		}
+	}
+	local_irq_restore(flags);
+}
+#else
+static void ummunot_note_huge(struct mm_struct *mm, struct ummunot_range *r)
+{
+}
+
+static void ummunot_split_unchanged(struct mm_struct *mm,
+				    const struct ummunot_range *r,
+				    unsigned long *same)
+{
+}
+#endif
 
 /**
  * ummunot_invalidate() - interval notifier callback of a file
@@ -374,8 +482,15 @@ static bool ummunot_invalidate(struct mmu_interval_notifier *mni,
 	      interval_tree_iter_first(&uf->itree, range->start,
 				       range->end - 1);
 	if (hit) {
-		ummunot_ranges_add(uf, range->start, range->end,
-				   range->event == MMU_NOTIFY_UNMAP);
+		struct ummunot_range r = {
+			.start = range->start,
+			.end = range->end,
+			.unmapped = range->event == MMU_NOTIFY_UNMAP,
+		};
+
+		if (range->event == MMU_NOTIFY_CLEAR)
+			ummunot_note_huge(uf->mm, &r);
+		ummunot_ranges_add(uf, &r);
 		WRITE_ONCE(*uf->counter, *uf->counter + 1);
 	}
 	spin_unlock(&uf->tree_lock);
@@ -430,14 +545,30 @@ static void ummunot_region_mark(struct ummunot_file *uf,
 	}
 }
 
+/* Are all pages of @reg inside candidate @r unchanged (see @same)? */
+static bool ummunot_part_unchanged(const struct ummunot_region *reg,
+				   const struct ummunot_range *r,
+				   const unsigned long *same)
+{
+	unsigned long first = (max(reg->it.start, r->start) - r->start) >>
+			      PAGE_SHIFT;
+	unsigned long last = (min(reg->it.last, r->end - 1) - r->start) >>
+			     PAGE_SHIFT;
+
+	return find_next_zero_bit(same, last + 1, first) > last;
+}
+
 /*
  * Turn drained[] into events of the registrations it hits, except @skip
- * (a registration inserted after the ranges were recorded).  The tree
- * cannot change meanwhile: that needs uf->lock, which we hold.
+ * (a registration inserted after the ranges were recorded) and those a
+ * huge-page split left unchanged.  The tree cannot change meanwhile: that
+ * needs uf->lock, which we hold.  Runs in the owner's context (the page
+ * tables read are current's).
  */
 static void ummunot_apply_drained(struct ummunot_file *uf,
 				  struct ummunot_region *skip)
 {
+	DECLARE_BITMAP(same, PTRS_PER_PTE);
 	struct interval_tree_node *it;
 	unsigned int i;
 
@@ -445,13 +576,16 @@ static void ummunot_apply_drained(struct ummunot_file *uf,
 	for (i = 0; i < uf->nr_drained; i++) {
 		const struct ummunot_range *r = &uf->drained[i];
 
+		if (r->huge)
+			ummunot_split_unchanged(uf->mm, r, same);
 		for (it = interval_tree_iter_first(&uf->itree, r->start,
 						   r->end - 1);
 		     it; it = interval_tree_iter_next(it, r->start, r->end - 1)) {
 			struct ummunot_region *reg =
 				container_of(it, struct ummunot_region, it);
 
-			if (reg != skip)
+			if (reg != skip && !(r->huge &&
+					     ummunot_part_unchanged(reg, r, same)))
 				ummunot_region_mark(uf, reg, r);
 			cond_resched();
 		}

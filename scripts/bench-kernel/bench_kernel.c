@@ -7,7 +7,10 @@
  * interval tree holds n nodes that no measured operation touches):
  *   (a) munmap latency of an unrelated, touched one-page mapping (only the
  *       munmap is timed), and
- *   (b) the cost of one REGISTER + UNREGISTER pair.
+ *   (b) the cost of one REGISTER + UNREGISTER pair, and
+ *   (c) with n registrations on a second fd all overlapping one touched
+ *       page, the latency of MADV_DONTNEED of that page (only the madvise
+ *       is timed; the page is written again between repetitions).
  * Each is the median of many repetitions.  Run as root inside the VM
  * (scripts/bench-kernel/run.sh); writes JSON with --json PATH.
  *
@@ -40,6 +43,7 @@ struct result {
 	double fill_s;            /* time to add registrations up to regs */
 	uint64_t munmap_median_ns, munmap_p10_ns, munmap_p90_ns;
 	uint64_t pair_median_ns, pair_p10_ns, pair_p90_ns;
+	uint64_t dontneed_median_ns, dontneed_p10_ns, dontneed_p90_ns;
 };
 
 struct options {
@@ -125,6 +129,31 @@ static void measure_munmap(unsigned int reps, uint64_t *t, struct result *r)
 	r->munmap_p90_ns = quantile(t, reps, 0.9);
 }
 
+/* The overlapping registrations: all of them cover the hot page. */
+static void fill_overlap_to(int fd, uint64_t *have, uint64_t want,
+			    uint64_t page)
+{
+	for (; *have < want; (*have)++)
+		reg(fd, page, *have);
+}
+
+static void measure_dontneed(unsigned int reps, volatile char *page,
+			     uint64_t *t, struct result *r)
+{
+	for (unsigned int i = 0; i < reps; i++) {
+		uint64_t t0;
+
+		page[0] = 1; /* a real page to drop */
+		t0 = now_ns();
+		if (madvise((void *)page, page_size(), MADV_DONTNEED) != 0)
+			die("madvise");
+		t[i] = now_ns() - t0;
+	}
+	r->dontneed_p10_ns = quantile(t, reps, 0.1);
+	r->dontneed_median_ns = quantile(t, reps, 0.5);
+	r->dontneed_p90_ns = quantile(t, reps, 0.9);
+}
+
 /* Pairs use the gap page after registration k: inside the populated span. */
 static void measure_pairs(int fd, unsigned int reps, uint64_t have,
 			  uint64_t *t, struct result *r)
@@ -159,7 +188,10 @@ static void write_json(const struct options *o, const struct result *res,
 		fprintf(f, "    {\"registrations\": %llu, \"fill_seconds\": %.3f, "
 			   "\"munmap_median_ns\": %llu, \"munmap_p10_ns\": %llu, "
 			   "\"munmap_p90_ns\": %llu, \"reg_unreg_median_ns\": %llu, "
-			   "\"reg_unreg_p10_ns\": %llu, \"reg_unreg_p90_ns\": %llu}%s\n",
+			   "\"reg_unreg_p10_ns\": %llu, \"reg_unreg_p90_ns\": %llu, "
+			   "\"dontneed_overlap_median_ns\": %llu, "
+			   "\"dontneed_overlap_p10_ns\": %llu, "
+			   "\"dontneed_overlap_p90_ns\": %llu}%s\n",
 			(unsigned long long)res[i].regs, res[i].fill_s,
 			(unsigned long long)res[i].munmap_median_ns,
 			(unsigned long long)res[i].munmap_p10_ns,
@@ -167,6 +199,9 @@ static void write_json(const struct options *o, const struct result *res,
 			(unsigned long long)res[i].pair_median_ns,
 			(unsigned long long)res[i].pair_p10_ns,
 			(unsigned long long)res[i].pair_p90_ns,
+			(unsigned long long)res[i].dontneed_median_ns,
+			(unsigned long long)res[i].dontneed_p10_ns,
+			(unsigned long long)res[i].dontneed_p90_ns,
 			i + 1 < n ? "," : "");
 	fprintf(f, "  ]\n}\n");
 	if (fclose(f) != 0)
@@ -201,37 +236,48 @@ int main(int argc, char **argv)
 {
 	struct options o;
 	struct result res[NSIZES];
-	uint64_t have = 0, *t;
+	uint64_t have = 0, have_overlap = 0, *t;
+	volatile char *hot;
 	size_t n = 0;
-	int fd;
+	int fd, ofd;
 
 	parse_args(argc, argv, &o);
 	t = calloc(o.reps, sizeof(*t));
 	if (!t)
 		die("calloc");
 	fd = open(UMMUNOT_DEVICE_PATH, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
+	ofd = open(UMMUNOT_DEVICE_PATH, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 || ofd < 0)
 		die(UMMUNOT_DEVICE_PATH);
-	printf("%12s %10s %14s %14s %18s\n", "registrations", "fill_s",
-	       "munmap_med_ns", "munmap_p90_ns", "reg+unreg_med_ns");
+	hot = mmap(NULL, page_size(), PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (hot == MAP_FAILED)
+		die("mmap");
+	printf("%12s %10s %14s %14s %18s %20s\n", "registrations", "fill_s",
+	       "munmap_med_ns", "munmap_p90_ns", "reg+unreg_med_ns",
+	       "dontneed_overlap_ns");
 	for (size_t i = 0; i < NSIZES && sizes[i] <= o.max; i++) {
 		struct result *r = &res[n++];
 		uint64_t t0 = now_ns();
 
 		fill_to(fd, &have, sizes[i]);
+		fill_overlap_to(ofd, &have_overlap, sizes[i], (uint64_t)hot);
 		r->regs = have;
 		r->fill_s = (double)(now_ns() - t0) / 1e9;
 		measure_munmap(o.reps, t, r);
 		measure_pairs(fd, o.reps, have, t, r);
-		printf("%12llu %10.2f %14llu %14llu %18llu\n",
+		measure_dontneed(o.reps, hot, t, r);
+		printf("%12llu %10.2f %14llu %14llu %18llu %20llu\n",
 		       (unsigned long long)r->regs, r->fill_s,
 		       (unsigned long long)r->munmap_median_ns,
 		       (unsigned long long)r->munmap_p90_ns,
-		       (unsigned long long)r->pair_median_ns);
+		       (unsigned long long)r->pair_median_ns,
+		       (unsigned long long)r->dontneed_median_ns);
 		fflush(stdout);
 	}
 	if (o.json)
 		write_json(&o, res, n);
+	close(ofd);
 	close(fd);
 	free(t);
 	return 0;

@@ -1,6 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-only
-# Runs bench-kernel (munmap latency and REGISTER+UNREGISTER cost against the
+# Runs bench-kernel (munmap latency, REGISTER+UNREGISTER cost and the
+# MADV_DONTNEED latency of a page under all registrations, against the
 # number of registrations) in the VM against the freshly built module,
 # stores its JSON and prints a table.  A benchmark, not a test.
 #
@@ -42,14 +43,16 @@ python3 - "$out" <<'PY'
 import json, sys
 data = json.load(open(sys.argv[1]))
 print(f"kernel {data['kernel']}, {data['reps']} repetitions per cell: median (p10-p90), ns")
-rows = [("registrations", "munmap, unrelated page", "REGISTER+UNREGISTER")]
+rows = [("registrations", "munmap, unrelated page", "REGISTER+UNREGISTER",
+         "MADV_DONTNEED, page under all")]
 for r in data["results"]:
     rows.append((f"{r['registrations']:,}",
                  f"{r['munmap_median_ns']} ({r['munmap_p10_ns']}-{r['munmap_p90_ns']})",
-                 f"{r['reg_unreg_median_ns']} ({r['reg_unreg_p10_ns']}-{r['reg_unreg_p90_ns']})"))
-w = [max(len(row[i]) for row in rows) for i in range(3)]
+                 f"{r['reg_unreg_median_ns']} ({r['reg_unreg_p10_ns']}-{r['reg_unreg_p90_ns']})",
+                 f"{r['dontneed_overlap_median_ns']} ({r['dontneed_overlap_p10_ns']}-{r['dontneed_overlap_p90_ns']})"))
+w = [max(len(row[i]) for row in rows) for i in range(4)]
 for k, row in enumerate(rows):
     print("| " + " | ".join(c.rjust(w[i]) for i, c in enumerate(row)) + " |")
     if k == 0:
-        print("|" + "|".join("-" * (w[i] + 1) + ":" for i in range(3)) + "|")
+        print("|" + "|".join("-" * (w[i] + 1) + ":" for i in range(4)) + "|")
 PY

@@ -191,6 +191,108 @@ START_TEST(many_ranges_none_lost)
 }
 END_TEST
 
+#define THP_ENABLED "/sys/kernel/mm/transparent_hugepage/enabled"
+#define MIB (1024UL * 1024UL)
+
+/* The current THP mode ("always", "madvise" or "never"). */
+static void thp_mode(char *mode, size_t len)
+{
+	FILE *f = fopen(THP_ENABLED, "re");
+	char line[128], *l, *r;
+
+	ck_assert_msg(f != NULL, THP_ENABLED ": %s", strerror(errno));
+	ck_assert(fgets(line, sizeof(line), f) != NULL);
+	fclose(f);
+	l = strchr(line, '[');
+	r = l ? strchr(l, ']') : NULL;
+	ck_assert(l && r);
+	*r = 0;
+	snprintf(mode, len, "%s", l + 1);
+}
+
+static void set_thp_mode(const char *mode)
+{
+	FILE *f = fopen(THP_ENABLED, "we");
+
+	ck_assert_msg(f != NULL, THP_ENABLED ": %s", strerror(errno));
+	ck_assert(fputs(mode, f) >= 0);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* kB of AnonHugePages in the VMA that starts at p (from smaps). */
+static long anon_huge_kb(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	int in = 0;
+	long kb = -1;
+
+	ck_assert(f != NULL);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long s, e;
+
+		if (sscanf(line, "%llx-%llx ", &s, &e) == 2)
+			in = s == (uintptr_t)p;
+		else if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
+/*
+ * A neighbour's munmap ending inside a huge page splits it: the kernel
+ * invalidates the whole 2 MiB, but the frames behind the rest stay.  A
+ * registration there must get no event; one over the unmapped part must,
+ * and so must one under a huge page that is really zapped (which looks
+ * the same to a notifier).  Runs with THP as the system has it, opting
+ * in with MADV_HUGEPAGE ("never" is switched to "madvise" meanwhile).
+ */
+START_TEST(thp_split_keeps_neighbours)
+{
+	char saved[32];
+	char *raw, *p;
+	long huge_kb;
+	int fd;
+	struct kt_expect x[2];
+
+	thp_mode(saved, sizeof(saved));
+	if (!strcmp(saved, "never"))
+		set_thp_mode("madvise");
+	raw = mmap(NULL, 10 * MIB, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert(raw != MAP_FAILED);
+	p = (char *)(((uintptr_t)raw + 2 * MIB - 1) & ~(2 * MIB - 1));
+	ck_assert_int_eq(madvise(p, 8 * MIB, MADV_HUGEPAGE), 0);
+	/* Own VMA for [p, p+8M), so the smaps line starts at p. */
+	if (p != raw)
+		ck_assert_int_eq(munmap(raw, (size_t)(p - raw)), 0);
+	ck_assert_int_eq(munmap(p + 8 * MIB, 2 * MIB - (size_t)(p - raw)), 0);
+	for (size_t off = 0; off < 8 * MIB; off += kt_page())
+		p[off] = 1;
+	huge_kb = anon_huge_kb(p);
+	if (!strcmp(saved, "never"))
+		set_thp_mode("never");
+	ck_assert_msg(huge_kb >= 6 * 1024,
+		      "only %ld kB of huge pages: cannot test splits", huge_kb);
+
+	fd = kt_open_nb();
+	kt_register_ok(fd, (uintptr_t)p + 3 * MIB + 2 * kt_page(),
+		       (uintptr_t)p + 4 * MIB, 1);          /* untouched */
+	kt_register_ok(fd, (uintptr_t)p + 3 * MIB,
+		       (uintptr_t)p + 3 * MIB + kt_page(), 2); /* unmapped */
+	kt_register_ok(fd, (uintptr_t)p + 5 * MIB,
+		       (uintptr_t)p + 5 * MIB + kt_page(), 3); /* zapped */
+	ck_assert_int_eq(munmap(p, 3 * MIB + kt_page()), 0);
+	ck_assert_int_eq(madvise(p + 4 * MIB, 2 * MIB, MADV_DONTNEED), 0);
+	x[0] = (struct kt_expect){ 2, (uintptr_t)p + 3 * MIB,
+				   (uintptr_t)p + 3 * MIB + kt_page() };
+	x[1] = (struct kt_expect){ 3, (uintptr_t)p + 5 * MIB,
+				   (uintptr_t)p + 5 * MIB + kt_page() };
+	kt_expect_events(fd, NULL, 2, x);
+}
+END_TEST
+
 Suite *kt_features_suite(void)
 {
 	Suite *s = suite_create("features");
@@ -198,5 +300,6 @@ Suite *kt_features_suite(void)
 	KT_ADD_TESTS(s, "features", refuse_unwatchable, event_cause_unmapped);
 	KT_ADD_TESTS(s, "limits", per_user_region_limit, files_per_mm_limit);
 	KT_ADD_TESTS(s, "ranges", many_ranges_none_lost);
+	KT_ADD_TESTS(s, "thp", thp_split_keeps_neighbours);
 	return s;
 }
