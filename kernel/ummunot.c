@@ -366,10 +366,16 @@ merge:
  * (a candidate entry is never merged with another one but by widening,
  * which drops the candidacy), and that entry reports the registration.
  *
- * Page tables are read locklessly, as GUP-fast does: with interrupts off
- * they cannot be freed under us (TLB-flush IPIs or RCU table freeing), and
- * every entry is read once into a local copy.  A changing entry may be
- * misread as "changed", never as "unchanged": it is then reported.  Only
+ * Page tables are read locklessly, every entry once into a local copy,
+ * with interrupts off.  In the callback only down to the PMD entry of the
+ * invalidated address: the invalidating task keeps those tables alive for
+ * the invalidation (it holds mmap_lock or the rmap lock that free_pgtables
+ * needs, and is about to change them).  In read() the whole PTE table, of
+ * current's own mm, as GUP-fast does: with interrupts off, page tables
+ * cannot be freed under us (TLB-flush IPIs or RCU table freeing).  An
+ * entry read while it changes, or a stale table, can only make a page
+ * look changed when it was not, or unchanged when a *later* invalidation
+ * changed it -- and that one reports the registration by itself.  Only
  * built where PTE pages are always mapped (no HIGHPTE).
  */
 #if defined(CONFIG_TRANSPARENT_HUGEPAGE) && !defined(CONFIG_HIGHPTE)

@@ -19,7 +19,11 @@ quiet_write() {
 	fi
 }
 quiet_write 0 /proc/sys/kernel/numa_balancing
-quiet_write never /sys/kernel/mm/transparent_hugepage/enabled
+# UMMUNOT_THP=always keeps huge pages on (the suite must pass that way too:
+# most distributions default to it); khugepaged is still kept from
+# collapsing ranges behind the tests' backs.
+quiet_write "${UMMUNOT_THP:-never}" /sys/kernel/mm/transparent_hugepage/enabled
+quiet_write 0 /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none
 quiet_write never /sys/kernel/mm/transparent_hugepage/defrag
 quiet_write 0 /proc/sys/vm/compaction_proactiveness
 

@@ -29,6 +29,8 @@ struct fuzz {
 	char *gone;            /* an unmapped page */
 	char *edge;            /* last bytes before an unmapped page */
 	int ever_registered;
+	uint32_t features;     /* granted by the last EXCHANGE_FEATURES */
+	uint64_t vvar_start, vvar_end; /* the VM_PFNMAP mapping (ENXIO) */
 	int live[COOKIES];
 	struct { uint64_t start, end; } range[COOKIES];
 };
@@ -124,6 +126,11 @@ static void fuzz_register(struct fuzz *f)
 		FUZZ_ASSERT(f, e == EFAULT, "REGISTER bad pointer", e);
 		return;
 	}
+	if (valid && (f->features & UMMUNOT_FEATURE_REFUSE_UNWATCHABLE) &&
+	    r.start < f->vvar_end && f->vvar_start < r.end) {
+		FUZZ_ASSERT(f, e == ENXIO, "REGISTER over [vvar]", e);
+		return;
+	}
 	if (r.user_cookie >= COOKIES) {
 		FUZZ_ASSERT(f, e == (valid ? 0 : EINVAL), "REGISTER big cookie", e);
 		if (e == 0)
@@ -167,7 +174,9 @@ static void fuzz_unregister(struct fuzz *f)
 
 static void fuzz_features(struct fuzz *f)
 {
-	uint32_t v = (uint32_t)next(f);
+	const uint32_t supported = UMMUNOT_FEATURE_REFUSE_UNWATCHABLE |
+				   UMMUNOT_FEATURE_EVENT_CAUSE;
+	uint32_t want = (uint32_t)next(f), v = want;
 	int good, e;
 	void *arg = pick_ptr(f, &v, sizeof(v), &good);
 
@@ -178,7 +187,10 @@ static void fuzz_features(struct fuzz *f)
 	else if (f->ever_registered)
 		FUZZ_ASSERT(f, e == EINVAL, "EXCHANGE_FEATURES late", e);
 	else
-		FUZZ_ASSERT(f, e == 0 && v == 0, "EXCHANGE_FEATURES", e);
+		FUZZ_ASSERT(f, e == 0 && v == (want & supported),
+			    "EXCHANGE_FEATURES", e);
+	if (good && !e)
+		f->features = v;
 }
 
 /* Command numbers the VFS handles itself for any file: not ours to test. */
@@ -237,7 +249,10 @@ static void check_event(struct fuzz *f, const struct ummunot_event *e)
 	ck_assert_msg(e->type == UMMUNOT_EVENT_TYPE_INVAL && c < COOKIES &&
 		      f->live[c], "seed %u iteration %u: event type %u cookie %llu",
 		      fuzz_seed_used, f->iter, e->type, (unsigned long long)c);
-	ck_assert_msg(e->flags == UMMUNOT_EVENT_FLAG_HINT &&
+	ck_assert_msg((e->flags == UMMUNOT_EVENT_FLAG_HINT ||
+		       ((f->features & UMMUNOT_FEATURE_EVENT_CAUSE) &&
+			e->flags == (UMMUNOT_EVENT_FLAG_HINT |
+				     UMMUNOT_EVENT_FLAG_UNMAPPED))) &&
 		      e->hint_start < e->hint_end &&
 		      e->hint_start >= f->range[c].start &&
 		      e->hint_end <= f->range[c].end,
@@ -352,6 +367,26 @@ static void fuzz_step(struct fuzz *f)
 	fuzz_ops[i].run(f);
 }
 
+/* The vDSO data page: VM_IO | VM_PFNMAP, so REGISTER over it gets ENXIO. */
+static void find_vvar(struct fuzz *f)
+{
+	FILE *m = fopen("/proc/self/maps", "re");
+	char line[512];
+
+	ck_assert(m != NULL);
+	while (fgets(line, sizeof(line), m)) {
+		unsigned long long s, e;
+
+		if (strstr(line, "[vvar]") &&
+		    sscanf(line, "%llx-%llx", &s, &e) == 2) {
+			f->vvar_start = s;
+			f->vvar_end = e;
+		}
+	}
+	fclose(m);
+	ck_assert_msg(f->vvar_end, "no [vvar] mapping");
+}
+
 START_TEST(random_ioctl_fuzz)
 {
 	static struct fuzz f; /* static: kept off the stack, one run per process */
@@ -365,6 +400,7 @@ START_TEST(random_ioctl_fuzz)
 	memset(&f, 0, sizeof(f));
 	f.rng = 0x9e3779b97f4a7c15ULL ^ fuzz_seed_used;
 	f.fd = kt_open_nb();
+	find_vvar(&f);
 	f.scratch = kt_map_anon(SCRATCH_PAGES);
 	f.gone = kt_map_anon(1);
 	ck_assert_int_eq(munmap(f.gone, kt_page()), 0);
