@@ -42,12 +42,16 @@
  *     that sequence ends, i.e. until the page tables of the range no
  *     longer map the old pages.  It does so after dropping uf->lock.
  *
- * (d) Readiness is exact: every recorded range hits a registration still
- *     in the tree (UNREGISTER drains before removing one), so a file with
- *     recorded ranges has an INVAL to deliver.  A LAST event is only
- *     produced when the set is empty, under tree_lock, together with the
- *     counter value it reports: every invalidation that counter counts has
- *     been delivered as an INVAL before it.
+ * (d) Readiness: every recorded range hits a registration still in the
+ *     tree (UNREGISTER drains before removing one), so a file with recorded
+ *     ranges has an INVAL to deliver -- unless read() finds that the range
+ *     was a huge-page split that left the registration's frames in place
+ *     (see ummunot_split_unchanged()); then the file was readable and the
+ *     counter moved for nothing, which user space sees as EAGAIN.  A LAST
+ *     event is only produced when the set is empty, under tree_lock,
+ *     together with the counter value it reports: every invalidation that
+ *     counter counts has been delivered as an INVAL (or found harmless)
+ *     before it.
  *
  * (e) Nothing a user registers makes a kernel thread loop: the callback
  *     does O(log n) work plus O(UMMUNOT_NR_RANGES) on the set, per file.
@@ -1039,10 +1043,18 @@ static __poll_t ummunot_poll(struct file *filp, poll_table *wait)
 	return ummunot_readable(uf) ? EPOLLIN | EPOLLRDNORM : 0;
 }
 
-/*
- * Only the owner may subscribe to (or unsubscribe from) SIGIO.  fd is -1
- * when the VFS drops the subscription as the file is finally released,
- * which must always work.
+/**
+ * ummunot_fasync() - O_ASYNC on or off
+ * @fd:   the descriptor, or -1 when the VFS drops the subscription as the
+ *        file is finally released (which must always work)
+ * @filp: the file
+ * @on:   subscribe or unsubscribe
+ *
+ * Only the owner may subscribe to (or unsubscribe from) SIGIO.
+ *
+ * Context: process context (fcntl, ioctl(FIOASYNC) or the final fput).
+ *
+ * Return: as fasync_helper(), or -EIO for another process.
  */
 static int ummunot_fasync(int fd, struct file *filp, int on)
 {
@@ -1090,12 +1102,20 @@ static const struct vm_operations_struct ummunot_counter_vm_ops = {
 	.fault = ummunot_counter_fault,
 };
 
-/*
- * Map the counter page: one page, offset 0, shared, read-only and never
- * executable, for good.  The fd is read-only, so the VFS already refused
- * writable shared maps and turned VM_SHARED into plain VM_MAYSHARE; test
- * that.  Clearing VM_MAYWRITE and VM_MAYEXEC makes mprotect() refuse to
- * add either later.
+/**
+ * ummunot_mmap() - map the counter page
+ * @filp: the file
+ * @vma:  the new mapping
+ *
+ * One page, offset 0, shared, read-only and never executable, for good.
+ * The fd is read-only, so the VFS already refused writable shared maps
+ * and turned VM_SHARED into plain VM_MAYSHARE; test that.  Clearing
+ * VM_MAYWRITE and VM_MAYEXEC makes mprotect() refuse to add either later.
+ *
+ * Context: process context, mmap_lock held for writing.
+ *
+ * Return: 0, -EIO for another process, -EPERM for a writable or
+ * executable mapping, -EINVAL for any other shape.
  */
 static int ummunot_mmap(struct file *filp, struct vm_area_struct *vma)
 {
@@ -1254,10 +1274,18 @@ free:
 	return ret;
 }
 
-/*
- * The last reference is gone, possibly from another process or after the
- * mm exited: the mmgrab() keeps the mm's notifier state valid until the
- * notifier is removed.  Once it is, no callback can look at the tree.
+/**
+ * ummunot_release() - the last reference to the file is gone
+ * @inode: the device inode
+ * @filp:  the file
+ *
+ * Possibly from another process or after the mm exited: the mmgrab()
+ * keeps the mm's notifier state valid until the notifier is removed.
+ * Once it is, no callback can look at the tree, so it is freed unlocked.
+ *
+ * Context: process context of the final fput (any task); sleeps.
+ *
+ * Return: 0.
  */
 static int ummunot_release(struct inode *inode, struct file *filp)
 {
