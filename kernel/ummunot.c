@@ -604,12 +604,14 @@ static void ummunot_apply_drained(struct ummunot_file *uf,
 	ummunot_update_ready(uf);
 }
 
-/* Match every recorded range to the registrations it hits. */
+/*
+ * Match every recorded range to the registrations it hits.  Always under
+ * tree_lock, never a lockless peek: a reader that saw the counter move
+ * must see the range recorded with it (both are written under the lock).
+ */
 static void ummunot_collect(struct ummunot_file *uf)
 {
 	lockdep_assert_held(&uf->lock);
-	if (!READ_ONCE(uf->nr_ranges))
-		return;
 	spin_lock(&uf->tree_lock);
 	ummunot_drain(uf);
 	spin_unlock(&uf->tree_lock);
@@ -900,10 +902,19 @@ static long ummunot_ioctl(struct file *filp, unsigned int cmd,
 	}
 }
 
-/* Lockless: for poll and for not queueing behind uf->lock needlessly. */
+/*
+ * For poll and for not queueing behind uf->lock needlessly.  Under
+ * tree_lock, so that a caller that saw the counter move also sees the
+ * range recorded with it.
+ */
 static bool ummunot_readable(struct ummunot_file *uf)
 {
-	return READ_ONCE(uf->ready) || READ_ONCE(uf->nr_ranges);
+	bool readable;
+
+	spin_lock(&uf->tree_lock);
+	readable = READ_ONCE(uf->ready) || uf->nr_ranges;
+	spin_unlock(&uf->tree_lock);
+	return readable;
 }
 
 /*
