@@ -11,10 +11,10 @@
 #                          what is built in)
 # DIR is $UMMUNOT_DEBUG_KERNEL_CACHE (default /var/tmp/ummunot-debug-kernel)
 # /KEY, KEY a hash of the config fragment, the source package's version, the
-# compiler and this script: a change to any of them builds a new kernel; an
-# unchanged one reuses the finished build.  Concurrent callers wait for one
-# build (flock).  The build runs under nice -n 10 on all CPUs; its log is
-# DIR.log.
+# compiler and RECIPE below: a change to any of them builds a new kernel (and
+# removes the old ones); an unchanged one reuses the finished build.
+# Concurrent callers wait for one build (flock).  The build runs under
+# nice -n 10 on all CPUs; its log is DIR.log.
 set -eu -o pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +22,8 @@ FRAGMENT=$SCRIPT_DIR/debug.config
 SOURCE_PACKAGE=linux-source-6.1
 SOURCE_TARBALL=/usr/src/linux-source-6.1.tar.xz
 CACHE=${UMMUNOT_DEBUG_KERNEL_CACHE:-/var/tmp/ummunot-debug-kernel}
+# Bump when a change to this script changes the kernel or the layout of DIR.
+RECIPE=1
 
 die() {
 	echo "debug-kernel/build.sh: $*" >&2
@@ -41,7 +43,7 @@ cache_key() {
 		printf 'source %s %s\n' "$SOURCE_PACKAGE" "$version"
 		gcc --version | head -n 1
 		sha256sum <"$FRAGMENT"
-		sha256sum <"${BASH_SOURCE[0]}"
+		printf 'recipe %s\n' "$RECIPE"
 	} | sha256sum | cut -c1-16
 }
 
@@ -96,6 +98,18 @@ build() { # DIR
 	say "built $release in $(($(date +%s) - start)) s"
 }
 
+# A kernel tree is a few GiB: keep only the current one.
+remove_other_builds() { # KEY
+	local old
+	for old in "$CACHE"/*; do
+		[ -e "$old" ] || continue
+		case ${old##*/} in
+		"$1" | "$1".log) ;;
+		*) rm -rf "$old" ;;
+		esac
+	done
+}
+
 main() {
 	local key dir
 	command -v flock >/dev/null || die "flock not found (util-linux)"
@@ -111,6 +125,7 @@ main() {
 			tail -n 40 "$dir.log" >&2
 			die "the debug kernel build failed (log: $dir.log)"
 		}
+		remove_other_builds "$key"
 	fi
 	printf '%s\n' "$dir"
 }
