@@ -14,7 +14,8 @@
 # compiler and RECIPE below: a change to any of them builds a new kernel (and
 # removes the old ones); an unchanged one reuses the finished build.
 # Concurrent callers wait for one build (flock).  The build runs under
-# nice -n 10 on all CPUs; its log is DIR.log.
+# nice -n 10 with $UMMUNOT_DEBUG_KERNEL_JOBS jobs (default: one per CPU);
+# its log is DIR.log.
 set -eu -o pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -80,7 +81,8 @@ configure() { # TREE
 build() { # DIR
 	local dir=$1 stage jobs release start
 	start=$(date +%s)
-	jobs=$(nproc)
+	jobs=${UMMUNOT_DEBUG_KERNEL_JOBS:-$(nproc)}
+	[[ $jobs =~ ^[1-9][0-9]*$ ]] || die "UMMUNOT_DEBUG_KERNEL_JOBS must be a positive number"
 	stage=$(mktemp -d "$dir.stage.XXXXXX")
 	say "unpacking $SOURCE_TARBALL"
 	tar -xJf "$SOURCE_TARBALL" -C "$stage"
