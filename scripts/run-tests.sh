@@ -2,21 +2,65 @@
 # The project's test command.
 # Usage: scripts/run-tests.sh [BUILD_DIR]     (default: $BUILD_DIR or "build")
 #
-# 1. configures BUILD_DIR against the installed Debian kernel's headers and
-#    builds everything, the kernel module included (missing headers or
-#    module = failure: nothing is skipped silently);
+# 1. configures BUILD_DIR against the headers of Debian 12's default kernel
+#    (6.1) and builds everything, the kernel module included (missing
+#    headers or module = failure: nothing is skipped silently);
 # 2. runs the VM harness self-test (it must be able to fail);
-# 3. runs every meson test (suites unit, lint, vm) one at a time;
-# 4. builds BUILD_DIR-san with ASan+UBSan and runs the unit suite again.
-# Any failed, skipped or missing test counts as a failure.  The last line is
-# "tests: N passed, N failed"; the exit status is nonzero if N failed > 0.
+# 3. runs every meson test (suites unit, lint, vm) one at a time, the VM
+#    booting that 6.1 kernel;
+# 4. builds BUILD_DIR-san with ASan+UBSan and runs the unit suite again;
+# 5. the kernel matrix: for each other kernel (KERNEL_MATRIX below) a build
+#    directory BUILD_DIR-KERNEL against its headers, and the listed VM tests
+#    booting it -- Debian's 6.12, the PREEMPT_RT flavours of 6.1 and 6.12,
+#    and a 6.1 debug kernel (KASAN, lockdep, ...) built once by
+#    scripts/debug-kernel/build.sh and cached, plus a long fuzz run on it;
+# 6. compiles the module against every other kernel flavour whose headers
+#    Debian 12 ships (COMPILE_ONLY below).
+# Any failed, skipped or missing test counts as a failure, and so does a
+# kernel that is not installed.  Before the summary comes a table kernel x
+# test -> result.  The last line is "tests: N passed, N failed"; the exit
+# status is nonzero if N failed > 0.
+#
+# UMMUNOT_KERNELS="6.1 6.12 ..." limits the matrix for a quick local run;
+# each kernel left out is reported and counted as a failure (CI runs all).
 set -eu -o pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REQUIRED_SUITES=(unit lint vm)
+DEFAULT_KERNEL=6.1
+
+# The kernel matrix beyond the default build: KERNEL TEST...
+# KERNEL is a flavour of scripts/vm/kernel-version.sh, or "debug" (the
+# kernel of scripts/debug-kernel/build.sh).  TESTs are meson test names;
+# "fuzz" is the long fuzz run (FUZZ_OPS operations), not a meson test.
+# The kernel suite runs everywhere; the shim, uffd, MPI and DKMS VM tests on
+# the newest generic and the newest RT kernel.
+KERNEL_MATRIX=(
+	"6.12 vm-kernel vm-shim vm-shim-uffd mpi-integrity-vm dkms-module-udev-vm"
+	"6.1-rt vm-kernel"
+	"6.12-rt vm-kernel vm-shim vm-shim-uffd mpi-integrity-vm dkms-module-udev-vm"
+	"debug vm-kernel vm-shim fuzz"
+)
+# The tests of the default build shown in the matrix table.
+DEFAULT_KERNEL_TESTS=(vm-kernel vm-shim vm-shim-uffd mpi-integrity-vm dkms-module-udev-vm)
+# KASAN + lockdep under TCG: timeouts (meson's and the harness's, and Check's
+# in the guest) stretch by this factor on the debug kernel.
+DEBUG_TIMEOUT_FACTOR=4
+FUZZ_OPS=1000000
+FUZZ_TIMEOUT=900
+# Headers metapackages the module must (only) compile against.
+COMPILE_ONLY=(linux-headers-cloud-amd64 linux-headers-6.12-cloud-amd64)
+
 passed=0
 failed=0
 problems=()
+# "KERNEL TEST" -> ok / FAIL / ... for the table.
+declare -A matrix_result=()
+matrix_kernels=()
+# Variables naming the kernel the VM boots, for the tests being run.
+KERNEL_ENV=()
+# The main build directory (command line); the others are named after it.
+BUILD=build
 
 say() {
 	printf '\n=== run-tests: %s\n' "$*"
@@ -30,8 +74,27 @@ problem() {
 	echo "run-tests: FAILED: $*" >&2
 }
 
+print_matrix() {
+	local tests=(compile "${DEFAULT_KERNEL_TESTS[@]}" fuzz) kernel test
+	[ ${#matrix_kernels[@]} -gt 0 ] || return 0
+	say "kernel matrix (ok = passed, - = not part of the matrix)"
+	printf '%-34s' kernel
+	for test in "${tests[@]}"; do
+		printf ' %s' "$test"
+	done
+	printf '\n'
+	for kernel in "${matrix_kernels[@]}"; do
+		printf '%-34s' "$kernel"
+		for test in "${tests[@]}"; do
+			printf " %-${#test}s" "${matrix_result["$kernel $test"]:--}"
+		done
+		printf '\n'
+	done
+}
+
 summary_and_exit() {
 	local p
+	print_matrix
 	say "summary"
 	for p in "${problems[@]}"; do
 		echo "  FAILED: $p"
@@ -43,16 +106,36 @@ summary_and_exit() {
 	exit 0
 }
 
-kernel_headers() {
-	local kver dir
-	kver=$("$REPO/scripts/vm/kernel-version.sh") || return 1
-	dir=/usr/src/linux-headers-$kver
+# ---- kernels ----------------------------------------------------------------
+
+headers_of_release() { # RELEASE
+	local dir=/usr/src/linux-headers-$1
 	if [ ! -f "$dir/Makefile" ]; then
-		echo "run-tests: no kernel headers in $dir (install linux-headers-amd64)" >&2
+		echo "run-tests: no kernel headers in $dir" >&2
 		return 1
 	fi
 	printf '%s\n' "$dir"
 }
+
+# The release a headers metapackage currently points at.
+headers_package_release() { # METAPACKAGE
+	local status
+	status=$(dpkg-query -W -f '${db:Status-Abbrev}' "$1" 2>/dev/null) || status=
+	case $status in
+	ii*) ;;
+	*) echo "run-tests: $1 is not installed" >&2; return 1 ;;
+	esac
+	dpkg-query -W -f '${Depends}\n' "$1" | tr ',' '\n' |
+		sed -n 's/^ *linux-headers-\([^ ]*\).*/\1/p' | head -n 1
+}
+
+# Is KERNEL part of this run?  All are, unless UMMUNOT_KERNELS says otherwise.
+kernel_selected() { # KERNEL
+	[ -z "${UMMUNOT_KERNELS:-}" ] && return 0
+	[[ " $UMMUNOT_KERNELS " == *" $1 "* ]]
+}
+
+# ---- building and running ---------------------------------------------------
 
 configure() { # BUILD_DIR MESON_OPTIONS...
 	local dir=$1
@@ -88,18 +171,19 @@ run_selftest() {
 # Reads meson's testlog.json (absent when nothing ran) and the test list
 # from `meson introspect --tests` (this meson's testlog names no suites).
 # Prints "PASSED FAILED", then one line per test that did not pass, then
-# "suite NAME COUNT" per defined suite.  OK and EXPECTEDFAIL pass; SKIP,
-# FAIL, TIMEOUT, ERROR, ... do not.
+# "suite NAME COUNT" per defined suite, then "result NAME RESULT" per test
+# that ran.  OK and EXPECTEDFAIL pass; SKIP, FAIL, TIMEOUT, ERROR, ... do not.
 parse_results() { # TESTLOG INTROSPECT_JSON
-	python3 - "$1" "$2" <<'EOF'
+	python3 - "$1" "$2" <<'PYTHON'
 import collections, json, os, sys
-passed, failed, bad = 0, 0, []
+passed, failed, bad, results = 0, 0, [], []
 if os.path.exists(sys.argv[1]):
     with open(sys.argv[1]) as log:
         for line in log:
             if not line.strip():
                 continue
             test = json.loads(line)
+            results.append((test["name"], test["result"]))
             if test["result"] in ("OK", "EXPECTEDFAIL"):
                 passed += 1
             else:
@@ -115,20 +199,27 @@ for line in bad:
     print(line)
 for name, count in suites.items():
     print("suite", name, count)
-EOF
+for name, result in results:
+    print("result", name.split(":")[-1].strip(), result)
+PYTHON
 }
 
-# Runs meson test in BUILD_DIR and adds its results to the totals.
-run_meson_tests() { # BUILD_DIR REQUIRED_SUITE... -- MESON_TEST_ARGS...
-	local dir=$1 required=() log defined parsed counts line suite
-	shift
+# Runs meson test in BUILD_DIR and adds its results to the totals; records
+# the result of each test named in the matrix under KERNEL.  Every name in
+# EXPECTED must have run.
+# run_meson_tests BUILD_DIR KERNEL REQUIRED_SUITE... -- EXPECTED... -- MESON_TEST_ARGS...
+run_meson_tests() {
+	local dir=$1 kernel=$2 required=() expected=() log defined parsed counts line suite name
+	shift 2
 	while [ "$1" != -- ]; do required+=("$1"); shift; done
+	shift
+	while [ "$1" != -- ]; do expected+=("$1"); shift; done
 	shift
 	log=$dir/meson-logs/testlog.json
 	defined=$dir/meson-logs/tests-defined.json
 	rm -f "$log"
-	say "meson test -C $dir $*"
-	meson test -C "$dir" --print-errorlogs "$@" || true
+	say "meson test -C $dir $* (kernel $kernel)"
+	env "${KERNEL_ENV[@]}" meson test -C "$dir" --print-errorlogs "$@" || true
 	meson introspect --tests "$dir" >"$defined" || { problem "meson introspect in $dir"; return; }
 	parsed=$(parse_results "$log" "$defined") || { problem "cannot read the results in $dir"; return; }
 	counts=$(head -n 1 <<<"$parsed")
@@ -137,6 +228,13 @@ run_meson_tests() { # BUILD_DIR REQUIRED_SUITE... -- MESON_TEST_ARGS...
 	while IFS= read -r line; do
 		case $line in
 		"suite "*) ;;
+		"result "*)
+			line=${line#result }
+			name=${line% *}
+			case ${line##* } in
+			OK | EXPECTEDFAIL) matrix_result["$kernel $name"]=ok ;;
+			*) matrix_result["$kernel $name"]=${line##* } ;;
+			esac ;;
 		*) problems+=("$dir: $line") ;;
 		esac
 	done < <(tail -n +2 <<<"$parsed")
@@ -146,30 +244,165 @@ run_meson_tests() { # BUILD_DIR REQUIRED_SUITE... -- MESON_TEST_ARGS...
 		problem "$dir: no tests in suite '$suite'"
 		missing=yes
 	done
+	for name in "${expected[@]}"; do
+		grep -q "^result $name " <<<"$parsed" && continue
+		problem "$dir: test '$name' did not run (kernel $kernel)"
+		matrix_result["$kernel $name"]=MISSING
+		missing=yes
+	done
 	[ -f "$log" ] || [ "$missing" = yes ] ||
 		problem "meson test in $dir ran nothing (no testlog.json)"
 }
 
-main() {
-	local build=${1:-${BUILD_DIR:-build}} headers
-	local san_build=$build-san
-	cd "$REPO"
-	headers=$(kernel_headers) || { problem "kernel headers"; summary_and_exit; }
-	local options=("-Dkernel_dir=$headers" -Dtests=true)
+# The fuzz run: the kernel tests' fuzz suite with FUZZ_OPS operations.  It
+# passes only if the program says it ran that many: a fuzz that ignored
+# UMMUNOT_FUZZ_OPS must not pass for a 10^6-operation run.
+run_fuzz() { # BUILD_DIR KERNEL
+	local dir=$1 kernel=$2 status=0 log
+	log=$dir/fuzz-$FUZZ_OPS.log
+	say "fuzz: $FUZZ_OPS operations (kernel $kernel)"
+	env "${KERNEL_ENV[@]}" "$REPO/scripts/vm/run-vm.sh" --module "$dir/kernel/ummunot.ko" \
+		--timeout "$FUZZ_TIMEOUT" --env CK_RUN_SUITE=fuzz \
+		--env CK_DEFAULT_TIMEOUT="$FUZZ_TIMEOUT" \
+		--env UMMUNOT_FUZZ_OPS="$FUZZ_OPS" -- \
+		"$REPO/test/kernel/run-in-guest.sh" "$dir/test/kernel/kernel-tests" 2>&1 |
+		tee "$log" || status=$?
+	if [ "$status" -eq 0 ] &&
+		! grep -Eq "^fuzz: seed [0-9]+, $FUZZ_OPS (iterations|operations)" "$log"; then
+		echo "run-tests: the fuzz run did not report $FUZZ_OPS operations" >&2
+		status=1
+	fi
+	if [ "$status" -eq 0 ]; then
+		passed=$((passed + 1))
+		matrix_result["$kernel fuzz"]=ok
+	else
+		problem "fuzz run of $FUZZ_OPS operations on kernel $kernel (see $log)"
+		matrix_result["$kernel fuzz"]=FAIL
+	fi
+}
 
+# One row of the matrix: build against KERNEL's tree, run TESTs booting it.
+run_kernel() { # KERNEL TEST...
+	local kernel=$1 build=$BUILD-$1 release tree env=() meson_tests=() test
+	local fuzz=no factor=1
+	shift
+	for test in "$@"; do
+		case $test in
+		fuzz) fuzz=yes ;;
+		*) meson_tests+=("$test") ;;
+		esac
+	done
+	if [ "$kernel" = debug ]; then
+		say "debug kernel (scripts/debug-kernel/build.sh; cached)"
+		local dk_dir
+		dk_dir=$("$REPO/scripts/debug-kernel/build.sh") || {
+			problem "building the debug kernel"
+			matrix_kernels+=("debug (not built)")
+			return
+		}
+		release=$(cat "$dk_dir/release")
+		tree=$dk_dir/build
+		factor=$DEBUG_TIMEOUT_FACTOR
+		env=(UMMUNOT_KERNEL_DIR="$dk_dir" UMMUNOT_VM_TIMEOUT_FACTOR="$factor")
+	else
+		release=$("$REPO/scripts/vm/kernel-version.sh" "$kernel") || {
+			problem "kernel $kernel is not installed"
+			matrix_kernels+=("$kernel (not installed)")
+			return
+		}
+		tree=$(headers_of_release "$release") || {
+			problem "kernel $kernel ($release): headers missing"
+			matrix_kernels+=("$kernel ($release)")
+			return
+		}
+		env=(UMMUNOT_KVER="$release")
+	fi
+	local row="$kernel ($release)"
+	matrix_kernels+=("$row")
+	configure_and_build "$build" "-Dkernel_dir=$tree" -Dtests=true || return
+	[ -f "$build/kernel/ummunot.ko" ] || { problem "$build/kernel/ummunot.ko was not built"; return; }
+	matrix_result["$row compile"]=ok
+	KERNEL_ENV=("${env[@]}")
+	if [ ${#meson_tests[@]} -gt 0 ]; then
+		run_meson_tests "$build" "$row" -- "${meson_tests[@]}" -- \
+			--num-processes 1 --timeout-multiplier "$factor" "${meson_tests[@]}"
+	fi
+	[ "$fuzz" = no ] || run_fuzz "$build" "$row"
+	KERNEL_ENV=()
+}
+
+# Compile-only: the module against a kernel tree nothing here boots.
+compile_only() { # HEADERS_METAPACKAGE
+	local release tree out
+	release=$(headers_package_release "$1") || release=
+	[ -n "$release" ] || { problem "compile-only: $1 is not installed"; return; }
+	tree=$(headers_of_release "$release") ||
+		{ problem "compile-only: no headers tree for $release ($1)"; return; }
+	out=$BUILD/compile-only/$release
+	say "compile-only: the module against $release"
+	rm -rf "$out"
+	if "$REPO/kernel/build-module.sh" "$tree" "$REPO/kernel" "$REPO/include" "$out" &&
+		[ "$(modinfo -F vermagic "$out/ummunot.ko" | cut -d' ' -f1)" = "$release" ]; then
+		passed=$((passed + 1))
+		matrix_kernels+=("$release")
+		matrix_result["$release compile"]=ok
+	else
+		problem "compile-only: the module does not build against $release"
+		matrix_kernels+=("$release")
+		matrix_result["$release compile"]=FAIL
+	fi
+}
+
+run_default_kernel() { # BUILD_DIR
+	local build=$1 release headers row
+	local san_build=$build-san
+	release=$("$REPO/scripts/vm/kernel-version.sh" "$DEFAULT_KERNEL") ||
+		{ problem "the default kernel $DEFAULT_KERNEL is not installed"; return; }
+	headers=$(headers_of_release "$release") ||
+		{ problem "kernel $DEFAULT_KERNEL ($release): headers missing (install linux-headers-amd64)"; return; }
+	row="$DEFAULT_KERNEL ($release)"
+	matrix_kernels+=("$row")
+	local options=("-Dkernel_dir=$headers" -Dtests=true)
+	KERNEL_ENV=(UMMUNOT_KVER="$release")
 	if configure_and_build "$build" "${options[@]}"; then
 		if [ -f "$build/kernel/ummunot.ko" ]; then
+			matrix_result["$row compile"]=ok
 			run_selftest "$build/vm-selftest.log"
-			run_meson_tests "$build" "${REQUIRED_SUITES[@]}" -- --num-processes 1
+			run_meson_tests "$build" "$row" "${REQUIRED_SUITES[@]}" -- \
+				"${DEFAULT_KERNEL_TESTS[@]}" -- --num-processes 1
 		else
 			problem "$build/kernel/ummunot.ko was not built"
 		fi
 	fi
+	KERNEL_ENV=()
 
 	if configure_and_build "$san_build" "${options[@]}" \
 		-Db_sanitize=address,undefined -Db_lundef=false; then
-		run_meson_tests "$san_build" unit -- --suite unit
+		run_meson_tests "$san_build" "$row (ASan)" unit -- -- --suite unit
 	fi
+}
+
+main() {
+	local row kernel pkg
+	BUILD=${1:-${BUILD_DIR:-build}}
+	cd "$REPO"
+	if kernel_selected "$DEFAULT_KERNEL"; then
+		run_default_kernel "$BUILD"
+	else
+		problem "kernel $DEFAULT_KERNEL not run (UMMUNOT_KERNELS=$UMMUNOT_KERNELS)"
+	fi
+	for row in "${KERNEL_MATRIX[@]}"; do
+		read -r -a row <<<"$row"
+		kernel=${row[0]}
+		if kernel_selected "$kernel"; then
+			run_kernel "${row[@]}"
+		else
+			problem "kernel $kernel not run (UMMUNOT_KERNELS=$UMMUNOT_KERNELS)"
+		fi
+	done
+	for pkg in "${COMPILE_ONLY[@]}"; do
+		compile_only "$pkg"
+	done
 	summary_and_exit
 }
 

@@ -86,6 +86,15 @@ set_hostname() {
 	ip link set lo up
 }
 
+# A kernel that is not installed on the host (the debug kernel) brings its
+# own /lib/modules/RELEASE; the host's directories are hidden.
+mount_modules_dir() {
+	step="mounting $MODULES_DIR at /lib/modules/${MODULES_DIR##*/}"
+	mount -t tmpfs -o mode=755 tmpfs /lib/modules
+	mkdir "/lib/modules/${MODULES_DIR##*/}"
+	mount --bind "$MODULES_DIR" "/lib/modules/${MODULES_DIR##*/}"
+}
+
 load_test_module() {
 	step="insmod $MODULE ${MODULE_PARAMS[*]}"
 	insmod "$MODULE" "${MODULE_PARAMS[@]}"
@@ -115,11 +124,13 @@ mount_runtime_fs
 mount_result_dir
 set_hostname
 step="reading $VM_DIR/config"
-# Defines MODULE (path or empty), MODULE_PARAMS (array), RDMA (0/1) and
-# JOB_DIR (the directory the job runs in).
+# Defines MODULE (path or empty), MODULE_PARAMS (array), RDMA (0/1),
+# MODULES_DIR (the kernel's own modules directory, or empty for the host's)
+# and JOB_DIR (the directory the job runs in).
 # shellcheck source=/dev/null
 . "$VM_DIR/config"
 bind_job_dir
+[ -z "$MODULES_DIR" ] || mount_modules_dir
 [ -z "$MODULE" ] || load_test_module
 [ "$RDMA" = 0 ] || setup_rdma
 step="running the job"

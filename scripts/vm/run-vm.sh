@@ -12,10 +12,10 @@ set -eu -o pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HARNESS_FAILURE=99
 
-# The modules the initramfs needs to mount the host root over virtio-9p,
-# in load order (dependencies first).
-INITRAMFS_MODULES=(virtio_ring virtio virtio_pci_modern_dev
-	virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p)
+# What the initramfs needs to mount the host root over virtio-9p; modprobe
+# adds their dependencies from the kernel's modules.dep, in load order, and
+# leaves out whatever the kernel has built in (modules.builtin).
+INITRAMFS_NEEDS=(virtio_pci 9pnet_virtio 9p)
 
 # Kernel log lines that mean the kernel under test misbehaved.
 BAD_LOG_PATTERN='BUG[: ]|WARNING:|Oops|general protection fault|Call Trace|'\
@@ -56,8 +56,14 @@ Options:
                          $UMMUNOT_VM_OUT; the guest's kernel log lands in DIR/dmesg.txt
   --selftest             prove the harness reports exit codes and bad kernel logs
 
-Environment: UMMUNOT_KVER (kernel version), UMMUNOT_VM_CACHE (initramfs
-cache directory, default /var/tmp/ummunot-vm-<version>).
+Environment: UMMUNOT_KVER (release of an installed kernel to boot; default:
+the one scripts/vm/kernel-version.sh picks, Debian's 6.1), UMMUNOT_KERNEL_DIR
+(boot a kernel built by scripts/debug-kernel/build.sh instead: its
+directory), UMMUNOT_VM_CACHE (initramfs cache directory, default
+/var/tmp/ummunot-vm-<release>), UMMUNOT_VM_TIMEOUT_FACTOR (positive integer,
+default 1: multiplies --timeout and is the guest's CK_TIMEOUT_MULTIPLIER,
+for slow debug kernels).  A --module built for another kernel than the one
+booted is refused.
 EOF
 }
 
@@ -72,6 +78,7 @@ MODULE_PATH=
 MODULE_PARAMS=()
 RDMA=0
 TIMEOUT=600
+TIMEOUT_FACTOR=${UMMUNOT_VM_TIMEOUT_FACTOR:-1}
 OUT_DIR=
 OUT_DIR_IS_OURS=no
 ENV_VARS=()
@@ -102,6 +109,10 @@ parse_args() {
 check_args() {
 	[ ${#CMD[@]} -gt 0 ] || die "no command given after --"
 	[[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout wants a positive number of seconds"
+	[[ $TIMEOUT_FACTOR =~ ^[1-9][0-9]*$ ]] ||
+		die "UMMUNOT_VM_TIMEOUT_FACTOR wants a positive integer, not '$TIMEOUT_FACTOR'"
+	TIMEOUT=$((TIMEOUT * TIMEOUT_FACTOR))
+	[ "$TIMEOUT_FACTOR" -eq 1 ] || ENV_VARS=("CK_TIMEOUT_MULTIPLIER=$TIMEOUT_FACTOR" "${ENV_VARS[@]}")
 	[ -z "$MODULE_PATH" ] || [ -f "$MODULE_PATH" ] || die "no module file $MODULE_PATH"
 	[ -n "$MODULE_PATH" ] || [ ${#MODULE_PARAMS[@]} -eq 0 ] ||
 		die "--module-param without --module"
@@ -125,16 +136,50 @@ check_cwd_visible() {
 
 # ---- initramfs ------------------------------------------------------------
 
-# Prints the path of a module's file, or nothing if it is built in.
-module_file() { # KVER NAME
-	local path
-	path=$(modinfo -k "$1" -n "$2" 2>/dev/null) || die "module $2 not found for kernel $1"
-	case $path in
-	"(builtin)") return ;;
-	*.ko | *.ko.*) [ -f "$path" ] || die "module $2 of kernel $1: no file $path" ;;
-	*) die "module $2 of kernel $1: unexpected modinfo answer '$path'" ;;
-	esac
-	printf '%s\n' "$path"
+# ---- the kernel ----------------------------------------------------------------
+
+# An installed Debian kernel (/boot, /lib/modules), or one built by
+# scripts/debug-kernel/build.sh (UMMUNOT_KERNEL_DIR: bzImage, release,
+# root/lib/modules/RELEASE).
+KERNEL_IMAGE=
+MODULES_ROOT=/
+
+select_kernel() { # KVER
+	if [ -n "${UMMUNOT_KERNEL_DIR:-}" ]; then
+		KERNEL_IMAGE=$UMMUNOT_KERNEL_DIR/bzImage
+		MODULES_ROOT=$UMMUNOT_KERNEL_DIR/root
+	else
+		KERNEL_IMAGE=/boot/vmlinuz-$1
+	fi
+	[ -f "$KERNEL_IMAGE" ] || die "no kernel image $KERNEL_IMAGE"
+	[ -f "$MODULES_ROOT/lib/modules/$1/modules.dep" ] ||
+		die "no $MODULES_ROOT/lib/modules/$1/modules.dep (kernel $1 installed incompletely?)"
+}
+
+# insmod refuses a module built for another kernel with a terse "Invalid
+# module format": say which kernels they are.  A file modinfo cannot read
+# is left for insmod to refuse in the guest.
+check_module_matches() { # KVER
+	local vermagic
+	[ -n "$MODULE_PATH" ] || return 0
+	vermagic=$(modinfo -F vermagic "$MODULE_PATH" 2>/dev/null) || return 0
+	[ -n "$vermagic" ] || return 0
+	[ "${vermagic%% *}" = "$1" ] ||
+		die "$MODULE_PATH was built for kernel ${vermagic%% *}, but the VM boots $1 (set UMMUNOT_KVER or UMMUNOT_KERNEL_DIR, or rebuild against that kernel)"
+}
+
+# Prints the files of the modules the initramfs must load, in load order.
+initramfs_module_files() { # KVER
+	local deps line
+	deps=$(modprobe --show-depends -d "$MODULES_ROOT" -S "$1" -a "${INITRAMFS_NEEDS[@]}") ||
+		die "modprobe cannot resolve ${INITRAMFS_NEEDS[*]} for kernel $1"
+	while read -r line; do
+		case $line in
+		"insmod "*) line=${line#insmod }; printf '%s\n' "${line%% *}" ;;
+		"builtin "*) ;;
+		*) die "unexpected line from modprobe --show-depends: $line" ;;
+		esac
+	done <<<"$deps" | awk '!seen[$0]++'
 }
 
 # busybox insmod may not decompress modules: store them decompressed.
@@ -186,14 +231,16 @@ populate_initramfs() { # DIR BUSYBOX MODULE_FILES...
 # The image is written under a temporary name and renamed, so concurrent
 # runs never see a partial file.
 ensure_initramfs() { # KVER
-	local kver=$1 cache bb key image stage mod file
+	local kver=$1 cache bb key image stage list file
 	local files=()
 	cache=${UMMUNOT_VM_CACHE:-/var/tmp/ummunot-vm-$kver}
 	bb=$(busybox_binary)
-	for mod in "${INITRAMFS_MODULES[@]}"; do
-		file=$(module_file "$kver" "$mod")
-		[ -z "$file" ] || files+=("$file")
-	done
+	list=$(initramfs_module_files "$kver")
+	while IFS= read -r file; do
+		[ -n "$file" ] || continue
+		[ -f "$file" ] || die "kernel $kver: no module file $file"
+		files+=("$file")
+	done <<<"$list"
 	key=$(initramfs_inputs "$kver" "$bb" "${files[@]}" | sha256sum | cut -c1-16)
 	image=$cache/initramfs-$key.cpio
 	if [ ! -f "$image" ]; then
@@ -235,9 +282,15 @@ write_boot_env() {
 	} >"$OUT_DIR/.vm/boot.env"
 }
 
+# The guest sees the host's /lib/modules; a kernel that is not installed
+# there brings its own (modprobe needs it, if only for modules.builtin).
+guest_modules_dir() { # KVER
+	[ "$MODULES_ROOT" = / ] || printf '%s\n' "$MODULES_ROOT/lib/modules/$1"
+}
+
 # The module is copied into the result directory: the guest may not see
 # its original path (e.g. under /tmp, which the guest covers with a tmpfs).
-write_config() {
+write_config() { # KVER
 	local guest_module=
 	if [ -n "$MODULE_PATH" ]; then
 		guest_module=$OUT_DIR/.vm/$(basename "${MODULE_PATH%.ko*}").ko
@@ -249,6 +302,7 @@ write_config() {
 		[ ${#MODULE_PARAMS[@]} -eq 0 ] || printf ' %q' "${MODULE_PARAMS[@]}"
 		printf ' )\n'
 		printf 'RDMA=%q\n' "$RDMA"
+		printf 'MODULES_DIR=%q\n' "$(guest_modules_dir "$1")"
 		printf 'JOB_DIR=%q\n' "$PWD"
 	} >"$OUT_DIR/.vm/config"
 }
@@ -270,7 +324,7 @@ write_job() {
 
 # ---- the VM -----------------------------------------------------------------
 
-run_qemu() { # KVER INITRAMFS
+run_qemu() { # INITRAMFS
 	# --foreground keeps qemu in our process group, so whoever kills that
 	# group (meson on its test timeout, Ctrl-C) also kills qemu.
 	# qboot: fast, and no BIOS escape sequences on the console.
@@ -282,7 +336,7 @@ run_qemu() { # KVER INITRAMFS
 		-object memory-backend-ram,id=mem1,size=1G \
 		-numa node,nodeid=0,cpus=0,memdev=mem0 \
 		-numa node,nodeid=1,cpus=1,memdev=mem1 \
-		-kernel "/boot/vmlinuz-$1" -initrd "$2" -append "${KERNEL_CMDLINE[*]}" \
+		-kernel "$KERNEL_IMAGE" -initrd "$1" -append "${KERNEL_CMDLINE[*]}" \
 		-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
 		-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
 		-fsdev "local,id=vmout,path=$OUT_DIR,security_model=none,multidevs=remap" \
@@ -340,14 +394,16 @@ main() {
 	check_args
 	command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found"
 	kver=$("$SCRIPT_DIR/kernel-version.sh") || die "no kernel to boot"
+	select_kernel "$kver"
+	check_module_matches "$kver"
 	initramfs=$(ensure_initramfs "$kver")
 	prepare_out_dir
 	check_cwd_visible
 	write_boot_env
-	write_config
+	write_config "$kver"
 	write_job
 	echo "run-vm.sh: booting $kver (results in $OUT_DIR)" >&2
-	run_qemu "$kver" "$initramfs" || status=$?
+	run_qemu "$initramfs" || status=$?
 	GUEST_RC=
 	if ! judge_run "$status"; then
 		echo "run-vm.sh: results kept in $OUT_DIR" >&2

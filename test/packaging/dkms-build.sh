@@ -6,7 +6,11 @@
 # /var/lib/dkms, /usr/src or /lib/modules changes.
 #
 # Usage: dkms-build.sh SRC_ROOT [KEEP_DIR]
-#   KEEP_DIR: copy the built ummunot.ko there (for the VM load test).
+#   KEEP_DIR: copy the built module there (for the VM load test), as DKMS
+#   left it: ummunot.ko, or ummunot.ko.xz / .ko.zst / .ko.gz where the
+#   kernel's packaging compresses modules (Debian's 6.12 kernels do).
+# The kernel is the one the VM tests boot (scripts/vm/kernel-version.sh,
+# UMMUNOT_KVER).
 set -eu -o pipefail
 
 src=$(cd "$1" && pwd)
@@ -47,8 +51,14 @@ run_dkms build -m ummunot -v "$version" -k "$kver" ||
 run_dkms status -m ummunot -v "$version" | tee "$work/status"
 grep -q "ummunot/$version, $kver, .*: built" "$work/status" || fail "dkms status does not say built"
 
-ko=$(find "$work/tree/ummunot/$version/$kver" -name 'ummunot.ko*' | head -n 1)
-[ -n "$ko" ] || fail "no ummunot.ko in the DKMS tree"
+mapfile -t kos < <(find "$work/tree/ummunot/$version/$kver" -name 'ummunot.ko*' -type f)
+[ ${#kos[@]} -gt 0 ] || fail "no ummunot.ko* in the DKMS tree"
+[ ${#kos[@]} -eq 1 ] || fail "several modules in the DKMS tree: ${kos[*]}"
+ko=${kos[0]}
+case $ko in
+*/ummunot.ko | */ummunot.ko.xz | */ummunot.ko.zst | */ummunot.ko.gz) ;;
+*) fail "unexpected module file name $ko" ;;
+esac
 vermagic=$(modinfo -F vermagic "$ko")
 case $vermagic in
 "$kver "*) ;;

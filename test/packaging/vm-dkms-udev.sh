@@ -12,6 +12,10 @@ work=$(mktemp -d /var/tmp/ummunot-pkg.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 "$here/dkms-build.sh" "$src" "$work/ko"
+# ummunot.ko, or compressed (ummunot.ko.xz on Debian's 6.12): the harness
+# loads either.
+mapfile -t kos < <(find "$work/ko" -name 'ummunot.ko*' -type f)
+[ ${#kos[@]} -eq 1 ] || { echo "FAIL: want one module from dkms-build.sh, got: ${kos[*]}" >&2; exit 1; }
 cd "$src"
-scripts/vm/run-vm.sh --module "$work/ko/ummunot.ko" --timeout 300 --out "$work/vm" \
+scripts/vm/run-vm.sh --module "${kos[0]}" --timeout 300 --out "$work/vm" \
 	-- "$here/guest-udev.sh" "$src/kernel/60-ummunot.rules"
