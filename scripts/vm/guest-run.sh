@@ -8,7 +8,11 @@
 set -eu
 
 VM_OUT=$1
-VM_DIR=$VM_OUT/.vm
+# The result directory is mounted here first (the guest's own tmpfs), and
+# bound at the host's path only after the job directory was made visible:
+# binding a clone under /tmp over the result directory would hide it.
+VM_OUT_STAGE=/run/ummunot-vmout
+VM_DIR=$VM_OUT_STAGE/.vm
 JOB_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 GUEST_HOSTNAME=ummunot-vm
 export PATH=$JOB_PATH
@@ -28,7 +32,7 @@ finish() {
 			say "setup failed during: $step"
 			echo "$step" >"$VM_DIR/setup-error" || true
 		fi
-		dmesg >"$VM_OUT/dmesg.txt" 2>&1 || true
+		dmesg >"$VM_OUT_STAGE/dmesg.txt" 2>&1 || true
 		sync
 	else
 		say "setup failed during: $step (result directory not mounted)"
@@ -68,12 +72,20 @@ bind_job_dir() {
 	done
 }
 
-# The host's path may lie under /tmp, now a fresh tmpfs: create it there.
 mount_result_dir() {
-	step="mounting the result directory at $VM_OUT"
-	mkdir -p "$VM_OUT" 2>/dev/null || true
-	mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmout "$VM_OUT"
+	step="mounting the result directory"
+	mkdir -p "$VM_OUT_STAGE"
+	mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmout "$VM_OUT_STAGE"
 	out_mounted=yes
+}
+
+# The host's path may lie under /tmp, a fresh tmpfs, or inside the job
+# directory bound back from the host root (read-only, where the host has
+# already created it): make the mount point where possible, then bind.
+bind_result_dir() {
+	step="binding the result directory at $VM_OUT"
+	mkdir -p "$VM_OUT" 2>/dev/null || true
+	mount --bind "$VM_OUT_STAGE" "$VM_OUT"
 }
 
 # MPI and friends want their own host name to resolve.
@@ -120,6 +132,7 @@ step="reading $VM_DIR/config"
 # shellcheck source=/dev/null
 . "$VM_DIR/config"
 bind_job_dir
+bind_result_dir
 [ -z "$MODULE" ] || load_test_module
 [ "$RDMA" = 0 ] || setup_rdma
 step="running the job"
