@@ -15,15 +15,6 @@
 
 typedef void (*regcount_fn)(uint64_t out[4]);
 
-static void usage(const char *workload, const char *extra)
-{
-	fprintf(stderr,
-		"usage: mpi-%s [--label TEXT] [--size SIZE] [--iters N] [--seconds S]\n"
-		"       [--seed N]%s\n"
-		"SIZE accepts K/M/G suffixes and must be a multiple of 8.\n",
-		workload, extra);
-}
-
 static bool parse(int argc, char **argv, struct mpiwork_opts *o)
 {
 	const struct bench_opt opts[] = {
@@ -42,7 +33,7 @@ static bool parse(int argc, char **argv, struct mpiwork_opts *o)
 		.label = "", .size = 64 << 10, .min_size = 8, .iters = 20,
 		.seconds = 0, .seed = 1, .rows = 512, .depth = 2, .remap = 0,
 	};
-	if (!bench_parse_opts("mpiwork", argc, argv, 1, opts, sizeof(opts) / sizeof(opts[0])))
+	if (!bench_parse_opts("mpiwork", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0])))
 		return false;
 	if (o->size % 8 || o->min_size % 8 || o->min_size == 0 || o->min_size > o->size) {
 		fprintf(stderr, "mpiwork: sizes must be multiples of 8 with 0 < --min-size <= --size\n");
@@ -55,16 +46,17 @@ static bool parse(int argc, char **argv, struct mpiwork_opts *o)
 	return true;
 }
 
-void mpiwork_init(int *argc, char ***argv, const char *workload,
-		  struct mpiwork_opts *o, const char *usage_extra)
+bool mpiwork_parse(int argc, char **argv, struct mpiwork_opts *o)
 {
-	MPI_Init(argc, argv);
-	if (!parse(*argc, *argv, o)) {
-		if (mpiwork_rank() == 0)
-			usage(workload, usage_extra);
-		MPI_Finalize();
-		exit(1);
-	}
+	if (parse(argc, argv, o))
+		return true;
+	if (mpiwork_rank() == 0)
+		fprintf(stderr,
+			"usage: mpiwork pingpong|collectives|halo|recycle[,...] [--label TEXT]\n"
+			"       [--size SIZE] [--min-size SIZE] [--iters N] [--seconds S] [--seed N]\n"
+			"       [--rows N] [--depth N] [--remap N]\n"
+			"SIZE accepts K/M/G suffixes and must be a multiple of 8.\n");
+	return false;
 }
 
 int mpiwork_rank(void)
@@ -169,6 +161,13 @@ static void read_regcounts(int64_t out[2])
 	}
 }
 
+void mpiwork_begin(struct mpiwork_totals *t)
+{
+	*t = (struct mpiwork_totals){ 0 };
+	read_regcounts(t->regs0);
+	MPI_Barrier(MPI_COMM_WORLD);
+}
+
 static void print_i64_array(const char *name, const int64_t *v, int n, int stride)
 {
 	printf(", \"%s\": [", name);
@@ -213,6 +212,9 @@ int mpiwork_report(const struct mpiwork_opts *o, const char *workload,
 	int len, status;
 
 	read_regcounts(regs);
+	for (int i = 0; i < 2; i++)
+		if (regs[i] >= 0)
+			regs[i] -= t->regs0[i];
 	MPI_Get_processor_name(host, &len);
 	if (rank == 0) {
 		all_regs = calloc((size_t)n * 2, sizeof(*all_regs));

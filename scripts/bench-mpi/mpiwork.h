@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * What the MPI workload programs (mpi-collectives, mpi-halo, mpi-recycle)
- * share: options, deterministic data patterns and their checks, the loop
+ * mpiwork: the MPI workloads of the main job in one program, so one mpirun
+ * runs them all (launching is slow under emulation):
+ *   mpiwork WORKLOAD[,WORKLOAD...] [options]
+ * with WORKLOAD pingpong, collectives (Alltoall and Allreduce), halo or
+ * recycle (mpiwork_pingpong.c ... mpiwork_recycle.c).  What they share is
+ * here and in mpiwork.c: options, deterministic data patterns and their checks, the loop
  * that runs for a number of iterations or seconds, the registration
  * counters of scripts/bench-mpi's counting preloads, and the one result
  * line rank 0 prints:
@@ -14,8 +18,11 @@
  * bytes = bytes received and checked by all ranks, seconds = the slowest
  * rank's time inside communication calls (filling and checking excluded),
  * MBps = bytes / seconds / 10^6, errors = received 64-bit words that did not
- * match.  Every program exits 0 when all data matched, 2 on a data error,
- * 1 on bad usage or setup failure.
+ * match; real_regs/app_regs are the ibv_reg_mr calls during this workload
+ * that reached libibverbs / that the MPI library asked for (with the
+ * counting preloads of regcount.c, else -1), so app - real = cache hits.
+ * mpiwork exits 0 when all data matched, 2 on a data error, 1 on bad usage
+ * or setup failure.
  */
 #ifndef UMMUNOT_MPIWORK_H
 #define UMMUNOT_MPIWORK_H
@@ -42,11 +49,20 @@ struct mpiwork_totals {
 	uint64_t messages;	/* received */
 	uint64_t bytes;		/* received and checked */
 	uint64_t errors;	/* bad words */
+	int64_t regs0[2];	/* registration counters at the start */
 };
 
-/* MPI_Init, then the options; on bad usage prints @usage_extra and exits 1. */
-void mpiwork_init(int *argc, char ***argv, const char *workload,
-		  struct mpiwork_opts *o, const char *usage_extra);
+/* Starts a workload's totals (and its registration counts). */
+void mpiwork_begin(struct mpiwork_totals *t);
+
+/* The workloads; each prints its RESULT line(s) and returns 0, 1 or 2. */
+int mpiwork_pingpong(const struct mpiwork_opts *o);
+int mpiwork_collectives(const struct mpiwork_opts *o);
+int mpiwork_halo(const struct mpiwork_opts *o);
+int mpiwork_recycle(const struct mpiwork_opts *o);
+
+/* Parses argv[2..]; false (after a message on rank 0) on bad usage. */
+bool mpiwork_parse(int argc, char **argv, struct mpiwork_opts *o);
 
 int mpiwork_rank(void);
 int mpiwork_nranks(void);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-2-Clause
 /*
- * mpi-collectives: MPI_Alltoall and MPI_Allreduce over all ranks, the same
+ * collectives: MPI_Alltoall and MPI_Allreduce over all ranks, the same
  * buffers every iteration (as solvers do).  Alltoall: every block of every
  * rank carries the pattern of (iteration, sender, receiver) and is checked
  * on arrival.  Allreduce (64-bit sums): every rank contributes the pattern
@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <mpi.h>
 #include <stdint.h>
+#include <sys/mman.h>
 
 #include "mpiwork.h"
 
@@ -61,29 +62,30 @@ static void allreduce_iter(const struct mpiwork_opts *o, uint64_t it,
 	t->messages++;
 }
 
-int main(int argc, char **argv)
+int mpiwork_collectives(const struct mpiwork_opts *o)
 {
-	struct mpiwork_opts o;
-	struct mpiwork_totals a2a = { 0 }, red = { 0 };
+	struct mpiwork_totals a2a, red;
 	uint64_t it_a2a = 0, it_red = 0;
-	unsigned char *send, *recv, *expect;
-	size_t span;
-	bool ok;
+	size_t span = o->size * (size_t)mpiwork_nranks();
+	unsigned char *send = mpiwork_map(span), *recv = mpiwork_map(span);
+	unsigned char *expect = mpiwork_map(o->size);
+	bool ok = send && recv && expect;
 	int status, s2;
 
-	mpiwork_init(&argc, &argv, "collectives", &o, "");
-	span = o.size * (size_t)mpiwork_nranks();
-	send = mpiwork_map(span);
-	recv = mpiwork_map(span);
-	expect = mpiwork_map(o.size);
-	ok = send && recv && expect;
-	for (; ok && mpiwork_continue(&o, it_a2a); it_a2a++)
-		alltoall_iter(&o, it_a2a, send, recv, &a2a);
-	status = mpiwork_report(&o, "alltoall", it_a2a, &a2a, ok);
-	for (; ok && mpiwork_continue(&o, it_red); it_red++)
-		allreduce_iter(&o, it_red, (uint64_t *)send, (uint64_t *)recv,
+	mpiwork_begin(&a2a);
+	for (; ok && mpiwork_continue(o, it_a2a); it_a2a++)
+		alltoall_iter(o, it_a2a, send, recv, &a2a);
+	status = mpiwork_report(o, "alltoall", it_a2a, &a2a, ok);
+	mpiwork_begin(&red);
+	for (; ok && mpiwork_continue(o, it_red); it_red++)
+		allreduce_iter(o, it_red, (uint64_t *)send, (uint64_t *)recv,
 			       (uint64_t *)expect, &red);
-	s2 = mpiwork_report(&o, "allreduce", it_red, &red, ok);
-	MPI_Finalize();
+	s2 = mpiwork_report(o, "allreduce", it_red, &red, ok);
+	if (send)
+		munmap(send, span);
+	if (recv)
+		munmap(recv, span);
+	if (expect)
+		munmap(expect, o->size);
 	return status > s2 ? status : s2;
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-2-Clause
 /*
- * mpi-halo: the halo exchange of a 2-D stencil code over one large array.
+ * halo: the halo exchange of a 2-D stencil code over one large array.
  * Each rank holds --rows rows of --size bytes (one mapping) and works on a
  * window of half of them whose position moves every iteration, as in a
  * moving-window or load-balanced code.  The ranks form a periodic chain;
@@ -17,6 +17,7 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "mpiwork.h"
 
@@ -83,35 +84,32 @@ static void stencil(const struct grid *g, unsigned off)
 	}
 }
 
-int main(int argc, char **argv)
+int mpiwork_halo(const struct mpiwork_opts *o)
 {
-	struct mpiwork_opts o;
-	struct mpiwork_totals t = { 0 };
-	struct grid g;
-	MPI_Request *req;
+	struct mpiwork_totals t;
+	struct grid g = { .row = o->size, .rows = o->rows, .window = o->rows / 2 };
+	MPI_Request *req = calloc(4 * o->depth, sizeof(*req));
 	/* Not MPI_STATUSES_IGNORE: MPICH's (MPI_Status *)1 upsets GCC's bounds checks. */
-	MPI_Status *st;
+	MPI_Status *st = calloc(4 * o->depth, sizeof(*st));
 	uint64_t it = 0;
 	bool ok;
 	int status;
 
-	mpiwork_init(&argc, &argv, "halo", &o, " [--rows N] [--depth N]");
-	g = (struct grid){ .row = o.size, .rows = o.rows, .window = o.rows / 2 };
-	if (g.window < 4 * o.depth)
-		g.window = 4 * o.depth;
+	if (g.window < 4 * o->depth)
+		g.window = 4 * o->depth;
 	g.base = mpiwork_map((size_t)g.rows * g.row);
-	req = calloc(4 * o.depth, sizeof(*req));
-	st = calloc(4 * o.depth, sizeof(*st));
 	ok = g.base && req && st && g.window <= g.rows;
-	for (; ok && mpiwork_continue(&o, it); it++) {
-		unsigned off = (unsigned)mpiwork_random(&o, it, 7, g.rows - g.window + 1);
+	mpiwork_begin(&t);
+	for (; ok && mpiwork_continue(o, it); it++) {
+		unsigned off = (unsigned)mpiwork_random(o, it, 7, g.rows - g.window + 1);
 
-		exchange(&o, it, &g, off, &t, req, st);
+		exchange(o, it, &g, off, &t, req, st);
 		stencil(&g, off);
 	}
-	status = mpiwork_report(&o, "halo", it, &t, ok);
+	status = mpiwork_report(o, "halo", it, &t, ok);
+	if (g.base)
+		munmap(g.base, (size_t)g.rows * g.row);
 	free(req);
 	free(st);
-	MPI_Finalize();
 	return status;
 }

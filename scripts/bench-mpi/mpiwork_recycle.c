@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-2-Clause
 /*
- * mpi-recycle: message buffers that come and go.  The ranks form a ring;
+ * recycle: message buffers that come and go.  The ranks form a ring;
  * every iteration each rank mallocs three send and three receive buffers of
  * pseudo-random sizes between --min-size and --size (the sender's sizes
  * follow from (iteration, sender), so the receiver knows them), fills,
@@ -69,7 +69,7 @@ static bool iteration(const struct mpiwork_opts *o, uint64_t it, struct mpiwork_
 	}
 	if (!ok) {
 		/* The peers wait for this rank's messages: stop them all. */
-		fprintf(stderr, "mpi-recycle: out of memory in iteration %llu\n",
+		fprintf(stderr, "mpiwork recycle: out of memory in iteration %llu\n",
 			(unsigned long long)it);
 		MPI_Abort(MPI_COMM_WORLD, 1);
 	} else {
@@ -94,18 +94,14 @@ static bool iteration(const struct mpiwork_opts *o, uint64_t it, struct mpiwork_
 	return ok;
 }
 
-int main(int argc, char **argv)
+int mpiwork_recycle(const struct mpiwork_opts *o)
 {
-	struct mpiwork_opts o;
-	struct mpiwork_totals t = { 0 };
+	struct mpiwork_totals t;
 	uint64_t it = 0;
 	bool ok = true;
-	int status;
 
-	mpiwork_init(&argc, &argv, "recycle", &o, " [--min-size SIZE] [--remap N]");
-	for (; mpiwork_continue(&o, it); it++)
-		ok &= iteration(&o, it, &t);
-	status = mpiwork_report(&o, "recycle", it, &t, ok);
-	MPI_Finalize();
-	return status;
+	mpiwork_begin(&t);
+	for (; mpiwork_continue(o, it); it++)
+		ok &= iteration(o, it, &t);
+	return mpiwork_report(o, "recycle", it, &t, ok);
 }
