@@ -51,6 +51,8 @@ mount_runtime_fs() {
 	mount -t tmpfs -o mode=700 tmpfs /root
 	mkdir -p /dev/pts /dev/shm
 	mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+	# bash's process substitution needs /dev/fd (udev would make it).
+	ln -sfn /proc/self/fd /dev/fd
 	mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 	mount -t cgroup2 cgroup2 /sys/fs/cgroup || say "no cgroup2 (continuing)"
 	mount -t debugfs debugfs /sys/kernel/debug || say "no debugfs (continuing)"
