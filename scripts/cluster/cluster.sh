@@ -94,7 +94,8 @@ make_ssh() { # DIR
 		  IdentityFile ~/.ssh/id_ed25519
 		  StrictHostKeyChecking yes
 		  BatchMode yes
-		  ConnectTimeout 10
+		  ConnectTimeout 120
+		  ServerAliveInterval 30
 		  LogLevel ERROR
 	EOF2
 	for i in $(seq "$NODES"); do

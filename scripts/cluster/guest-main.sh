@@ -130,7 +130,8 @@ show_info() {
 	{
 		echo "== nodes: $HOSTS"
 		for i in $(seq "$NODES"); do
-			ssh "node$i" 'hostname; ip -br addr show eth0; rdma link show; ls -l /dev/ummunot'
+			ssh "node$i" 'hostname; ip -br addr show eth0; rdma link show; ls -l /dev/ummunot' ||
+				echo "(ssh node$i failed)"
 		done
 		echo "== ucx_info -d (rxe0)"
 		UCX_NET_DEVICES=rxe0:1 ucx_info -d | grep -E 'Transport:|Device:' || true
@@ -146,7 +147,8 @@ show_counters() {
 	for i in $(seq "$NODES"); do
 		# shellcheck disable=SC2016 # expanded on the node
 		ssh "node$i" 'echo "== $(hostname)"; ip -s link show eth0
-			cd /sys/class/infiniband/rxe0/ports/1/hw_counters && grep . ./*'
+			cd /sys/class/infiniband/rxe0/ports/1/hw_counters && grep . ./*' ||
+			echo "(ssh node$i failed)"
 	done >"$OUT/cluster-counters.txt" 2>&1
 }
 
