@@ -12,8 +12,10 @@
 # Every run has libregcount-real.so preloaded (ibv_reg_mr calls reaching
 # libibverbs); (b) also libregcount-app.so above the shim (what the MPI
 # library asks for).  Raw outputs land in OUT as STACK-CONFIG.{txt,err};
-# the shim's logs on every node in /run/ummunot-results (that node's result
-# directory) as shim-STACK-CONFIG.HOST.PID.log.
+# the shim's logs as shim-STACK-CONFIG.HOST.PID.log, written to each node's
+# tmpfs while MPI runs (a debug line written over 9p costs milliseconds
+# under emulation and would be measured) and copied afterwards into
+# /run/ummunot-results, that node's result directory.
 #
 # Usage: guest-main.sh BUILD_DIR OUT_DIR
 # Environment: STACKS (default "ompi-ucx mpich-ucx ompi-ofi"), CONFIGS
@@ -28,6 +30,7 @@ BUILD=$(cd "$1" && pwd)
 OUT=$2
 mkdir -p "$OUT"
 NODE_OUT=/run/ummunot-results
+SHIM_LOGS=/tmp/ummunot-shim-logs
 SHIM=$BUILD/preload/libummushim.so
 COUNT_REAL=$BUILD/scripts/bench-mpi/libregcount-real.so
 COUNT_APP=$BUILD/scripts/bench-mpi/libregcount-app.so
@@ -104,7 +107,7 @@ run_config() { # STACK CONFIG(a|bN|c) WORKLOADS [MPIWORK ARG...]
 		# shellcheck disable=SC2206 # a list of K=V words
 		env+=("$(cache_off_env "$stack")" "LD_PRELOAD=$COUNT_APP:$SHIM:$COUNT_REAL"
 			UMMUSHIM_STATS=1 "UMMUSHIM_LOG_LEVEL=$level"
-			"UMMUSHIM_LOG_FILE=$NODE_OUT/shim-$tag.%h.%p.log" $variant)
+			"UMMUSHIM_LOG_FILE=$SHIM_LOGS/shim-$tag.%h.%p.log" $variant)
 		echo "$variant" >"$OUT/$tag.variant"
 		;;
 	c) env+=("LD_PRELOAD=$COUNT_REAL") ;;
@@ -140,6 +143,16 @@ show_info() {
 	} >"$OUT/cluster-info.txt" 2>&1
 }
 
+# On every node: the shim's log directory (before), its logs into the
+# node's result directory (after).
+on_nodes() { # SHELL-COMMAND
+	local i
+	for i in $(seq "$NODES"); do
+		# shellcheck disable=SC2029 # the command is meant to be expanded here
+		ssh "node$i" "$1" || say "node$i: '$1' failed"
+	done
+}
+
 # Per node after the runs: NIC and Soft-RoCE counters (drops, retries).
 # shellcheck disable=SC2317 # run by the EXIT trap
 show_counters() {
@@ -152,7 +165,14 @@ show_counters() {
 	done >"$OUT/cluster-counters.txt" 2>&1
 }
 
-trap show_counters EXIT
+# shellcheck disable=SC2317 # run by the EXIT trap
+at_exit() {
+	on_nodes "cp $SHIM_LOGS/* $NODE_OUT/ 2>/dev/null; true"
+	show_counters
+}
+
+trap at_exit EXIT
+on_nodes "mkdir -p $SHIM_LOGS"
 show_info
 if [ "${SOAK_SECONDS:-0}" -gt 0 ]; then
 	# Half of the time each, one after the other.
