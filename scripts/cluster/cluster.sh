@@ -27,6 +27,7 @@ set -eu -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/scripts/cluster
 HARNESS_FAILURE=99
+HELPER_GRACE_S=180
 NODES=2
 TIMEOUT=1800
 OUT=
@@ -188,7 +189,17 @@ main() {
 	wait "${NODE_PID[1]}" || rc=$?
 	unset "NODE_PID[1]"
 	[ "$rc" -ne "$HARNESS_FAILURE" ] || show_console 1
+	# node1 told the helpers to stop; one that did not hear it is stopped
+	# after a grace period (its own timeout would be the whole run's).
+	local grace_end=$((SECONDS + HELPER_GRACE_S))
 	for i in $(seq 2 "$NODES"); do
+		while kill -0 "${NODE_PID[$i]}" 2>/dev/null && [ "$SECONDS" -lt "$grace_end" ]; do
+			sleep 2
+		done
+		if kill -0 "${NODE_PID[$i]}" 2>/dev/null; then
+			say "node$i still running $HELPER_GRACE_S s after node1 ended: stopping it"
+			kill -- -"${NODE_PID[$i]}" 2>/dev/null || true
+		fi
 		helper_rc=0
 		wait "${NODE_PID[$i]}" || helper_rc=$?
 		unset "NODE_PID[$i]"
