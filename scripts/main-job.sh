@@ -1,68 +1,100 @@
 #!/bin/bash
 # The main job: one command on a fresh Debian 12 machine (as root) that
-# installs what it needs, builds the module, the shim and the benchmarks,
-# boots the test VM with ummunot.ko loaded and Soft-RoCE up, and runs an
-# unmodified 2-rank MPI benchmark with Open MPI + UCX over RDMA:
-#   (a) UCX's registration cache off (UCX_IB_REG_METHODS=direct), no shim
-#   (b) the same under LD_PRELOAD=libummushim.so
-#   (c) UCX's own registration cache on
-# plus a verbs program that registers around every RDMA write, with and
-# without the shim.  Prints the tables and writes JSON + a PNG plot.
+# installs what it needs, builds the module, the shim and the MPI workloads,
+# boots a virtual cluster (scripts/cluster/cluster.sh: NODES QEMU VMs joined
+# by a private Ethernet that exists only between them, Soft-RoCE on each
+# NIC, the module loaded, sshd) and runs unmodified MPI programs across the
+# nodes (`mpirun -H node1:2,node2:2`), for each MPI stack:
+#   (a) the MPI library's registration cache off, no shim
+#   (b) the same under -x LD_PRELOAD=libummushim.so
+#   (c) the MPI library's own registration cache
+# Stacks: ompi-ucx (Open MPI + UCX), mpich-ucx (MPICH ch4:ucx), ompi-ofi
+# (Open MPI, mtl ofi over libfabric verbs;ofi_rxm).  Workloads (mpiwork,
+# every received byte checked): pingpong between the nodes, collectives
+# (Alltoall, Allreduce over all ranks), halo (slices of one big array at
+# moving addresses), recycle (malloc/free of varying sizes every iteration).
+# Prints a/b/c tables per workload and stack (time, MB/s, real registrations
+# per rank, hits, invalidations, stale), writes JSON and a PNG plot, and
+# keeps the per-rank debug logs of one (b) run (shim-ompi-ucx-b1.HOST.PID.log
+# in the results, both hosts).
 #
-# Usage: scripts/main-job.sh [--build-dir DIR] [--results DIR] [--no-install]
-#                            [--ucx-env "K=V ..."] [--mpibench-args "..."]
+# Usage: scripts/main-job.sh [OPTIONS]
+#   --quick           the test command's version: Open MPI + UCX, (a) and
+#                     (b), small sizes, few iterations; fails unless every
+#                     check passes (data, ≈1 registration per ping-pong
+#                     buffer under the shim, no stale MR, both nodes)
+#   --soak MINUTES    halo + recycle under the shim for MINUTES with random
+#                     sizes, frees and remaps; prints the totals
+#   --nodes N         cluster nodes, 2 (default) to 4; 2 ranks per node
+#   --stacks "S ..."  default "ompi-ucx mpich-ucx ompi-ofi"
+#   --shim-env "K=V ...[;K=V ...]"
+#                     shim settings for (b); each ';'-separated group is a
+#                     (b) column of its own (default "UMMUSHIM_SUBRANGE=all";
+#                     settings the shim does not know are ignored by it)
+#   --mpiwork-args "..."  mpiwork options (sizes, iterations; see
+#                     scripts/bench-mpi/mpiwork.h)
 #   --build-dir DIR   meson build directory (default: build)
-#   --results DIR     where tables, JSON and PNG go (default: BUILD/results)
+#   --results DIR     tables, JSON, PNG, logs (default: BUILD/results)
 #   --no-install      do not apt-get install missing packages
-#   --ucx-env         UCX settings applied alike to (a), (b) and (c)
-#                     (default "UCX_RNDV_THRESH=8K UCX_IB_FORK_INIT=n", see
-#                     below; "" for UCX's defaults)
-#   --mpibench-args   extra mpibench options (e.g. "--max 4M")
-#   --rounds N        run a b c N times in turn, best round per size (default 2)
+#   --no-build        use BUILD as it is (the test command built it)
 #
-# Why UCX_RNDV_THRESH=8K: UCX sizes its eager/rendezvous switch from the
-# link's modelled speed; on Soft-RoCE that puts it at 256 KiB, so smaller
-# messages are copied through pre-registered buffers and never register.
-# On real hardware the modelled link is ~100 times faster and the switch to
-# rendezvous (zero copy: one registration per message and side) comes much
-# earlier; 8K puts the 16 KiB..16 MiB messages on that path here too.
+# UCX runs with UCX_RNDV_THRESH=8K (on Soft-RoCE UCX's modelled link puts
+# the rendezvous switch, where messages are registered rather than copied,
+# at 256 KiB; real NICs switch far earlier) and UCX_IB_FORK_INIT=n (with
+# ibv_fork_init() every registration is wrapped in madvise(MADV_DONTFORK),
+# which splits mappings, and Linux 6.1 reports each split as an
+# invalidation of the 2 MiB around it: neighbouring cached buffers would be
+# dropped for nothing; kernels since 5.9 keep pinned pages across fork).
 #
-# Why UCX_IB_FORK_INIT=n: by default UCX calls ibv_fork_init(), and then
-# libibverbs wraps every registration in madvise(MADV_DONTFORK) and every
-# deregistration in madvise(MADV_DOFORK).  Each such madvise on part of a
-# mapping splits it, and Linux 6.1 announces every split at an address that
-# is not 2 MiB aligned as an invalidation (MMU_NOTIFY_CLEAR) of the whole
-# 2 MiB around it (split_huge_pmd_address() calls __split_huge_pmd() even
-# when no huge page is mapped there).  A neighbouring cached buffer is then
-# dropped for nothing: measured, (b) fell back to one registration per
-# message at 4 and 16 MiB.  Kernels since 5.9 copy pinned pages eagerly at
-# fork, so the parent's registrations stay intact without MADV_DONTFORK.
-#
-# Exit status: 0 when every run completed and every data check passed.
+# Exit status: 0 when every run completed and every check passed.
 set -eu -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=bench-common/jobs.sh
 . "$ROOT/scripts/bench-common/jobs.sh"
 INSTALL=1
-MPIBENCH_ARGS=
+BUILD_IT=1
+QUICK=0
+SOAK_MIN=0
+NODES=2
+STACKS="ompi-ucx mpich-ucx ompi-ofi"
+SHIM_ENV="UMMUSHIM_SUBRANGE=all"
+MPIWORK_ARGS=
+# The quick mode's sizes: rendezvous messages (> 8K), a few iterations.
+QUICK_ITERS=6
+QUICK_ARGS="--size 32K --min-size 12K --iters $QUICK_ITERS --rows 48 --depth 2 --remap 3"
+FULL_ARGS="--size 256K --min-size 16K --iters 40 --rows 128 --depth 2 --remap 4"
+SOAK_ARGS="--size 512K --min-size 8K --rows 96 --depth 3 --remap 5"
 
 # The project's package list lives in .ci/run; these are the ones this job
 # needs should that list be missing.
 FALLBACK_PACKAGES=(build-essential meson ninja-build pkg-config python3
 	linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static
 	kmod iproute2 cpio xz-utils rdma-core ibverbs-providers libibverbs-dev
-	ibverbs-utils openmpi-bin libopenmpi-dev ucx-utils gnuplot-nox)
+	ibverbs-utils openmpi-bin libopenmpi-dev ucx-utils mpich libmpich-dev
+	libfabric-bin openssh-server openssh-client gnuplot-nox)
 
 parse_args() {
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--no-install) INSTALL=0; shift ;;
-		--mpibench-args) MPIBENCH_ARGS=$2; shift 2 ;;
+		--no-build) BUILD_IT=0; shift ;;
+		--quick) QUICK=1; shift ;;
+		--soak) SOAK_MIN=${2:?}; shift 2 ;;
+		--nodes) NODES=${2:?}; shift 2 ;;
+		--stacks) STACKS=${2:?}; shift 2 ;;
+		--shim-env) SHIM_ENV=$2; shift 2 ;;
+		--mpiwork-args) MPIWORK_ARGS=$2; shift 2 ;;
 		*) common_option "$@" || die "unknown argument: $1 (see --help)"; shift 2 ;;
 		esac
 	done
 	common_options_done results
+	[[ $SOAK_MIN =~ ^[0-9]+$ ]] || die "--soak wants whole minutes"
+	[[ $NODES =~ ^[2-4]$ ]] || die "--nodes wants 2, 3 or 4"
+	local s
+	for s in $STACKS; do
+		case $s in ompi-ucx | mpich-ucx | ompi-ofi) ;; *) die "unknown stack $s" ;; esac
+	done
 }
 
 # The PACKAGES=( ... ) block of .ci/run, without comments.
@@ -91,27 +123,73 @@ install_packages() {
 	apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# The cluster run; its raw outputs land in RESULTS/cluster.
+run_cluster() { # TIMEOUT_S GUEST-ENV...
+	local timeout=$1 envs=() kv
+	shift
+	for kv in "$@"; do envs+=(--env "$kv"); done
+	rm -rf "$RESULTS/cluster"
+	mkdir -p "$RESULTS/cluster"
+	cut -d' ' -f1-3 /proc/loadavg >"$RESULTS/host-load.txt"
+	"$ROOT/scripts/cluster/cluster.sh" --nodes "$NODES" --timeout "$timeout" \
+		--module "$BUILD/kernel/ummunot.ko" --out "$RESULTS/cluster" "${envs[@]}" \
+		-- "$ROOT/scripts/cluster/guest-main.sh" "$BUILD" "$RESULTS/cluster/node1/raw"
+}
+
 summarize() {
-	python3 "$ROOT/scripts/bench-mpi/summarize.py" main "$RESULTS/raw" "$RESULTS" |
-		tee "$RESULTS/main.txt"
-	plot_mpi
-	say "results: $RESULTS/main.txt, main.json, mpi-bandwidth.png (raw outputs in $RESULTS/raw)"
+	python3 "$ROOT/scripts/cluster/summarize.py" "$RESULTS/cluster" "$RESULTS"
+	local ncols
+	ncols=$(head -n 1 "$RESULTS/cluster-bandwidth.dat" | wc -w)
+	gnuplot -e "datafile='$RESULTS/cluster-bandwidth.dat'; outfile='$RESULTS/cluster-bandwidth.png'; ncols=$ncols" \
+		"$ROOT/scripts/cluster/plot-cluster.gp"
+	# The per-rank debug logs of one (b) run, from every node.
+	mkdir -p "$RESULTS/shim-logs"
+	cp "$RESULTS"/cluster/node*/shim-*.log "$RESULTS/shim-logs/" 2>/dev/null || true
+	say "results: $RESULTS/cluster.txt, cluster.json, cluster-bandwidth.png, shim-logs/"
 }
 
 main() {
-	local rc=0
+	local rc=0 t0=$SECONDS timeout=7200 products=() p
 	parse_args "$@"
 	install_packages
-	build kernel/ummunot.ko preload/libummushim.so \
-		scripts/bench-mpi/mpibench scripts/bench-mpi/libregcount-real.so \
-		scripts/bench-mpi/libregcount-app.so scripts/bench-reg/perop
-	say "booting the VM (module + Soft-RoCE); MPI runs take a few minutes under emulation"
-	run_guest_main "$RESULTS/raw" 1200 info,mpi,perop \
-		--env "MPIBENCH_ARGS=$MPIBENCH_ARGS" || rc=$?
-	compgen -G "$RESULTS/raw/mpi-*-r1.json" >/dev/null ||
-		die "the VM run produced no MPI results (status $rc)"
+	products=(kernel/ummunot.ko preload/libummushim.so scripts/bench-mpi/libregcount-real.so
+		scripts/bench-mpi/libregcount-app.so)
+	case " $STACKS " in *" ompi-"*) products+=(scripts/bench-mpi/mpiwork.openmpi) ;; esac
+	case " $STACKS " in *" mpich-"*) products+=(scripts/bench-mpi/mpiwork.mpich) ;; esac
+	if [ "$BUILD_IT" = 1 ]; then
+		build "${products[@]}"
+	else
+		for p in "${products[@]}"; do
+			[ -e "$BUILD/$p" ] || die "--no-build: $BUILD/$p is missing"
+		done
+	fi
+	local guest=("CLUSTER_NODES=$NODES")
+	if [ "$SOAK_MIN" -gt 0 ]; then
+		timeout=$((SOAK_MIN * 60 + 1800))
+		guest+=("SOAK_SECONDS=$((SOAK_MIN * 60))" "MPIWORK_ARGS=${MPIWORK_ARGS:-$SOAK_ARGS}"
+			"SHIM_VARIANTS=${SHIM_ENV%%;*}")
+	elif [ "$QUICK" = 1 ]; then
+		timeout=1500
+		guest+=(STACKS=ompi-ucx "CONFIGS=a b" "MPIWORK_ARGS=${MPIWORK_ARGS:-$QUICK_ARGS}"
+			"SHIM_VARIANTS=${SHIM_ENV%%;*}")
+	else
+		guest+=("STACKS=$STACKS" "MPIWORK_ARGS=${MPIWORK_ARGS:-$FULL_ARGS}"
+			"SHIM_VARIANTS=$SHIM_ENV")
+	fi
+	say "booting $NODES nodes; MPI runs take minutes under emulation"
+	run_cluster "$timeout" "${guest[@]}" || rc=$?
+	compgen -G "$RESULTS/cluster/node1/raw/*.txt" >/dev/null ||
+		die "the cluster run produced no MPI results (status $rc)"
 	summarize
-	[ "$rc" -eq 0 ] || say "FAILED: the VM job exited with status $rc (see above)"
+	if [ "$SOAK_MIN" -gt 0 ]; then
+		python3 "$ROOT/scripts/cluster/summarize.py" --soak "$RESULTS/cluster" |
+			tee "$RESULTS/soak.txt" || rc=1
+	elif [ "$QUICK" = 1 ]; then
+		python3 "$ROOT/scripts/cluster/summarize.py" --check-quick "$RESULTS/cluster" \
+			"$QUICK_ITERS" || rc=1
+	fi
+	say "wall time $((SECONDS - t0)) s"
+	[ "$rc" -eq 0 ] || say "FAILED (status $rc, see above)"
 	exit "$rc"
 }
 

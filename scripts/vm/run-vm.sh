@@ -31,9 +31,12 @@ EXPECTED_LOG_PATTERN='loading out-of-tree module taints kernel|module verificati
 # numa_balancing=disable, transparent_hugepage=madvise: no background page
 # migration or huge-page collapse/split invalidating test ranges at random
 # (tests migrate pages with move_pages() and opt in to THP with madvise).
+# no_timer_check: on a busy host the emulated CPU is too slow for the
+# kernel's IO-APIC timer check, which then panics ("IO-APIC + timer doesn't
+# work"); the check is for broken real hardware.
 KERNEL_CMDLINE=(console=ttyS0 loglevel=4 edd=off panic=-1 panic_on_warn=0
 	slab_nomerge log_buf_len=4M numa_balancing=disable
-	transparent_hugepage=madvise)
+	transparent_hugepage=madvise no_timer_check)
 
 usage() {
 	cat <<'EOF'
@@ -47,7 +50,17 @@ current directory.  CMD's output is shown on stdout.
 Options:
   --module PATH.ko       insmod this module before CMD (failure = harness failure)
   --module-param K=V     module parameter (repeatable)
-  --rdma                 set up Soft-RoCE: rxe0 on dummy netdev d0 (192.0.2.1/24)
+  --rdma                 set up Soft-RoCE: rxe0 on dummy netdev d0 (192.0.2.1/24),
+                         or on eth0 with --netdev
+  --netdev SPEC          a virtio-net NIC (eth0) on QEMU's -netdev SPEC (without
+                         id), e.g. dgram,local.type=unix,...: only netdevs that
+                         stay on this machine (unix or loopback sockets)
+  --ip ADDR/PREFIX       eth0's address (needs --netdev; its MAC follows from it)
+  --hostname NAME        the guest's host name (default ummunot-vm)
+  --hosts FILE           extra /etc/hosts lines for the guest
+  --sshd DIR             start sshd: DIR holds sshd_config (pointing into
+                         /run/ummunot-ssh, where DIR is copied) and root's
+                         ssh client files (config, keys, known_hosts)
   --env K=V              pass this variable to CMD (repeatable)
   --kernel-arg ARG       add ARG to the kernel command line (repeatable)
   --timeout SEC          kill the VM after SEC seconds (default 600)
@@ -83,6 +96,11 @@ OUT_DIR=
 OUT_DIR_IS_OURS=no
 ENV_VARS=()
 CMD=()
+NETDEV=
+NET_IP=
+GUEST_NAME=ummunot-vm
+HOSTS_FILE=
+SSHD_DIR=
 
 need_value() {
 	[ "$2" -ge 2 ] || die "$1 needs a value (see --help)"
@@ -98,6 +116,11 @@ parse_args() {
 		--env) need_value "$1" $#; ENV_VARS+=("$2"); shift 2 ;;
 		--timeout) need_value "$1" $#; TIMEOUT=$2; shift 2 ;;
 		--out) need_value "$1" $#; OUT_DIR=$2; shift 2 ;;
+		--netdev) need_value "$1" $#; NETDEV=$2; shift 2 ;;
+		--ip) need_value "$1" $#; NET_IP=$2; shift 2 ;;
+		--hostname) need_value "$1" $#; GUEST_NAME=$2; shift 2 ;;
+		--hosts) need_value "$1" $#; HOSTS_FILE=$2; shift 2 ;;
+		--sshd) need_value "$1" $#; SSHD_DIR=$2; shift 2 ;;
 		--selftest) exec "$SCRIPT_DIR/selftest.sh" ;;
 		-h | --help) usage; exit 0 ;;
 		--) shift; CMD=("$@"); return ;;
@@ -116,6 +139,7 @@ check_args() {
 	[ -z "$MODULE_PATH" ] || [ -f "$MODULE_PATH" ] || die "no module file $MODULE_PATH"
 	[ -n "$MODULE_PATH" ] || [ ${#MODULE_PARAMS[@]} -eq 0 ] ||
 		die "--module-param without --module"
+	check_net_args
 	local kv
 	for kv in "${MODULE_PARAMS[@]}" "${ENV_VARS[@]}"; do
 		[[ $kv =~ ^[A-Za-z_][A-Za-z0-9_.-]*= ]] || die "not KEY=VALUE: $kv"
@@ -123,6 +147,40 @@ check_args() {
 	for kv in "${ENV_VARS[@]}"; do
 		[[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "not a variable name: ${kv%%=*}"
 	done
+}
+
+# Only netdevs whose other end is on this machine: unix sockets, or
+# sockets on the loopback address.
+check_net_args() {
+	[[ $GUEST_NAME =~ ^[a-zA-Z0-9][a-zA-Z0-9-]*$ ]] || die "bad --hostname: $GUEST_NAME"
+	[ -z "$HOSTS_FILE" ] || [ -f "$HOSTS_FILE" ] || die "no hosts file $HOSTS_FILE"
+	[ -z "$SSHD_DIR" ] || [ -f "$SSHD_DIR/sshd_config" ] || die "no $SSHD_DIR/sshd_config"
+	if [ -z "$NETDEV" ]; then
+		[ -z "$NET_IP" ] || die "--ip needs --netdev"
+		return
+	fi
+	[[ $NETDEV != *id=* ]] || die "--netdev SPEC must not set id="
+	[[ $NETDEV != *mcast=* ]] || die "--netdev: no multicast (it could leave this machine)"
+	case $NETDEV in
+	dgram,* | stream,* | socket,*) ;;
+	*) die "--netdev: only dgram, stream or socket netdevs (got ${NETDEV%%,*})" ;;
+	esac
+	local hosts
+	hosts=$(tr ',' '\n' <<<"$NETDEV" | sed -n 's/^\(.*host\|localaddr\|listen\|connect\|udp\)=//p')
+	if grep -qvE '^(127\.0\.0\.1|localhost)?(:[0-9]+)?$' <<<"$hosts"; then
+		die "--netdev may only name loopback addresses: $NETDEV"
+	fi
+	[[ $NET_IP =~ ^([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)/[0-9]+$ ]] ||
+		die "--netdev needs --ip ADDR/PREFIX"
+}
+
+# A locally administered MAC made of the address's last two bytes.
+guest_mac() {
+	local ip=${NET_IP%/*}
+	local b3 b4
+	b3=$(cut -d. -f3 <<<"$ip")
+	b4=$(cut -d. -f4 <<<"$ip")
+	printf '52:54:00:77:%02x:%02x\n' "$b3" "$b4"
 }
 
 # The guest mounts fresh tmpfs on these, hiding the host's contents; it
@@ -304,7 +362,17 @@ write_config() { # KVER
 		printf 'RDMA=%q\n' "$RDMA"
 		printf 'MODULES_DIR=%q\n' "$(guest_modules_dir "$1")"
 		printf 'JOB_DIR=%q\n' "$PWD"
+		printf 'GUEST_HOSTNAME=%q\n' "$GUEST_NAME"
+		printf 'NET_IP=%q\n' "$NET_IP"
+		printf 'HAVE_NET=%q\n' "$([ -n "$NETDEV" ] && echo 1 || echo 0)"
+		printf 'HAVE_HOSTS=%q\n' "$([ -n "$HOSTS_FILE" ] && echo 1 || echo 0)"
+		printf 'HAVE_SSHD=%q\n' "$([ -n "$SSHD_DIR" ] && echo 1 || echo 0)"
 	} >"$OUT_DIR/.vm/config"
+	[ -z "$HOSTS_FILE" ] || cp "$HOSTS_FILE" "$OUT_DIR/.vm/hosts"
+	if [ -n "$SSHD_DIR" ]; then
+		cp -r "$SSHD_DIR" "$OUT_DIR/.vm/ssh"
+		chmod -R go-rwx "$OUT_DIR/.vm/ssh"
+	fi
 }
 
 # The command travels as a bash script, never on the kernel command line.
@@ -325,13 +393,17 @@ write_job() {
 # ---- the VM -----------------------------------------------------------------
 
 run_qemu() { # INITRAMFS
+	# A virtio-net NIC on --netdev, or no network at all.
+	local net=(-nic none)
+	[ -z "$NETDEV" ] ||
+		net=(-netdev "$NETDEV,id=net0" -device "virtio-net-pci,netdev=net0,mac=$(guest_mac)")
 	# --foreground keeps qemu in our process group, so whoever kills that
 	# group (meson on its test timeout, Ctrl-C) also kills qemu.
 	# qboot: fast, and no BIOS escape sequences on the console.
 	# One CPU and 1 GiB on each of two NUMA nodes, so tests can migrate pages;
 	# one socket per CPU, or the kernel warns about an LLC shared across nodes.
 	timeout --foreground --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
-		-nographic -bios qboot.rom -no-reboot -nic none -m 2048 -smp 2,sockets=2,cores=1,threads=1 \
+		-nographic -bios qboot.rom -no-reboot "${net[@]}" -m 2048 -smp 2,sockets=2,cores=1,threads=1 \
 		-object memory-backend-ram,id=mem0,size=1G \
 		-object memory-backend-ram,id=mem1,size=1G \
 		-numa node,nodeid=0,cpus=0,memdev=mem0 \

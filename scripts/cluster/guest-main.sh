@@ -1,0 +1,198 @@
+#!/bin/bash
+# The main job's part on node1 of the virtual cluster (scripts/main-job.sh
+# runs it through scripts/cluster/cluster.sh): the workloads of mpiwork on
+# NODES x RANKS_PER_NODE ranks, for each MPI stack and configuration:
+#   (a) the MPI library's registration cache off, no shim
+#   (b) the same under LD_PRELOAD=libummushim.so (one column per SHIM_VARIANTS
+#       entry, each a space-separated list of UMMUSHIM_* settings)
+#   (c) the MPI library's own registration cache
+# Stacks: ompi-ucx (Open MPI + UCX; cache off = UCX_IB_REG_METHODS=direct),
+# mpich-ucx (MPICH ch4:ucx; the same), ompi-ofi (Open MPI, pml cm + mtl ofi
+# over libfabric verbs;ofi_rxm; cache off = FI_MR_CACHE_MAX_COUNT=0).
+# Every run has libregcount-real.so preloaded (ibv_reg_mr calls reaching
+# libibverbs); (b) also libregcount-app.so above the shim (what the MPI
+# library asks for).  Raw outputs land in OUT as STACK-CONFIG.{txt,err};
+# the shim's logs as shim-STACK-CONFIG.HOST.PID.log, written to each node's
+# tmpfs while MPI runs (a debug line written over 9p costs milliseconds
+# under emulation and would be measured) and copied afterwards into
+# /run/ummunot-results, that node's result directory.
+#
+# Usage: guest-main.sh BUILD_DIR OUT_DIR
+# Environment: STACKS (default "ompi-ucx mpich-ucx ompi-ofi"), CONFIGS
+#   (default "a b c"), SHIM_VARIANTS (default: one, "UMMUSHIM_SUBRANGE=all"),
+#   WORKLOADS (default pingpong,collectives,halo,recycle), MPIWORK_ARGS,
+#   RANKS_PER_NODE (2), CLUSTER_NODES (from cluster.sh), DEBUG_LOG_RUN
+#   (a STACK-CONFIG whose shim logs at debug level, default ompi-ucx-b1),
+#   SOAK_SECONDS (> 0: only the soak: halo and recycle under the shim).
+set -eu -o pipefail
+
+BUILD=$(cd "$1" && pwd)
+OUT=$2
+mkdir -p "$OUT"
+NODE_OUT=/run/ummunot-results
+SHIM_LOGS=/tmp/ummunot-shim-logs
+SHIM=$BUILD/preload/libummushim.so
+COUNT_REAL=$BUILD/scripts/bench-mpi/libregcount-real.so
+COUNT_APP=$BUILD/scripts/bench-mpi/libregcount-app.so
+NODES=${CLUSTER_NODES:-2}
+PER_NODE=${RANKS_PER_NODE:-2}
+NP=$((NODES * PER_NODE))
+HOSTS=$(for i in $(seq "$NODES"); do printf 'node%s:%s,' "$i" "$PER_NODE"; done)
+HOSTS=${HOSTS%,}
+WORKLOADS=${WORKLOADS:-pingpong,collectives,halo,recycle}
+SHIM_VARIANTS=${SHIM_VARIANTS:-UMMUSHIM_SUBRANGE=all}
+status=0
+
+say() { echo "guest-main: $*" >&2; }
+
+ulimit -l unlimited
+
+# What the MPI library's registration cache needs switched off for (a)/(b).
+cache_off_env() { # STACK
+	case $1 in
+	*-ucx) echo UCX_IB_REG_METHODS=direct ;;
+	*-ofi) echo FI_MR_CACHE_MAX_COUNT=0 ;;
+	esac
+}
+
+# Settings every run of STACK shares.  scripts/main-job.sh's header says
+# why UCX_RNDV_THRESH=8K and UCX_IB_FORK_INIT=n.
+common_env() { # STACK
+	case $1 in
+	*-ucx) echo UCX_NET_DEVICES=rxe0:1 UCX_TLS=rc,self UCX_UD_ETH_DGID_CHECK=n \
+		UCX_RNDV_THRESH=8K UCX_IB_FORK_INIT=n UCX_LOG_LEVEL=info ;;
+	*-ofi) echo 'FI_PROVIDER=verbs;ofi_rxm' FI_UNIVERSE_SIZE=16 FI_VERBS_IFACE=eth0 \
+		RDMAV_FORK_SAFE=0 ;;
+	esac
+}
+
+# The launcher and its options for STACK, with ENV (K=V words) exported.
+launcher() { # STACK K=V...
+	local stack=$1 kv
+	shift
+	case $stack in
+	ompi-*)
+		printf '%s\0' mpirun.openmpi --allow-run-as-root -np "$NP" -H "$HOSTS" \
+			--mca oob_tcp_if_include eth0 --mca btl self --mca osc ^ucx
+		case $stack in
+		ompi-ucx) printf '%s\0' --mca pml ucx --mca pml_ucx_tls any --mca pml_ucx_devices any ;;
+		ompi-ofi) printf '%s\0' --mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include 'verbs;ofi_rxm' ;;
+		esac
+		for kv in "$@"; do printf '%s\0' -x "$kv"; done
+		;;
+	mpich-*)
+		printf '%s\0' mpirun.mpich -n "$NP" -hosts "$HOSTS" -iface eth0
+		for kv in "$@"; do printf '%s\0' -genv "${kv%%=*}" "${kv#*=}"; done
+		;;
+	esac
+}
+
+program_of() { # STACK
+	case $1 in
+	ompi-*) echo "$BUILD/scripts/bench-mpi/mpiwork.openmpi" ;;
+	mpich-*) echo "$BUILD/scripts/bench-mpi/mpiwork.mpich" ;;
+	esac
+}
+
+run_config() { # STACK CONFIG(a|bN|c) WORKLOADS [MPIWORK ARG...]
+	local stack=$1 cfg=$2 list=$3 tag=$1-$2 env=() cmd=() rc=0 level=info
+	shift 3
+	read -r -a env <<<"$(common_env "$stack")"
+	case $cfg in
+	a) env+=("$(cache_off_env "$stack")" "LD_PRELOAD=$COUNT_REAL") ;;
+	b*)
+		local variant
+		variant=$(sed -n "${cfg#b}p" <<<"${SHIM_VARIANTS//;/$'\n'}")
+		[ "$tag" != "${DEBUG_LOG_RUN:-ompi-ucx-b1}" ] || level=debug
+		# shellcheck disable=SC2206 # a list of K=V words
+		env+=("$(cache_off_env "$stack")" "LD_PRELOAD=$COUNT_APP:$SHIM:$COUNT_REAL"
+			UMMUSHIM_STATS=1 "UMMUSHIM_LOG_LEVEL=$level"
+			"UMMUSHIM_LOG_FILE=$SHIM_LOGS/shim-$tag.%h.%p.log" $variant)
+		echo "$variant" >"$OUT/$tag.variant"
+		;;
+	c) env+=("LD_PRELOAD=$COUNT_REAL") ;;
+	*) say "unknown configuration $cfg"; return 1 ;;
+	esac
+	mapfile -d '' -t cmd < <(launcher "$stack" "${env[@]}")
+	say "$tag: ${env[*]}"
+	local t0=$SECONDS
+	timeout "${RUN_TIMEOUT:-1200}" "${cmd[@]}" "$(program_of "$stack")" "$list" \
+		--label "$tag" "$@" >"$OUT/$tag.txt" 2>"$OUT/$tag.err" || rc=$?
+	echo "$((SECONDS - t0))" >"$OUT/$tag.seconds"
+	grep '^RESULT' "$OUT/$tag.txt" | cut -c1-200 >&2 || true
+	# Which device and transport UCX picked for each endpoint.
+	grep -ho 'ep_cfg.*' "$OUT/$tag.txt" "$OUT/$tag.err" | sort | uniq -c >&2 || true
+	if [ "$rc" -ne 0 ]; then
+		say "$tag failed with status $rc; its stderr:"
+		grep -v ' UCX  INFO ' "$OUT/$tag.err" | tail -20 >&2
+		status=1
+	fi
+}
+
+show_info() {
+	{
+		echo "== nodes: $HOSTS"
+		for i in $(seq "$NODES"); do
+			ssh "node$i" 'hostname; ip -br addr show eth0; rdma link show; ls -l /dev/ummunot' ||
+				echo "(ssh node$i failed)"
+		done
+		echo "== ucx_info -d (rxe0)"
+		UCX_NET_DEVICES=rxe0:1 ucx_info -d | grep -E 'Transport:|Device:' || true
+		echo "== fi_info -p 'verbs;ofi_rxm'"
+		FI_VERBS_IFACE=eth0 fi_info -p 'verbs;ofi_rxm' 2>&1 | head -12 || true
+	} >"$OUT/cluster-info.txt" 2>&1
+}
+
+# On every node: the shim's log directory (before), its logs into the
+# node's result directory (after).
+on_nodes() { # SHELL-COMMAND
+	local i
+	for i in $(seq "$NODES"); do
+		# shellcheck disable=SC2029 # the command is meant to be expanded here
+		ssh "node$i" "$1" || say "node$i: '$1' failed"
+	done
+}
+
+# Per node after the runs: NIC and Soft-RoCE counters (drops, retries).
+# shellcheck disable=SC2317 # run by the EXIT trap
+show_counters() {
+	local i
+	for i in $(seq "$NODES"); do
+		# shellcheck disable=SC2016 # expanded on the node
+		ssh "node$i" 'echo "== $(hostname)"; ip -s link show eth0
+			cd /sys/class/infiniband/rxe0/ports/1/hw_counters && grep . ./*' ||
+			echo "(ssh node$i failed)"
+	done >"$OUT/cluster-counters.txt" 2>&1
+}
+
+# shellcheck disable=SC2317 # run by the EXIT trap
+at_exit() {
+	on_nodes "cp $SHIM_LOGS/* $NODE_OUT/ 2>/dev/null; true"
+	show_counters
+}
+
+trap at_exit EXIT
+on_nodes "mkdir -p $SHIM_LOGS"
+show_info
+if [ "${SOAK_SECONDS:-0}" -gt 0 ]; then
+	# Half of the time each, one after the other.
+	# shellcheck disable=SC2086 # MPIWORK_ARGS is a list of options
+	run_config ompi-ucx b1 halo,recycle --seconds $((SOAK_SECONDS / 2)) \
+		--seed "$RANDOM" ${MPIWORK_ARGS:-}
+	exit "$status"
+fi
+nvariants=$(tr ';' '\n' <<<"$SHIM_VARIANTS" | grep -c .) || nvariants=1
+for stack in ${STACKS:-ompi-ucx mpich-ucx ompi-ofi}; do
+	for cfg in ${CONFIGS:-a b c}; do
+		if [ "$cfg" = b ]; then
+			for v in $(seq "$nvariants"); do
+				# shellcheck disable=SC2086
+				run_config "$stack" "b$v" "$WORKLOADS" ${MPIWORK_ARGS:-}
+			done
+		else
+			# shellcheck disable=SC2086
+			run_config "$stack" "$cfg" "$WORKLOADS" ${MPIWORK_ARGS:-}
+		fi
+	done
+done
+exit "$status"
