@@ -4,7 +4,7 @@
  *
  * Applications linked against libibverbs reference versioned symbols
  * (ibv_reg_mr@IBVERBS_1.1, ...).  This library defines the same names
- * with the same versions (.symver below + ummushim.map), so a preloaded
+ * with the same versions (SHIM_INTERPOSER below + ummushim.map), so a preloaded
  * copy is found first.  The real functions are looked up with their exact
  * versions at the first call: with dlvsym(RTLD_NEXT, ...), or, when
  * libibverbs was dlopen'ed in a local scope (MPI transport plugins),
@@ -39,6 +39,7 @@
 #include "gotpatch.h"
 #include "log.h"
 #include "monitor.h"
+#include "proc.h"
 #include "stats.h"
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
@@ -56,24 +57,49 @@ enum real_id {
 	REAL_COUNT
 };
 
+/*
+ * Each interposed symbol's libibverbs version, written only here: the
+ * real-function table below looks the real one up with it (dlvsym), and
+ * SHIM_INTERPOSER() gives the shim's definition the same version
+ * (.symver).  ummushim.map declares the version nodes and exports ibv_*.
+ */
+#define SHIM_VERSION_ibv_reg_mr		"IBVERBS_1.1"
+#define SHIM_VERSION_ibv_reg_mr_iova	"IBVERBS_1.7"
+#define SHIM_VERSION_ibv_reg_mr_iova2	"IBVERBS_1.8"
+#define SHIM_VERSION_ibv_dereg_mr	"IBVERBS_1.1"
+#define SHIM_VERSION_ibv_rereg_mr	"IBVERBS_1.1"
+#define SHIM_VERSION_ibv_dealloc_pd	"IBVERBS_1.1"
+#define SHIM_VERSION_ibv_close_device	"IBVERBS_1.1"
+
+/*
+ * Define the interposer of @name (returning @ret, taking the rest) as
+ * shim_<name>, exported as <name>@@<its version>: the default version, so
+ * the application's references (versioned or not) bind to it.
+ */
+#define SHIM_INTERPOSER(name, ret, ...)					\
+	__asm__(".symver shim_" #name ", " #name "@@" SHIM_VERSION_##name); \
+	SHIM_EXPORT ret shim_##name(__VA_ARGS__)
+
 struct real_fn {
 	const char *name;
 	const char *version;
 	_Atomic(void *) addr;
 };
 
+#define REAL_FN(name) { #name, SHIM_VERSION_##name, NULL }
+
 /*
  * Global: the real libibverbs entry points are process-wide facts, looked
  * up once (idempotently, so concurrent first calls are harmless).
  */
 static struct real_fn real_fns[REAL_COUNT] = {
-	[REAL_REG_MR] = { "ibv_reg_mr", "IBVERBS_1.1", NULL },
-	[REAL_REG_MR_IOVA] = { "ibv_reg_mr_iova", "IBVERBS_1.7", NULL },
-	[REAL_REG_MR_IOVA2] = { "ibv_reg_mr_iova2", "IBVERBS_1.8", NULL },
-	[REAL_DEREG_MR] = { "ibv_dereg_mr", "IBVERBS_1.1", NULL },
-	[REAL_REREG_MR] = { "ibv_rereg_mr", "IBVERBS_1.1", NULL },
-	[REAL_DEALLOC_PD] = { "ibv_dealloc_pd", "IBVERBS_1.1", NULL },
-	[REAL_CLOSE_DEVICE] = { "ibv_close_device", "IBVERBS_1.1", NULL },
+	[REAL_REG_MR] = REAL_FN(ibv_reg_mr),
+	[REAL_REG_MR_IOVA] = REAL_FN(ibv_reg_mr_iova),
+	[REAL_REG_MR_IOVA2] = REAL_FN(ibv_reg_mr_iova2),
+	[REAL_DEREG_MR] = REAL_FN(ibv_dereg_mr),
+	[REAL_REREG_MR] = REAL_FN(ibv_rereg_mr),
+	[REAL_DEALLOC_PD] = REAL_FN(ibv_dealloc_pd),
+	[REAL_CLOSE_DEVICE] = REAL_FN(ibv_close_device),
 };
 
 #define IBVERBS_SONAME "libibverbs.so.1"
@@ -501,40 +527,43 @@ static struct cache *shim_cache_if_ready(void)
 
 /* ---- fork and exit -------------------------------------------------------- */
 
-static void atfork_prepare(void)
+static void atfork_prepare(void *arg)
 {
+	(void)arg;
 	pthread_mutex_lock(&g_publish_lock);
 	g_fork_cache = atomic_load(&g_cache);
 	if (g_fork_cache)
 		cache_fork_prepare(g_fork_cache);
 }
 
-static void atfork_parent(void)
+static void atfork_parent(void *arg)
 {
+	(void)arg;
 	if (g_fork_cache)
 		cache_fork_parent(g_fork_cache);
 	pthread_mutex_unlock(&g_publish_lock);
 }
 
-static void atfork_child(void)
+static void atfork_child(void *arg)
 {
+	(void)arg;
 	atomic_store(&g_forked, true);
 	if (g_fork_cache)
 		cache_fork_child(g_fork_cache);
 	pthread_mutex_unlock(&g_publish_lock);
 }
 
-static void register_atfork(void)
-{
-	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
+/* Global: the process's fork hooks, registered once, never removed. */
+static struct proc_fork_hooks g_fork_hooks = {
+	.prepare = atfork_prepare,
+	.parent = atfork_parent,
+	.child = atfork_child,
+};
 
 /* Idempotent; shim_init() calls it before publishing the cache. */
 static void install_atfork(void)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-	pthread_once(&once, register_atfork);
+	proc_fork_hooks_add(&g_fork_hooks);
 }
 
 /*
@@ -637,33 +666,28 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	return mr;
 }
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr(struct ibv_pd *pd, void *addr,
-					   size_t length, int access)
+SHIM_INTERPOSER(ibv_reg_mr, struct ibv_mr *, struct ibv_pd *pd, void *addr,
+		size_t length, int access)
 {
 	return shim_register(pd, addr, length, (uintptr_t)addr,
 			     (unsigned int)access, REAL_REG_MR);
 }
-__asm__(".symver shim_ibv_reg_mr, ibv_reg_mr@@IBVERBS_1.1");
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr_iova(struct ibv_pd *pd, void *addr,
-						size_t length, uint64_t iova,
-						int access)
+SHIM_INTERPOSER(ibv_reg_mr_iova, struct ibv_mr *, struct ibv_pd *pd,
+		void *addr, size_t length, uint64_t iova, int access)
 {
 	return shim_register(pd, addr, length, iova, (unsigned int)access,
 			     REAL_REG_MR_IOVA);
 }
-__asm__(".symver shim_ibv_reg_mr_iova, ibv_reg_mr_iova@@IBVERBS_1.7");
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr,
-						 size_t length, uint64_t iova,
-						 unsigned int access)
+SHIM_INTERPOSER(ibv_reg_mr_iova2, struct ibv_mr *, struct ibv_pd *pd,
+		void *addr, size_t length, uint64_t iova, unsigned int access)
 {
 	return shim_register(pd, addr, length, iova, access,
 			     REAL_REG_MR_IOVA2);
 }
-__asm__(".symver shim_ibv_reg_mr_iova2, ibv_reg_mr_iova2@@IBVERBS_1.8");
 
-SHIM_EXPORT int shim_ibv_dereg_mr(struct ibv_mr *mr)
+SHIM_INTERPOSER(ibv_dereg_mr, int, struct ibv_mr *mr)
 {
 	struct cache *c = shim_cache_if_ready();
 	struct shim_entry se;
@@ -681,16 +705,14 @@ SHIM_EXPORT int shim_ibv_dereg_mr(struct ibv_mr *mr)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_dereg_mr, ibv_dereg_mr@@IBVERBS_1.1");
 
 /*
  * A cached MR that several registrations share (refs > 1) is refused with
  * EBUSY: changing its translation, PD or access would change it under the
  * other holders, which asked for the old ones.
  */
-SHIM_EXPORT int shim_ibv_rereg_mr(struct ibv_mr *mr, int flags,
-				  struct ibv_pd *pd, void *addr, size_t length,
-				  int access)
+SHIM_INTERPOSER(ibv_rereg_mr, int, struct ibv_mr *mr, int flags,
+		struct ibv_pd *pd, void *addr, size_t length, int access)
 {
 	struct cache *c = shim_cache_if_ready();
 	rereg_mr_fn f = (rereg_mr_fn)real(REAL_REREG_MR);
@@ -713,9 +735,8 @@ SHIM_EXPORT int shim_ibv_rereg_mr(struct ibv_mr *mr, int flags,
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_rereg_mr, ibv_rereg_mr@@IBVERBS_1.1");
 
-SHIM_EXPORT int shim_ibv_dealloc_pd(struct ibv_pd *pd)
+SHIM_INTERPOSER(ibv_dealloc_pd, int, struct ibv_pd *pd)
 {
 	struct cache *c = shim_cache_if_ready();
 	dealloc_pd_fn f = (dealloc_pd_fn)real(REAL_DEALLOC_PD);
@@ -732,9 +753,8 @@ SHIM_EXPORT int shim_ibv_dealloc_pd(struct ibv_pd *pd)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_dealloc_pd, ibv_dealloc_pd@@IBVERBS_1.1");
 
-SHIM_EXPORT int shim_ibv_close_device(struct ibv_context *ctx)
+SHIM_INTERPOSER(ibv_close_device, int, struct ibv_context *ctx)
 {
 	struct cache *c = shim_cache_if_ready();
 	close_device_fn f = (close_device_fn)real(REAL_CLOSE_DEVICE);
@@ -753,4 +773,3 @@ SHIM_EXPORT int shim_ibv_close_device(struct ibv_context *ctx)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_close_device, ibv_close_device@@IBVERBS_1.1");
