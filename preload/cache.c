@@ -61,16 +61,17 @@ struct cache *cache_create(const struct cache_ops *ops, struct monitor *mon,
 void cache_destroy(struct cache *c)
 {
 	struct entry *idle = NULL, *rest = NULL;
+	bool child;
 
 	if (!c)
 		return;
-	(void)cache_in_child(c);
+	child = cache_in_child(c);
 	lock_cache(c);
 	while (!list_empty(&c->all)) {
 		struct entry *e = container_of(c->all.next, struct entry, all);
 		struct elock l = entry_lock(c, e);
 		bool idle_mr = e->registered && atomic_load(&e->refs) == 0 &&
-			       !atomic_load(&c->child);
+			       !child;
 
 		entry_clear_registered(c, e);
 		entry_retire(c, e, idle_mr ? &idle : &rest);
@@ -80,7 +81,7 @@ void cache_destroy(struct cache *c)
 	release_victims(c, idle);
 	for (struct entry *e = rest, *n; e; e = n) {
 		n = e->next_victim;
-		if (!atomic_load(&c->child))
+		if (!child)
 			monitor_unwatch(c, e);
 		free(e);
 	}
@@ -95,16 +96,61 @@ void cache_destroy(struct cache *c)
 	free(c);
 }
 
+/*
+ * Real registration; on ENOMEM retry once after releasing idle MRs.  Every
+ * registration goes through here, cached or not: an idle cached MR must
+ * never be why the application's registration fails.
+ */
+static void *reg_with_retry(struct cache *c, const struct cache_key *key,
+			    int how)
+{
+	struct entry *victims = NULL;
+	void *mr = c->ops.reg(c->ops.arg, key, how);
+
+	/* A forked child never releases the parent's MRs. */
+	if (mr || errno != ENOMEM || cache_in_child(c))
+		return mr;
+	lock_cache(c);
+	evict_all_idle(c, &victims);
+	unlock_cache(c);
+	if (!victims) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	log_info("registration of %zu bytes failed with ENOMEM; released idle cached MRs and retrying",
+		 key->length);
+	release_victims(c, victims);
+	return c->ops.reg(c->ops.arg, key, how);
+}
+
 static void *passthrough_reg(struct cache *c, const struct cache_key *key,
 			     int how)
 {
 	void *mr;
 
 	stats_inc(&c->stats->passthrough);
-	mr = c->ops.reg(c->ops.arg, key, how);
+	mr = reg_with_retry(c, key, how);
 	log_debug("reg (not cached) mr=%p addr=%#" PRIxPTR " len=%zu", mr,
 		  key->addr, key->length);
 	return mr;
+}
+
+void *cache_reg_uncached(struct cache *c, const struct cache_key *key,
+			 int how)
+{
+	int old = nocancel_begin();
+	void *mr = passthrough_reg(c, key, how);
+
+	nocancel_end(old);
+	return mr;
+}
+
+void cache_release_invalidated(struct cache *c)
+{
+	int old = nocancel_begin();
+
+	cache_sync(c);
+	nocancel_end(old);
 }
 
 /* Drop a pending entry whose registration will not be cached. */
@@ -121,28 +167,6 @@ static void abandon_pending(struct cache *c, struct entry *e)
 	unlock_cache(c);
 }
 
-/* Real registration; on ENOMEM retry once after releasing idle MRs. */
-static void *reg_with_retry(struct cache *c, const struct cache_key *key,
-			    int how)
-{
-	struct entry *victims = NULL;
-	void *mr = c->ops.reg(c->ops.arg, key, how);
-
-	if (mr || errno != ENOMEM)
-		return mr;
-	lock_cache(c);
-	evict_all_idle(c, &victims);
-	unlock_cache(c);
-	if (!victims) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	log_info("registration of %zu bytes failed with ENOMEM; released idle cached MRs and retrying",
-		 key->length);
-	release_victims(c, victims);
-	return c->ops.reg(c->ops.arg, key, how);
-}
-
 /* Register for the pending entry @e created by cache_reg(). */
 static void *miss_register(struct cache *c, struct entry *e, int how)
 {
@@ -157,6 +181,8 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 	/* Watch first, so that an invalidation racing with the pinning is seen. */
 	rc = monitor_watch(c, e);
 	if (rc < 0) {
+		if (rc == -ENXIO)	/* device memory: never cached */
+			stats_inc(&c->stats->unwatchable);
 		log_debug("cannot watch [%#" PRIxPTR ", +%zu): %s; not cached",
 			  e->key.addr, e->key.length, strerror(-rc));
 		key = e->key;
@@ -165,9 +191,10 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 		return passthrough_reg(c, &key, how);
 	}
 	e->watched = true;
-	stats_inc(&c->stats->misses);
 
 	mr = reg_with_retry(c, &e->key, how);
+	if (mr)
+		stats_inc(&c->stats->misses);
 	if (!mr) {
 		err = errno;
 		abandon_pending(c, e);
@@ -372,6 +399,7 @@ static bool try_fast_dereg(struct cache *c, void *mr, bool *idle)
 static int dereg_slow(struct cache *c, void *mr)
 {
 	struct entry *victims = NULL;
+	bool child = cache_in_child(c);
 	struct entry *e;
 	struct elock l;
 	unsigned long r;
@@ -387,7 +415,7 @@ static int dereg_slow(struct cache *c, void *mr)
 	}
 	l = entry_lock(c, e);
 	r = atomic_load(&e->refs);
-	if (atomic_load(&c->child)) {
+	if (child) {
 		/* The parent's registration: never touch it from here. */
 		if (r)
 			atomic_fetch_sub(&e->refs, 1);

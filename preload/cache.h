@@ -75,6 +75,24 @@ void cache_destroy(struct cache *c);
 void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 		int how);
 
+/*
+ * A registration the caller decided not to cache (on-demand paging, not
+ * from the application, ...): the real one, retried once after releasing
+ * idle cached MRs if it fails with ENOMEM.
+ */
+void *cache_reg_uncached(struct cache *c, const struct cache_key *key,
+			 int how);
+
+/*
+ * Apply the invalidations reported so far (idle invalidated MRs are
+ * deregistered now).  For a thread that waits on the monitor's
+ * wait_fd(), so they are released without the application's next call.
+ */
+void cache_release_invalidated(struct cache *c);
+
+/* At exit: say how many stale-MR warnings the rate limit suppressed. */
+void cache_report_suppressed(struct cache *c);
+
 /* ibv_dereg_mr: 0 or a positive errno value. MRs not ours pass through. */
 int cache_dereg(struct cache *c, void *mr);
 

@@ -17,19 +17,15 @@
 /*
  * Whether this process is a child of the one that created the cache.  A
  * child made without the fork handlers (syscall(SYS_fork), clone) is
- * caught here, on the slow paths: it then passes through for good and
- * never deregisters, unwatches or drains anything (the MRs and the
- * monitor's descriptor belong to the parent).  The pid check is a system
- * call, so the hit path does not ask.
+ * caught here, on the slow paths: it passes through and never
+ * deregisters, unwatches or drains anything (the MRs and the monitor's
+ * descriptor belong to the parent).  The pid check is a system call, so
+ * the hit path does not ask; it is not remembered in the cache, which a
+ * clone(CLONE_VM) child shares with its parent.
  */
 bool cache_in_child(struct cache *c)
 {
-	if (atomic_load(&c->child))
-		return true;
-	if (!proc_is_other(c->owner))
-		return false;
-	atomic_store(&c->child, true);
-	return true;
+	return atomic_load(&c->child) || proc_is_other(c->owner);
 }
 
 struct entry *find_by_cookie(struct cache *c, uint64_t cookie)
@@ -127,8 +123,8 @@ void entry_set_registered(struct cache *c, struct entry *e, void *mr)
 	htab_insert(&c->by_mr, &e->by_mr, mr_hash(mr));
 	e->registered = true;
 	c->n_registered++;
-	c->bytes_registered += e->key.length;
-	stats_pin(c->stats, e->key.length);
+	c->bytes_registered += entry_pinned_bytes(c, e);
+	stats_pin(c->stats, entry_pinned_bytes(c, e));
 }
 
 void entry_clear_registered(struct cache *c, struct entry *e)
@@ -138,8 +134,8 @@ void entry_clear_registered(struct cache *c, struct entry *e)
 	htab_remove(&c->by_mr, &e->by_mr);
 	e->registered = false;
 	c->n_registered--;
-	c->bytes_registered -= e->key.length;
-	stats_unpin(c->stats, e->key.length);
+	c->bytes_registered -= entry_pinned_bytes(c, e);
+	stats_unpin(c->stats, entry_pinned_bytes(c, e));
 }
 
 /*

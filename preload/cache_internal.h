@@ -133,14 +133,28 @@ struct cache {
 	struct list all, lru;		/* lock; lru is the clock list */
 	size_t n_clock;			/* lock: entries in lru */
 	uint64_t next_cookie;		/* lock */
-	/* Written under lock; read without it by the dereg fast path. */
+	/*
+	 * Registrations held and the bytes of the pages they pin.  Written
+	 * under lock; read without it by the dereg fast path.
+	 */
 	atomic_size_t n_registered;
 	_Atomic uint64_t bytes_registered;
 
 	/* Atomic: the monitor failed, caching is off for good (set under lock). */
 	atomic_bool broken;
-	/* Atomic: this is a forked child's copy, pass through. */
+	/*
+	 * Atomic: this is a forked child's copy, pass through.  Set only by
+	 * the fork handler, in the child's own memory; a child made without
+	 * it is told by its pid (cache_in_child()), never by a flag that a
+	 * child sharing the parent's memory (clone(CLONE_VM)) would set for
+	 * the parent too.
+	 */
 	atomic_bool child;
+
+	/* Atomic: the stale-warning rate limit (cache_inval.c). */
+	_Atomic uint64_t stale_window_start;
+	atomic_uint stale_window_lines;
+	_Atomic uint64_t stale_suppressed;
 };
 
 /* ---- locks ----------------------------------------------------------- */
@@ -287,6 +301,20 @@ static inline struct entry *find_by_mr(struct cache *c, void *mr)
 
 /* Under c->lock. */
 struct entry *find_by_cookie(struct cache *c, uint64_t cookie);
+
+/*
+ * Bytes of the pages @e's registration pins: whole pages, whatever the
+ * requested length (a 64-byte MR pins a page).
+ */
+static inline uint64_t entry_pinned_bytes(const struct cache *c,
+					  const struct entry *e)
+{
+	uintptr_t start = e->key.addr & ~c->page_mask;
+	uintptr_t end = (e->key.addr + e->key.length + c->page_mask) &
+			~c->page_mask;
+
+	return end > start ? (uint64_t)(end - start) : (uint64_t)e->key.length;
+}
 
 static inline bool over_limits(const struct cache *c)
 {

@@ -580,7 +580,7 @@ __attribute__((constructor)) static void shim_load(void)
 /* Only reads atomics and writes one line: safe while other threads run. */
 __attribute__((destructor)) static void shim_unload(void)
 {
-	char line[512];
+	char line[768];
 
 	if (!atomic_load(&g_initialized) || atomic_load(&g_forked))
 		return;
