@@ -677,8 +677,11 @@ static int defer_dereg(struct ibv_mr *mr)
 	return 0;
 }
 
-/* At depth 1, so that a handler's deregs meanwhile are queued again. */
-static void run_deferred_deregs(void)
+/*
+ * At depth 1, so that a handler's deregs meanwhile are queued again.  Out
+ * of line: shim_leave() is on the hit path.
+ */
+__attribute__((noinline, cold)) static void run_deferred_deregs(void)
 {
 	int saved = errno;
 
@@ -702,7 +705,9 @@ static void run_deferred_deregs(void)
 	errno = saved;
 }
 
-static void shim_leave(struct shim_entry *s)
+/* Inlined: it is on the hit path. */
+static inline __attribute__((always_inline)) void
+shim_leave(struct shim_entry *s)
 {
 	if (shim_depth == 1 &&
 	    atomic_load_explicit(&deferred_n, memory_order_relaxed))
