@@ -4,11 +4,8 @@
  *
  * Applications linked against libibverbs reference versioned symbols
  * (ibv_reg_mr@IBVERBS_1.1, ...).  This library defines the same names
- * with the same versions (.symver below + ummushim.map), so a preloaded
- * copy is found first.  The real functions are looked up with their exact
- * versions at the first call: with dlvsym(RTLD_NEXT, ...), or, when
- * libibverbs was dlopen'ed in a local scope (MPI transport plugins),
- * through dlopen("libibverbs.so.1", RTLD_NOLOAD).
+ * with the same versions (SHIM_INTERPOSER, reals.h), so a preloaded copy
+ * is found first.  The real functions are found by reals.c.
  *
  * Re-entrance: libibverbs' own ibv_reg_mr and ibv_reg_mr_iova jump to
  * ibv_reg_mr_iova2 through its PLT, which lands in our ibv_reg_mr_iova2.
@@ -22,7 +19,6 @@
  * codes) are always returned unchanged.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -36,256 +32,12 @@
 
 #include "cache.h"
 #include "config.h"
-#include "gotpatch.h"
 #include "log.h"
 #include "monitor.h"
+#include "proc.h"
+#include "reals.h"
+#include "releaser.h"
 #include "stats.h"
-
-#define SHIM_EXPORT __attribute__((visibility("default")))
-
-/* ---- the real functions -------------------------------------------------- */
-
-enum real_id {
-	REAL_REG_MR,
-	REAL_REG_MR_IOVA,
-	REAL_REG_MR_IOVA2,
-	REAL_DEREG_MR,
-	REAL_REREG_MR,
-	REAL_DEALLOC_PD,
-	REAL_CLOSE_DEVICE,
-	REAL_COUNT
-};
-
-struct real_fn {
-	const char *name;
-	const char *version;
-	_Atomic(void *) addr;
-};
-
-/*
- * Global: the real libibverbs entry points are process-wide facts, looked
- * up once (idempotently, so concurrent first calls are harmless).
- */
-static struct real_fn real_fns[REAL_COUNT] = {
-	[REAL_REG_MR] = { "ibv_reg_mr", "IBVERBS_1.1", NULL },
-	[REAL_REG_MR_IOVA] = { "ibv_reg_mr_iova", "IBVERBS_1.7", NULL },
-	[REAL_REG_MR_IOVA2] = { "ibv_reg_mr_iova2", "IBVERBS_1.8", NULL },
-	[REAL_DEREG_MR] = { "ibv_dereg_mr", "IBVERBS_1.1", NULL },
-	[REAL_REREG_MR] = { "ibv_rereg_mr", "IBVERBS_1.1", NULL },
-	[REAL_DEALLOC_PD] = { "ibv_dealloc_pd", "IBVERBS_1.1", NULL },
-	[REAL_CLOSE_DEVICE] = { "ibv_close_device", "IBVERBS_1.1", NULL },
-};
-
-#define IBVERBS_SONAME "libibverbs.so.1"
-#define REG_IDS ((1u << REAL_REG_MR) | (1u << REAL_REG_MR_IOVA) | \
-		 (1u << REAL_REG_MR_IOVA2))
-
-/*
- * Global, like real_fns: libibverbs itself, pinned (RTLD_NODELETE) so that
- * the cached real-function pointers and the patched GOT slots can never
- * dangle, and what is known about its internal calls of interposed
- * symbols (see resolve_reals()).  Written under g_resolve_lock; the state
- * is read lock-free.
- */
-static pthread_mutex_t g_resolve_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *g_ibverbs;
-enum internal_state {
-	INTERNAL_UNKNOWN,	/* libibverbs not seen yet */
-	INTERNAL_PATCHED,	/* its internal calls never reach the shim */
-	INTERNAL_UNPATCHED,	/* some may: see g_internal_unsafe */
-};
-static atomic_int g_internal = INTERNAL_UNKNOWN;
-/* real_id bits: libibverbs calls these through its GOT (patched or not). */
-static atomic_uint g_internal_relocs = REG_IDS;
-/* real_id bits: ... and the slot could not be patched. */
-static atomic_uint g_internal_unsafe;
-static char g_patch_note[256];	/* reported once logging is set up */
-static atomic_bool g_patch_note_ready;
-
-/* dlvsym through RTLD_NEXT (respects other preloaded wrappers), else
- * through libibverbs itself (loaded in a local scope by a plugin). */
-static void *lookup_real(const struct real_fn *r)
-{
-	void *p = dlvsym(RTLD_NEXT, r->name, r->version);
-
-	if (!p && g_ibverbs)
-		p = dlvsym(g_ibverbs, r->name, r->version);
-	return p;
-}
-
-/*
- * Make libibverbs' own calls of interposed functions (its ibv_reg_mr and
- * ibv_reg_mr_iova call ibv_reg_mr_iova2 through its GOT; it also calls
- * ibv_dereg_mr, ibv_dealloc_pd and ibv_close_device that way) go straight
- * to its own definitions.  Without this, an application that bypasses the
- * shim through its own dlopen handle (NCCL does) would see its
- * ibv_reg_mr cached by the shim's ibv_reg_mr_iova2 at depth 0 and its
- * ibv_dereg_mr free that MR behind the cache's back.
- */
-static void patch_internal_calls(void)
-{
-	struct got_patch_req reqs[REAL_COUNT];
-	unsigned int relocs = 0, unsafe = 0;
-	size_t used = 0;
-	int rc;
-
-	for (int i = 0; i < REAL_COUNT; i++) {
-		reqs[i].name = real_fns[i].name;
-		reqs[i].target = dlvsym(g_ibverbs, real_fns[i].name,
-					real_fns[i].version);
-	}
-	rc = got_patch(IBVERBS_SONAME, reqs, REAL_COUNT);
-	if (rc < 0) {
-		relocs = unsafe = REG_IDS;	/* unknown: assume the worst */
-	} else {
-		for (int i = 0; i < REAL_COUNT; i++) {
-			if (reqs[i].result != GOT_PATCH_ABSENT)
-				relocs |= 1u << i;
-			if (reqs[i].result == GOT_PATCH_FAILED)
-				unsafe |= 1u << i;
-		}
-		unsafe &= REG_IDS;
-	}
-	atomic_store(&g_internal_relocs, relocs);
-	atomic_store(&g_internal_unsafe, unsafe);
-	if (unsafe) {
-		used = (size_t)snprintf(g_patch_note, sizeof(g_patch_note),
-					"cannot rebind libibverbs' internal calls (%s); registrations through",
-					rc < 0 ? "its dynamic section is not understood" :
-						 "a GOT slot cannot be written");
-		for (int i = 0; i < REAL_COUNT && used < sizeof(g_patch_note); i++)
-			if (unsafe & (1u << i))
-				used += (size_t)snprintf(g_patch_note + used,
-							 sizeof(g_patch_note) - used,
-							 " %s", real_fns[i].name);
-		if (used < sizeof(g_patch_note))
-			snprintf(g_patch_note + used, sizeof(g_patch_note) - used,
-				 " pass through uncached");
-	}
-	atomic_store(&g_internal, unsafe ? INTERNAL_UNPATCHED : INTERNAL_PATCHED);
-}
-
-/*
- * Find libibverbs (without dlopen'ing anything that is not loaded yet,
- * and without a failing dl call when it is not there, so the
- * application's dlerror() state is left alone), pin it, look up the real
- * functions and patch its internal calls.  Once done, never again.
- */
-static void resolve_reals(void)
-{
-	char path[4096];
-
-	int old;
-
-	if (atomic_load(&g_internal) != INTERNAL_UNKNOWN)
-		return;
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-	pthread_mutex_lock(&g_resolve_lock);
-	if (atomic_load(&g_internal) == INTERNAL_UNKNOWN &&
-	    got_object_path(IBVERBS_SONAME, path, sizeof(path))) {
-		g_ibverbs = dlopen(path, RTLD_NOLOAD | RTLD_NODELETE | RTLD_LAZY);
-		for (int i = 0; i < REAL_COUNT; i++) {
-			void *p = lookup_real(&real_fns[i]);
-
-			if (p)
-				atomic_store(&real_fns[i].addr, p);
-		}
-		if (g_ibverbs) {
-			patch_internal_calls();
-		} else {
-			snprintf(g_patch_note, sizeof(g_patch_note),
-				 "cannot pin %.160s; registrations through ibv_reg_mr_iova2 pass through uncached",
-				 path);
-			atomic_store(&g_internal_unsafe, REG_IDS);
-			atomic_store(&g_internal, INTERNAL_UNPATCHED);
-		}
-		atomic_store(&g_patch_note_ready, true);
-	}
-	pthread_mutex_unlock(&g_resolve_lock);
-	pthread_setcancelstate(old, NULL);
-}
-
-/*
- * Whether a depth-0 call of entry point @id can only have come from the
- * application (so it may be cached), not from libibverbs calling itself.
- * A call arriving before the patch was applied may be such an internal
- * call (the slot was read before the patch): it passes through.
- */
-static bool call_is_from_application(enum real_id id)
-{
-	int st = atomic_load(&g_internal);
-
-	if (st == INTERNAL_PATCHED)
-		return true;
-	if (st == INTERNAL_UNPATCHED)
-		return !(atomic_load(&g_internal_unsafe) & (1u << id));
-	resolve_reals();
-	return !(atomic_load(&g_internal_relocs) & (1u << id));
-}
-
-/* The real function, or NULL with errno = ENOSYS (logged once per name). */
-static void *real(enum real_id id)
-{
-	static atomic_bool reported[REAL_COUNT];
-	struct real_fn *r = &real_fns[id];
-	void *p = atomic_load_explicit(&r->addr, memory_order_acquire);
-
-	if (p)
-		return p;
-	resolve_reals();
-	p = atomic_load_explicit(&r->addr, memory_order_acquire);
-	if (p)
-		return p;
-	/* Not named libibverbs.so.1: whatever provides the symbol. */
-	p = dlvsym(RTLD_NEXT, r->name, r->version);
-	if (p) {
-		atomic_store_explicit(&r->addr, p, memory_order_release);
-		return p;
-	}
-	if (!atomic_exchange(&reported[id], true))
-		log_error("cannot find the real %s@%s in libibverbs", r->name,
-			  r->version);
-	errno = ENOSYS;
-	return NULL;
-}
-
-typedef struct ibv_mr *(*reg_mr_fn)(struct ibv_pd *, void *, size_t, int);
-typedef struct ibv_mr *(*reg_mr_iova_fn)(struct ibv_pd *, void *, size_t,
-					 uint64_t, int);
-typedef struct ibv_mr *(*reg_mr_iova2_fn)(struct ibv_pd *, void *, size_t,
-					  uint64_t, unsigned int);
-typedef int (*dereg_mr_fn)(struct ibv_mr *);
-typedef int (*rereg_mr_fn)(struct ibv_mr *, int, struct ibv_pd *, void *,
-			   size_t, int);
-typedef int (*dealloc_pd_fn)(struct ibv_pd *);
-typedef int (*close_device_fn)(struct ibv_context *);
-
-/* Call the real entry point @how (enum real_id) the application called. */
-static struct ibv_mr *call_real_reg(int how, const struct cache_key *k)
-{
-	void *f = real((enum real_id)how);
-
-	if (!f)
-		return NULL;
-	switch (how) {
-	case REAL_REG_MR:
-		return ((reg_mr_fn)f)(k->pd, (void *)k->addr, k->length,
-				      (int)k->access);
-	case REAL_REG_MR_IOVA:
-		return ((reg_mr_iova_fn)f)(k->pd, (void *)k->addr, k->length,
-					   k->iova, (int)k->access);
-	default:
-		return ((reg_mr_iova2_fn)f)(k->pd, (void *)k->addr, k->length,
-					    k->iova, k->access);
-	}
-}
-
-static int call_real_dereg(struct ibv_mr *mr)
-{
-	dereg_mr_fn f = (dereg_mr_fn)real(REAL_DEREG_MR);
-
-	return f ? f(mr) : ENOSYS;
-}
 
 /* ---- process-wide shim state -------------------------------------------- */
 
@@ -300,7 +52,8 @@ static atomic_bool g_initialized;
 static _Atomic(struct cache *) g_cache;	/* NULL: pass-through */
 static struct monitor *g_monitor;
 static const char *g_monitor_name = "none";
-static atomic_bool g_forked;		/* we are a forked child */
+static atomic_bool g_forked;		/* a child forked with a cache */
+static pid_t g_init_pid;		/* the process that initialised */
 static struct cache *g_fork_cache;	/* cache locked across fork() */
 /*
  * Orders publishing g_cache against fork(): a cache is either published
@@ -311,6 +64,23 @@ static pthread_mutex_t g_publish_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Depth of shim calls on this thread: >0 means "inside the real library". */
 static __thread unsigned int shim_depth
+	__attribute__((tls_model("initial-exec")));
+
+/*
+ * ibv_dereg_mr calls that arrived while this thread was already inside the
+ * shim or the real library: from a signal handler that interrupted it, or
+ * from libibverbs calling itself (if its GOT could not be patched).  Such
+ * a call must not go to the real ibv_dereg_mr when the MR is a cached one
+ * (the next hit would return a freed MR), and it cannot take the cache's
+ * locks (the interrupted code may hold them), so it is queued here and
+ * done by this thread's outermost shim_leave().  Async-signal-safe: the
+ * count is only changed by compare-and-swap, and a handler runs to
+ * completion before the code it interrupted goes on.
+ */
+#define DEFERRED_DEREGS 16
+static __thread struct ibv_mr *deferred_mr[DEFERRED_DEREGS]
+	__attribute__((tls_model("initial-exec")));
+static __thread atomic_uint deferred_n
 	__attribute__((tls_model("initial-exec")));
 
 static struct ibv_mr *timed_real_reg(int how, const struct cache_key *k)
@@ -417,11 +187,12 @@ static const char *env_get(const char *name)
 static void report_patch_note(void)
 {
 	static atomic_bool reported;
+	const char *note = reals_patch_note();
 
-	if (!atomic_load(&g_initialized) || !atomic_load(&g_patch_note_ready) ||
-	    !g_patch_note[0] || atomic_exchange(&reported, true))
+	if (!atomic_load(&g_initialized) || !note ||
+	    atomic_exchange(&reported, true))
 		return;
-	log_info("%s", g_patch_note);
+	log_info("%s", note);
 }
 
 static void install_atfork(void);
@@ -436,6 +207,7 @@ static void shim_init(void)
 	struct cache *c;
 	char why[256];
 
+	g_init_pid = proc_pid();
 	config_parse(&g_cfg, env_get);
 	log_init(g_cfg.log_level, g_cfg.log_file);
 	for (int i = 0; i < g_cfg.n_errors; i++)
@@ -473,6 +245,13 @@ static void shim_init(void)
 	log_info("caching registrations: monitor=%s max_entries=%" PRIu64
 		 " max_bytes=%" PRIu64, g_monitor_name, limits.max_entries,
 		 limits.max_bytes);
+	if (g_monitor->ops->wait_fd) {
+		int rc = releaser_start(c, g_monitor->ops->wait_fd(g_monitor));
+
+		if (rc < 0)
+			log_info("cannot start the releaser thread (%s): invalidated idle MRs are released at the next verbs call",
+				 strerror(-rc));
+	}
 	if (strcmp(g_monitor_name, "uffd") == 0)
 		log_info("monitor=uffd is the fallback for kernels without /dev/ummunot: userfaultfd reports an unmap only after the kernel has let go of the address range, so a thread that maps and registers the same addresses in that window can get a stale cached MR (see Limits in the README)");
 }
@@ -501,40 +280,50 @@ static struct cache *shim_cache_if_ready(void)
 
 /* ---- fork and exit -------------------------------------------------------- */
 
-static void atfork_prepare(void)
+static void atfork_prepare(void *arg)
 {
+	(void)arg;
 	pthread_mutex_lock(&g_publish_lock);
 	g_fork_cache = atomic_load(&g_cache);
 	if (g_fork_cache)
 		cache_fork_prepare(g_fork_cache);
 }
 
-static void atfork_parent(void)
+static void atfork_parent(void *arg)
 {
+	(void)arg;
 	if (g_fork_cache)
 		cache_fork_parent(g_fork_cache);
 	pthread_mutex_unlock(&g_publish_lock);
 }
 
-static void atfork_child(void)
+/*
+ * A child of a process that had a cache passes through (the MRs and the
+ * monitor are the parent's); a child forked before the parent made one
+ * (pre-fork servers, Python multiprocessing) initialises its own at its
+ * first verbs call.
+ */
+static void atfork_child(void *arg)
 {
-	atomic_store(&g_forked, true);
-	if (g_fork_cache)
+	(void)arg;
+	if (g_fork_cache) {
+		atomic_store(&g_forked, true);
 		cache_fork_child(g_fork_cache);
+	}
 	pthread_mutex_unlock(&g_publish_lock);
 }
 
-static void register_atfork(void)
-{
-	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
+/* Global: the process's fork hooks, registered once, never removed. */
+static struct proc_fork_hooks g_fork_hooks = {
+	.prepare = atfork_prepare,
+	.parent = atfork_parent,
+	.child = atfork_child,
+};
 
 /* Idempotent; shim_init() calls it before publishing the cache. */
 static void install_atfork(void)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-	pthread_once(&once, register_atfork);
+	proc_fork_hooks_add(&g_fork_hooks);
 }
 
 /*
@@ -551,10 +340,15 @@ __attribute__((constructor)) static void shim_load(void)
 /* Only reads atomics and writes one line: safe while other threads run. */
 __attribute__((destructor)) static void shim_unload(void)
 {
-	char line[512];
+	struct cache *c = shim_cache_if_ready();
+	char line[768];
 
-	if (!atomic_load(&g_initialized) || atomic_load(&g_forked))
+	/* A child (also one made without fork handlers) prints nothing. */
+	if (!atomic_load(&g_initialized) || atomic_load(&g_forked) ||
+	    proc_is_other(g_init_pid))
 		return;
+	if (c)
+		cache_report_suppressed(c);
 	stats_format(&g_stats, g_monitor_name, line, sizeof(line));
 	if (g_cfg.stats)
 		log_always("stats", line);
@@ -586,8 +380,55 @@ static void shim_enter(struct shim_entry *s, bool nocancel)
 	shim_depth++;
 }
 
-static void shim_leave(struct shim_entry *s)
+/* Queue @mr (see deferred_mr); EAGAIN when the queue is full. */
+__attribute__((noinline, cold)) static int defer_dereg(struct ibv_mr *mr)
 {
+	unsigned int n = atomic_load(&deferred_n);
+
+	do {
+		if (n == DEFERRED_DEREGS)
+			return EAGAIN;
+		deferred_mr[n] = mr;
+	} while (!atomic_compare_exchange_weak(&deferred_n, &n, n + 1));
+	return 0;
+}
+
+/*
+ * At depth 1, so that a handler's deregs meanwhile are queued again.  Out
+ * of line: shim_leave() is on the hit path.
+ */
+__attribute__((noinline, cold)) static void run_deferred_deregs(void)
+{
+	int saved = errno;
+
+	for (;;) {
+		unsigned int n = atomic_load(&deferred_n);
+		struct ibv_mr *mr;
+		struct cache *c;
+		int rc;
+
+		if (n == 0)
+			break;
+		mr = deferred_mr[n - 1];
+		if (!atomic_compare_exchange_strong(&deferred_n, &n, n - 1))
+			continue;
+		c = shim_cache_if_ready();
+		rc = c ? cache_dereg(c, mr) : timed_real_dereg(mr);
+		if (rc)
+			log_warn("ibv_dereg_mr(%p), called from a signal handler or from inside libibverbs and done on return to the shim, failed: %s",
+				 (void *)mr, strerror(rc));
+	}
+	errno = saved;
+}
+
+/* Inlined: it is on the hit path. */
+static inline __attribute__((always_inline)) void
+shim_leave(struct shim_entry *s)
+{
+	if (__builtin_expect(atomic_load_explicit(&deferred_n,
+						  memory_order_relaxed) != 0, 0) &&
+	    shim_depth == 1)
+		run_deferred_deregs();
 	shim_depth--;
 	if (s->nocancel)	/* keeps errno */
 		pthread_setcancelstate(s->cancel_state, NULL);
@@ -622,55 +463,64 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	 * calling itself (see call_is_from_application()) belongs to an
 	 * outer call the shim never saw.
 	 */
-	if (!c || !pd || length == 0 || (access & IBV_ACCESS_ON_DEMAND) ||
-	    !from_app) {
+	if (!c) {
 		stats_inc(&g_stats.passthrough);
 		mr = timed_real_reg(how, &key);
 		log_debug("reg (pass-through) mr=%p addr=%p len=%zu access=%#x",
 			  (void *)mr, addr, length, access);
+	} else if (!pd || length == 0 || (access & IBV_ACCESS_ON_DEMAND) ||
+		   !from_app) {
+		/* Not cached, but idle cached MRs still make way on ENOMEM. */
+		mr = cache_reg_uncached(c, &key, how);
 	} else {
 		mr = cache_reg(c, &key, pd->context, how);
 	}
-	if (atomic_load(&g_internal) == INTERNAL_UNPATCHED)
+	if (!atomic_load(&reals_patched) && reals_internal_unpatched())
 		report_patch_note();
 	shim_leave(&se);
 	return mr;
 }
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr(struct ibv_pd *pd, void *addr,
-					   size_t length, int access)
+SHIM_INTERPOSER(ibv_reg_mr, struct ibv_mr *, struct ibv_pd *pd, void *addr,
+		size_t length, int access)
 {
 	return shim_register(pd, addr, length, (uintptr_t)addr,
 			     (unsigned int)access, REAL_REG_MR);
 }
-__asm__(".symver shim_ibv_reg_mr, ibv_reg_mr@@IBVERBS_1.1");
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr_iova(struct ibv_pd *pd, void *addr,
-						size_t length, uint64_t iova,
-						int access)
+SHIM_INTERPOSER(ibv_reg_mr_iova, struct ibv_mr *, struct ibv_pd *pd,
+		void *addr, size_t length, uint64_t iova, int access)
 {
 	return shim_register(pd, addr, length, iova, (unsigned int)access,
 			     REAL_REG_MR_IOVA);
 }
-__asm__(".symver shim_ibv_reg_mr_iova, ibv_reg_mr_iova@@IBVERBS_1.7");
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr,
-						 size_t length, uint64_t iova,
-						 unsigned int access)
+SHIM_INTERPOSER(ibv_reg_mr_iova2, struct ibv_mr *, struct ibv_pd *pd,
+		void *addr, size_t length, uint64_t iova, unsigned int access)
 {
 	return shim_register(pd, addr, length, iova, access,
 			     REAL_REG_MR_IOVA2);
 }
-__asm__(".symver shim_ibv_reg_mr_iova2, ibv_reg_mr_iova2@@IBVERBS_1.8");
 
-SHIM_EXPORT int shim_ibv_dereg_mr(struct ibv_mr *mr)
+/* NULL, or called while this thread is already inside the shim. */
+__attribute__((noinline, cold)) static int dereg_nested(struct ibv_mr *mr)
 {
 	struct cache *c = shim_cache_if_ready();
+
+	if (mr && c)	/* a signal handler, or libibverbs itself */
+		return defer_dereg(mr);
+	return call_real_dereg(mr);
+}
+
+SHIM_INTERPOSER(ibv_dereg_mr, int, struct ibv_mr *mr)
+{
+	struct cache *c;
 	struct shim_entry se;
 	int rc;
 
-	if (shim_depth > 0 || !mr)
-		return call_real_dereg(mr);
+	if (!mr || shim_depth > 0)
+		return dereg_nested(mr);
+	c = shim_cache_if_ready();
 	shim_enter(&se, false);
 	if (c) {
 		rc = cache_dereg(c, mr);
@@ -681,19 +531,17 @@ SHIM_EXPORT int shim_ibv_dereg_mr(struct ibv_mr *mr)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_dereg_mr, ibv_dereg_mr@@IBVERBS_1.1");
 
 /*
  * A cached MR that several registrations share (refs > 1) is refused with
  * EBUSY: changing its translation, PD or access would change it under the
  * other holders, which asked for the old ones.
  */
-SHIM_EXPORT int shim_ibv_rereg_mr(struct ibv_mr *mr, int flags,
-				  struct ibv_pd *pd, void *addr, size_t length,
-				  int access)
+SHIM_INTERPOSER(ibv_rereg_mr, int, struct ibv_mr *mr, int flags,
+		struct ibv_pd *pd, void *addr, size_t length, int access)
 {
 	struct cache *c = shim_cache_if_ready();
-	rereg_mr_fn f = (rereg_mr_fn)real(REAL_REREG_MR);
+	rereg_mr_fn f = (rereg_mr_fn)real_fn(REAL_REREG_MR);
 	struct shim_entry se;
 	int rc;
 
@@ -713,12 +561,11 @@ SHIM_EXPORT int shim_ibv_rereg_mr(struct ibv_mr *mr, int flags,
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_rereg_mr, ibv_rereg_mr@@IBVERBS_1.1");
 
-SHIM_EXPORT int shim_ibv_dealloc_pd(struct ibv_pd *pd)
+SHIM_INTERPOSER(ibv_dealloc_pd, int, struct ibv_pd *pd)
 {
 	struct cache *c = shim_cache_if_ready();
-	dealloc_pd_fn f = (dealloc_pd_fn)real(REAL_DEALLOC_PD);
+	dealloc_pd_fn f = (dealloc_pd_fn)real_fn(REAL_DEALLOC_PD);
 	struct shim_entry se;
 	int rc;
 
@@ -732,12 +579,11 @@ SHIM_EXPORT int shim_ibv_dealloc_pd(struct ibv_pd *pd)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_dealloc_pd, ibv_dealloc_pd@@IBVERBS_1.1");
 
-SHIM_EXPORT int shim_ibv_close_device(struct ibv_context *ctx)
+SHIM_INTERPOSER(ibv_close_device, int, struct ibv_context *ctx)
 {
 	struct cache *c = shim_cache_if_ready();
-	close_device_fn f = (close_device_fn)real(REAL_CLOSE_DEVICE);
+	close_device_fn f = (close_device_fn)real_fn(REAL_CLOSE_DEVICE);
 	struct shim_entry se;
 	int rc;
 
@@ -753,4 +599,3 @@ SHIM_EXPORT int shim_ibv_close_device(struct ibv_context *ctx)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_close_device, ibv_close_device@@IBVERBS_1.1");
