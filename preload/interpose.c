@@ -473,8 +473,6 @@ static void shim_init(void)
 	log_info("caching registrations: monitor=%s max_entries=%" PRIu64
 		 " max_bytes=%" PRIu64, g_monitor_name, limits.max_entries,
 		 limits.max_bytes);
-	if (strcmp(g_monitor_name, "uffd") == 0)
-		log_info("monitor=uffd is the fallback for kernels without /dev/ummunot: userfaultfd reports an unmap only after the kernel has let go of the address range, so a thread that maps and registers the same addresses in that window can get a stale cached MR (see Limits in the README)");
 }
 
 /* The cache, initialising on first use; NULL means pass through. */

@@ -62,24 +62,28 @@
  * that synchronises with it after its munmap() returned, always sees the
  * invalidation.
  *
- * THE WINDOW THAT IS LEFT (a design limit of userfaultfd, not closable in
- * user space).  munmap(), mremap() and mmap(MAP_FIXED) over watched memory
- * queue their UNMAP/REMAP event only in userfaultfd_unmap_complete() /
- * mremap_userfaultfd_complete(), i.e. AFTER the kernel has dropped
- * mmap_lock: by then the old pages are unmapped and the address range is
- * free.  Until the reader has read that event (it is not even queued yet,
- * so @seq and @gen have not moved), changed() is false.  In that window
- * ANOTHER thread can mmap() the same addresses, fill them and call
- * ibv_reg_mr(): the lookup hits the cached MR, which still pins the old
- * pages, and the NIC reads or writes the old memory.  It needs an unmap in
- * one thread racing with a remap plus registration of the same addresses
- * in another, with no synchronisation between them after the munmap()
- * returned.  madvise(DONTNEED/FREE/REMOVE) does not have this window
- * (userfaultfd_remove() runs before the pages are zapped), and neither
- * does /dev/ummunot, whose counter moves in the MMU notifier, under
- * mmap_lock, before any page is freed.  The shim says so at info level
- * when it falls back to this backend; test/rdma measures it
- * (rdma-unmap-race) and preload/README.md documents it under Limits.
+ * THE UNMAP/REMAP WINDOW.  munmap(), mremap() and mmap(MAP_FIXED) over
+ * watched memory queue their UNMAP/REMAP event only AFTER the kernel has
+ * dropped mmap_lock: by then the address range is free, and until the
+ * reader has read the event (@seq and @gen have not moved) ANOTHER thread
+ * can map the same addresses and register them: changed() alone would let
+ * the lookup hit the cached MR that still pins the old pages.  And
+ * shmat(SHM_REMAP) over watched memory replaces it with no event at all.
+ * check() closes both: before every hit it un-write-protects the first
+ * page of the range (a no-op: nothing is ever write-protected), which
+ * the kernel refuses with EAGAIN from before such an unmap releases
+ * mmap_lock until its event was read (ctx->mmap_changing), and with ENOENT
+ * where the page's mapping is no longer registered (a mapping made since,
+ * by any path, starts unregistered).  A refused probe queues the range as
+ * invalid for the next drain(), and the cache takes its slow path.  It
+ * costs one system call per hit (check_ns in the uffd benchmark).
+ * What it cannot see: a mapping made without an event that leaves the
+ * first page of the range alone (shmat(SHM_REMAP) over a later part).  In
+ * missing-page mode, where UFFDIO_WRITEPROTECT does not exist, there is no
+ * probe, the window stays open, and opening the monitor says so at warn
+ * level.  madvise(DONTNEED/FREE/REMOVE) has no window (its REMOVE event
+ * is read before the pages are zapped).  /dev/ummunot has none either:
+ * its counter moves in the MMU notifier before any page is freed.
  *
  * FORK.  The uffd is opened without UFFD_FEATURE_EVENT_FORK, so a child's
  * mappings lose the registrations.  A fork handler closes the child's copy
@@ -194,6 +198,22 @@ struct wtable {
 	size_t n, cap;	/* cap: power of two or 0 */
 };
 
+#define SUSPECTS_MAX 64	/* failed checks queued between drains */
+
+/*
+ * Ranges whose check() failed, for the next drain() to report.  check()
+ * runs on application threads, concurrently with each other and with
+ * drain(): @lock guards @v, @n and @overflow; @pending (set under @lock,
+ * read without it by changed()) says that some are queued.
+ */
+struct suspects {
+	pthread_mutex_t lock;
+	struct suspect { uintptr_t start, end; } v[SUSPECTS_MAX];
+	size_t n;
+	bool overflow;		/* more than SUSPECTS_MAX: all invalid */
+	atomic_bool pending;
+};
+
 struct uffd_monitor {
 	struct monitor base;
 	int uffd;
@@ -210,6 +230,9 @@ struct uffd_monitor {
 	size_t sh_size;
 	atomic_uint_fast64_t seen_gen;	/* @gen consumed by the last drain */
 	atomic_bool forked;
+
+	bool probe;		/* check() can probe with UFFDIO_WRITEPROTECT */
+	struct suspects suspects;
 
 	/* Consumer side: the cache serialises watch/unwatch/drain/close. */
 	struct wtable watches;	/* cookie -> range */
@@ -1126,8 +1149,84 @@ static bool uffd_changed(struct monitor *mon)
 
 	if (atomic_load_explicit(&sh->seq, memory_order_acquire) & 1)
 		return true;
+	if (atomic_load_explicit(&m->suspects.pending, memory_order_acquire))
+		return true;
 	return atomic_load_explicit(&sh->gen, memory_order_acquire) !=
 	       atomic_load_explicit(&m->seen_gen, memory_order_acquire);
+}
+
+/* Queue [start, end) for the next drain(); changed() is true from now on. */
+static void suspect_add(struct suspects *q, uintptr_t start, uintptr_t end)
+{
+	pthread_mutex_lock(&q->lock);
+	if (q->n > 0 && q->v[q->n - 1].start == start &&
+	    q->v[q->n - 1].end == end)
+		;	/* the same range again (the slow path checks twice) */
+	else if (q->n < SUSPECTS_MAX)
+		q->v[q->n++] = (struct suspect){ start, end };
+	else
+		q->overflow = true;
+	atomic_store_explicit(&q->pending, true, memory_order_release);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* Report and forget the queued ranges. */
+static int suspects_report(struct suspects *q, monitor_inval_fn fn, void *ctx)
+{
+	int reported = 0;
+
+	if (!atomic_load_explicit(&q->pending, memory_order_acquire))
+		return 0;
+	pthread_mutex_lock(&q->lock);
+	if (q->overflow) {
+		fn(ctx, MONITOR_COOKIE_ANY, 0, UINTPTR_MAX);
+		reported++;
+	} else {
+		for (size_t i = 0; i < q->n; i++, reported++)
+			fn(ctx, MONITOR_COOKIE_ANY, q->v[i].start, q->v[i].end);
+	}
+	q->n = 0;
+	q->overflow = false;
+	atomic_store_explicit(&q->pending, false, memory_order_release);
+	pthread_mutex_unlock(&q->lock);
+	return reported;
+}
+
+/*
+ * Un-write-protect one page that is never write-protected: a no-op that
+ * the kernel refuses with EAGAIN while an unmap or remap of any watched
+ * memory has not had its event read yet (ctx->mmap_changing), and with
+ * ENOENT where the page is no longer in a mapping registered with a uffd
+ * (replaced by a mapping made without an event, e.g. shmat(SHM_REMAP)).
+ */
+static bool probe_page(const struct uffd_monitor *m, uintptr_t addr)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { .start = addr & ~(m->page - 1), .len = m->page },
+		.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+	};
+
+	return ioctl(m->uffd, UFFDIO_WRITEPROTECT, &wp) == 0;
+}
+
+/*
+ * The hit-path check (see THE UNMAP/REMAP WINDOW above): the first page of
+ * the range probed, then changed(), in that order: a probe that finds no
+ * unmap in flight means every earlier unmap's event has been read, so the
+ * read section that read it is visible to changed() now.
+ */
+static bool uffd_check(struct monitor *mon, uintptr_t start, uintptr_t end)
+{
+	struct uffd_monitor *m = to_uffd(mon);
+
+	if (m->probe && !atomic_load_explicit(&m->forked, memory_order_relaxed) &&
+	    !probe_page(m, start)) {
+		uintptr_t s = start & ~(m->page - 1);
+
+		suspect_add(&m->suspects, s, end > s ? end : s + m->page);
+		return false;
+	}
+	return !uffd_changed(mon);
 }
 
 /* Wait until the read section running now (if any) has published. */
@@ -1232,6 +1331,7 @@ static int uffd_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 	} else {
 		reported = consume_ring(m, fn, ctx);
 	}
+	reported += suspects_report(&m->suspects, fn, ctx);
 	atomic_store_explicit(&m->seen_gen, gen, memory_order_release);
 	return reported;
 }
@@ -1261,6 +1361,7 @@ static void free_monitor(struct uffd_monitor *m)
 		munmap(m->sh, m->sh_size);
 	free(m->watches.v);
 	free(m->segs.v);
+	pthread_mutex_destroy(&m->suspects.lock);
 	free(m);
 }
 
@@ -1279,6 +1380,7 @@ static const struct monitor_ops uffd_ops = {
 	.watch = uffd_watch,
 	.unwatch = uffd_unwatch,
 	.changed = uffd_changed,
+	.check = uffd_check,
 	.drain = uffd_drain,
 	.close = uffd_close,
 };
@@ -1353,7 +1455,7 @@ static int uffd_api(int fd, uint64_t *features)
  * Try the registration mode on a private page of our own, and the
  * MADV_POPULATE_WRITE (5.14) that watch() relies on.
  */
-static int probe_mode(int fd, uint64_t mode, uintptr_t page)
+static int probe_mode(int fd, uint64_t mode, uintptr_t page, bool *wp_probe)
 {
 	void *p = mmap(NULL, page, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -1370,8 +1472,17 @@ static int probe_mode(int fd, uint64_t mode, uintptr_t page)
 		rc = errno == EINVAL ? -ENOEXEC : -errno;
 	if (rc == 0 && ioctl(fd, UFFDIO_REGISTER, &r))
 		rc = -errno;
-	if (rc == 0)
+	if (rc == 0) {
+		struct uffdio_writeprotect wp = {
+			.range = r.range,
+			.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+		};
+
+		/* What check() needs: see probe_page(). */
+		*wp_probe = (r.ioctls & (1ULL << _UFFDIO_WRITEPROTECT)) &&
+			    ioctl(fd, UFFDIO_WRITEPROTECT, &wp) == 0;
 		ioctl(fd, UFFDIO_UNREGISTER, &r.range);
+	}
 	munmap(p, page);
 	return rc;
 }
@@ -1385,6 +1496,7 @@ static int probe_mode(int fd, uint64_t mode, uintptr_t page)
 static int setup_uffd(struct uffd_monitor *m, unsigned int flags)
 {
 	bool devnode = flags & UFFD_OPEN_FORCE_DEVNODE;
+	bool ignored;
 	uint64_t features = 0;
 	int fd, rc;
 
@@ -1394,7 +1506,8 @@ static int setup_uffd(struct uffd_monitor *m, unsigned int flags)
 			return fd;
 		rc = uffd_api(fd, &features);
 		if (rc == 0 && (features & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
-			rc = probe_mode(fd, UFFDIO_REGISTER_MODE_WP, m->page);
+			rc = probe_mode(fd, UFFDIO_REGISTER_MODE_WP, m->page,
+					&m->probe);
 		else if (rc == 0)
 			rc = -EOPNOTSUPP;
 		if (rc == 0) {
@@ -1408,12 +1521,14 @@ static int setup_uffd(struct uffd_monitor *m, unsigned int flags)
 		log_debug("uffd: write-protect mode unusable (%s), trying missing-page mode",
 			  strerror(-rc));
 	}
+	m->probe = false;	/* UFFDIO_WRITEPROTECT needs write-protect mode */
 	fd = open_uffd(false, devnode, &m->devnode);
 	if (fd < 0)
 		return fd;
 	rc = uffd_api(fd, &features);
 	if (rc == 0)
-		rc = probe_mode(fd, UFFDIO_REGISTER_MODE_MISSING, m->page);
+		rc = probe_mode(fd, UFFDIO_REGISTER_MODE_MISSING, m->page,
+				&ignored);
 	if (rc < 0) {
 		close(fd);
 		return rc == -ENOEXEC ? -EOPNOTSUPP : rc;
@@ -1456,6 +1571,7 @@ struct monitor *monitor_uffd_open_flags(unsigned int flags,
 	}
 	m->base.ops = &uffd_ops;
 	m->uffd = m->wakefd = -1;
+	pthread_mutex_init(&m->suspects.lock, NULL);
 	m->page = (uintptr_t)(page > 0 ? page : 4096);
 	m->owner = getpid();
 	m->maps_query = !(flags & UFFD_OPEN_FORCE_MAPS_TEXT);
@@ -1474,7 +1590,11 @@ struct monitor *monitor_uffd_open_flags(unsigned int flags,
 		errno = -rc;
 		return NULL;
 	}
+	if (flags & UFFD_OPEN_FORCE_NO_PROBE)
+		m->probe = false;
 	open_list_add(m);
+	if (!m->probe)
+		log_warn("uffd: this kernel cannot probe watched memory (no userfaultfd write-protect on anonymous memory): an unmap racing with another thread's remap and registration of the same addresses can return a stale cached MR; load ummunot.ko to close that window");
 	log_debug("uffd: monitor open (%s mode%s)",
 		  m->reg_mode == UFFDIO_REGISTER_MODE_WP ? "write-protect" :
 							   "missing-page",
@@ -1496,6 +1616,7 @@ void monitor_uffd_get_counters(struct monitor *mon,
 	out->faults = atomic_load(&m->sh->faults);
 	out->overflows = atomic_load(&m->sh->overflows);
 	out->missing_mode = m->reg_mode == UFFDIO_REGISTER_MODE_MISSING;
+	out->probe = m->probe;
 	out->devnode = m->devnode;
 	out->fd = m->uffd;
 }

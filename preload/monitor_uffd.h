@@ -15,6 +15,7 @@
 #define UFFD_OPEN_FORCE_MISSING 0x1u	/* use missing-page mode */
 #define UFFD_OPEN_FORCE_DEVNODE 0x2u	/* open through /dev/userfaultfd */
 #define UFFD_OPEN_FORCE_MAPS_TEXT 0x4u	/* parse /proc/self/maps as text */
+#define UFFD_OPEN_FORCE_NO_PROBE 0x8u	/* check() without the probe */
 
 struct monitor_uffd_counters {
 	uint64_t events;	/* UNMAP/REMOVE/REMAP events read */
@@ -22,6 +23,7 @@ struct monitor_uffd_counters {
 	uint64_t overflows;	/* times the ring was full */
 	bool missing_mode;
 	bool devnode;
+	bool probe;		/* check() probes (write-protect mode) */
 	int fd;			/* the uffd's descriptor number */
 };
 

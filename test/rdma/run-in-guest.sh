@@ -158,7 +158,7 @@ expect_stat "$log" misses 1 "bypass: only the linked registration (peer buffer) 
 
 # /dev/ummunot moves its counter under mmap_lock, before the old pages are
 # freed: a registration of the remapped addresses can never hit the old MR.
-UNMAP_ITERS=200
+UNMAP_ITERS=1000
 for hog in "" --hog; do
 	name=unmap-race$hog
 	if shim_run "$name" -- "$UNMAP_RACE" "$UNMAP_ITERS" --expect-zero $hog >"$TMP/$name.out"; then
