@@ -232,6 +232,8 @@ struct uffd_monitor {
 	atomic_bool forked;
 
 	bool probe;		/* check() can probe with UFFDIO_WRITEPROTECT */
+	size_t max_segs;	/* cap of segs.n: see watch_budget() */
+	bool cap_logged;
 	struct suspects suspects;
 
 	/* Consumer side: the cache serialises watch/unwatch/drain/close. */
@@ -1064,6 +1066,48 @@ static void wtable_remove(struct wtable *t, struct wslot *w)
 	}
 }
 
+/* ---- the cap on watched ranges ------------------------------------------ */
+
+static int count_vma(void *arg, const struct vma *v)
+{
+	(void)v;
+	++*(size_t *)arg;
+	return 0;
+}
+
+static long read_max_map_count(void)
+{
+	char buf[32];
+	int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 65530;	/* the kernel's default */
+	buf[n] = '\0';
+	return strtol(buf, NULL, 10);
+}
+
+/*
+ * How many segments the watches may have.  Registering a range inside a
+ * mapping splits it: each segment costs at most two more mappings, and
+ * vm.max_map_count caps the mappings of the process, whose own mmap()
+ * would fail with ENOMEM at the cap.  The watches get a quarter of what
+ * is free when the monitor opens; beyond that, watch() refuses (the cache
+ * passes such registrations through).
+ */
+static size_t watch_budget(void)
+{
+	long max = read_max_map_count();
+	size_t now = 0;
+
+	if (maps_walk(0, UINTPTR_MAX, count_vma, &now) < 0 || max <= 0 ||
+	    (size_t)max <= now)
+		return 0;
+	return ((size_t)max - now) / 4 / 2;
+}
+
 /* ---- monitor operations ---------------------------------------------- */
 
 static int uffd_watch(struct monitor *mon, uint64_t cookie, uintptr_t start,
@@ -1084,6 +1128,13 @@ static int uffd_watch(struct monitor *mon, uint64_t cookie, uintptr_t start,
 		return -EINVAL;
 	if (wtable_find(&m->watches, cookie))
 		return -EEXIST;
+	if (m->segs.n + 2 > m->max_segs) {
+		if (!m->cap_logged)
+			log_info("uffd: %zu watched ranges, the cap for vm.max_map_count: further registrations pass through",
+				 m->segs.n);
+		m->cap_logged = true;
+		return -ENOSPC;
+	}
 	/* Allocate first: once registered, nothing may fail half-way. */
 	if (wtable_reserve(&m->watches) ||
 	    segs_reserve(&m->segs, segs_bound(m->watches.n + 1)))
@@ -1592,6 +1643,7 @@ struct monitor *monitor_uffd_open_flags(unsigned int flags,
 	}
 	if (flags & UFFD_OPEN_FORCE_NO_PROBE)
 		m->probe = false;
+	m->max_segs = watch_budget();
 	open_list_add(m);
 	if (!m->probe)
 		log_warn("uffd: this kernel cannot probe watched memory (no userfaultfd write-protect on anonymous memory): an unmap racing with another thread's remap and registration of the same addresses can return a stale cached MR; load ummunot.ko to close that window");
@@ -1617,6 +1669,12 @@ void monitor_uffd_get_counters(struct monitor *mon,
 	out->overflows = atomic_load(&m->sh->overflows);
 	out->missing_mode = m->reg_mode == UFFDIO_REGISTER_MODE_MISSING;
 	out->probe = m->probe;
+	out->max_segments = m->max_segs;
 	out->devnode = m->devnode;
 	out->fd = m->uffd;
+}
+
+void monitor_uffd_set_max_segments(struct monitor *mon, size_t max)
+{
+	to_uffd(mon)->max_segs = max;
 }

@@ -8,6 +8,7 @@
 #define UMMUSHIM_MONITOR_UFFD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "monitor.h"
@@ -24,12 +25,15 @@ struct monitor_uffd_counters {
 	bool missing_mode;
 	bool devnode;
 	bool probe;		/* check() probes (write-protect mode) */
+	size_t max_segments;	/* cap on watched segments (max_map_count) */
 	int fd;			/* the uffd's descriptor number */
 };
 
 /* @ring_capacity 0: the default; otherwise rounded up to a power of two. */
 struct monitor *monitor_uffd_open_flags(unsigned int flags,
 					unsigned int ring_capacity);
+/* Override the cap derived from vm.max_map_count. */
+void monitor_uffd_set_max_segments(struct monitor *mon, size_t max);
 void monitor_uffd_get_counters(struct monitor *mon,
 			       struct monitor_uffd_counters *out);
 
