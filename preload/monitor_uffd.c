@@ -1230,11 +1230,12 @@ static int suspects_report(struct suspects *q, monitor_inval_fn fn, void *ctx)
 		return 0;
 	pthread_mutex_lock(&q->lock);
 	if (q->overflow) {
-		fn(ctx, MONITOR_COOKIE_ANY, 0, UINTPTR_MAX);
+		fn(ctx, MONITOR_COOKIE_ANY, 0, UINTPTR_MAX, 0);
 		reported++;
 	} else {
 		for (size_t i = 0; i < q->n; i++, reported++)
-			fn(ctx, MONITOR_COOKIE_ANY, q->v[i].start, q->v[i].end);
+			fn(ctx, MONITOR_COOKIE_ANY, q->v[i].start, q->v[i].end,
+			   0);
 	}
 	q->n = 0;
 	q->overflow = false;
@@ -1321,7 +1322,7 @@ static int report_batch(struct item *v, size_t n, monitor_inval_fn fn,
 		for (i++; i < n && v[i].start <= e; i++)
 			if (v[i].end > e)
 				e = v[i].end;
-		fn(ctx, MONITOR_COOKIE_ANY, s, e);
+		fn(ctx, MONITOR_COOKIE_ANY, s, e, 0);
 		reported++;
 	}
 	return reported;
@@ -1377,7 +1378,7 @@ static int uffd_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 				      atomic_load_explicit(&sh->head,
 							   memory_order_acquire),
 				      memory_order_release);
-		fn(ctx, MONITOR_COOKIE_ANY, 0, UINTPTR_MAX);
+		fn(ctx, MONITOR_COOKIE_ANY, 0, UINTPTR_MAX, 0);
 		reported = 1;
 	} else {
 		reported = consume_ring(m, fn, ctx);

@@ -80,6 +80,12 @@ static int fm_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 	if (m->drain_errno)
 		return -m->drain_errno;
 	pthread_mutex_lock(&m->lock);
+	if (m->wake_rfd >= 0) {
+		char b[64];
+
+		while (read(m->wake_rfd, b, sizeof(b)) > 0)
+			;
+	}
 	n = m->n_events;
 	ev = malloc(sizeof(*ev) * (size_t)(n ? n : 1));
 	memcpy(ev, m->events, sizeof(*ev) * (size_t)n);
@@ -87,9 +93,14 @@ static int fm_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 	atomic_store(&m->dirty, false);
 	pthread_mutex_unlock(&m->lock);
 	for (int i = 0; i < n; i++)
-		fn(ctx, ev[i].cookie, ev[i].start, ev[i].end);
+		fn(ctx, ev[i].cookie, ev[i].start, ev[i].end, ev[i].flags);
 	free(ev);
 	return 0;
+}
+
+static int fm_wait_fd(struct monitor *mon)
+{
+	return to_fake(mon)->wake_rfd;
 }
 
 static void fm_close(struct monitor *mon)
@@ -103,6 +114,7 @@ static const struct monitor_ops fake_monitor_ops = {
 	.unwatch = fm_unwatch,
 	.changed = fm_changed,
 	.drain = fm_drain,
+	.wait_fd = fm_wait_fd,
 	.close = fm_close,
 };
 
@@ -110,11 +122,12 @@ void fake_monitor_init(struct fake_monitor *m)
 {
 	memset(m, 0, sizeof(*m));
 	m->base.ops = &fake_monitor_ops;
+	m->wake_wfd = m->wake_rfd = -1;
 	pthread_mutex_init(&m->lock, NULL);
 }
 
 static void queue_event(struct fake_monitor *m, uint64_t cookie,
-			uintptr_t start, uintptr_t end)
+			uintptr_t start, uintptr_t end, unsigned int flags)
 {
 	/* One pending event per watch, like the module (coalesced). */
 	for (int i = 0; i < m->n_events; i++)
@@ -122,21 +135,30 @@ static void queue_event(struct fake_monitor *m, uint64_t cookie,
 			return;
 	if (m->n_events < FAKE_MAX_EVENTS)
 		m->events[m->n_events++] =
-			(struct fake_event){ cookie, start, end };
+			(struct fake_event){ cookie, start, end, flags };
 }
 
 void fake_invalidate(struct fake_monitor *m, uintptr_t start, uintptr_t end)
 {
+	fake_invalidate_flags(m, start, end, 0);
+}
+
+void fake_invalidate_flags(struct fake_monitor *m, uintptr_t start,
+			   uintptr_t end, unsigned int flags)
+{
 	pthread_mutex_lock(&m->lock);
 	if (m->range_mode) {
-		queue_event(m, MONITOR_COOKIE_ANY, start, end);
+		queue_event(m, MONITOR_COOKIE_ANY, start, end, flags);
 	} else {
 		for (int i = 0; i < FAKE_MAX_WATCHES; i++)
 			if (m->watches[i].active && m->watches[i].start < end &&
 			    start < m->watches[i].end)
-				queue_event(m, m->watches[i].cookie, start, end);
+				queue_event(m, m->watches[i].cookie, start, end,
+					    flags);
 	}
 	atomic_store(&m->dirty, true);
+	if (m->wake_wfd >= 0 && write(m->wake_wfd, "", 1) < 0)
+		abort();	/* a non-blocking pipe with room: cannot fail */
 	pthread_mutex_unlock(&m->lock);
 }
 

@@ -20,6 +20,7 @@
 struct fake_event {
 	uint64_t cookie;
 	uintptr_t start, end;
+	unsigned int flags;	/* MONITOR_INVAL_* */
 };
 
 struct fake_monitor {
@@ -38,6 +39,11 @@ struct fake_monitor {
 	struct fake_event events[FAKE_MAX_EVENTS];
 	int n_events;
 	atomic_int n_watch, n_unwatch, n_changed, n_drain, n_active;
+	/*
+	 * >= 0: the write end of a pipe whose read end is wait_fd(); an
+	 * invalidation writes a byte, drain() reads them.
+	 */
+	int wake_wfd, wake_rfd;
 	/* Called inside watch(), after the watch is in place. */
 	void (*on_watch)(struct fake_monitor *m, uintptr_t start, uintptr_t end);
 };
@@ -45,6 +51,9 @@ struct fake_monitor {
 void fake_monitor_init(struct fake_monitor *m);
 /* The kernel side: the pages of [start, end) changed. */
 void fake_invalidate(struct fake_monitor *m, uintptr_t start, uintptr_t end);
+/* ... with what the kernel knows about the cause (MONITOR_INVAL_*). */
+void fake_invalidate_flags(struct fake_monitor *m, uintptr_t start,
+			   uintptr_t end, unsigned int flags);
 
 struct fake_mr {
 	uint32_t magic;

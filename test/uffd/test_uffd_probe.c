@@ -82,11 +82,13 @@ struct got {
 	uintptr_t start, end;	/* the range that must be covered */
 };
 
-static void collect(void *ctx, uint64_t cookie, uintptr_t start, uintptr_t end)
+static void collect(void *ctx, uint64_t cookie, uintptr_t start, uintptr_t end,
+		    unsigned int flags)
 {
 	struct got *g = ctx;
 
 	(void)cookie;
+	(void)flags;
 	g->n++;
 	if (start <= g->start && end >= g->end)
 		g->covers = true;
