@@ -33,11 +33,10 @@
  * uffd_reader.c; the memory-map checks in proc_maps.c; opening in
  * uffd_open.c.
  *
- *
  * THE UNMAP/REMAP WINDOW.  munmap(), mremap() and mmap(MAP_FIXED) over
  * watched memory queue their UNMAP/REMAP event only AFTER the kernel has
  * dropped mmap_lock: by then the address range is free, and until the
- * reader has read the event (@seq and @gen have not moved) ANOTHER thread
+ * reader has read the event (uffd_reader_pending() is false) ANOTHER thread
  * can map the same addresses and register them: changed() alone would let
  * the lookup hit the cached MR that still pins the old pages.  And
  * shmat(SHM_REMAP) over watched memory replaces it with no event at all.
@@ -58,8 +57,8 @@
  * its counter moves in the MMU notifier before any page is freed.
  *
  * FORK.  The uffd is opened without UFFD_FEATURE_EVENT_FORK, so a child's
- * mappings lose the registrations.  A fork hook (proc.h) closes the child's copy
- * of the uffd (so that the parent's last close really releases it) and
+ * mappings lose the registrations.  A fork hook (proc.h) closes the child's
+ * copy of the uffd (so that the parent's last close really releases it) and
  * marks the monitor forked: changed() is true, watch()/drain() fail with
  * ECHILD, no reader thread exists in the child and close() joins nothing.
  * The shim itself passes through in a child and never calls the monitor.
@@ -67,7 +66,6 @@
  * EXIT.  Nothing runs at exit: the reader is killed with the process.
  * close() stops the reader through an eventfd and joins it; then closing
  * the uffd drops every registration and wakes any thread still waiting.
- *
  */
 #define _GNU_SOURCE
 #include "monitor.h"
