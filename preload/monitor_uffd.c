@@ -475,6 +475,7 @@ static int uffd_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 
 	if (in_child(m))
 		return -ECHILD;
+	uffd_reader_unnotify(&m->reader);	/* first: a later event renotifies */
 	gen = uffd_reader_settle(&m->reader);
 	failed = uffd_reader_failed(&m->reader);
 	if (failed) {
@@ -491,6 +492,12 @@ static int uffd_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 	reported += suspects_report(&m->suspects, fn, ctx);
 	atomic_store_explicit(&m->seen_gen, gen, memory_order_release);
 	return reported;
+}
+
+/* Readable while the reader has published what no drain has taken yet. */
+static int uffd_wait_fd(struct monitor *mon)
+{
+	return to_uffd(mon)->reader.notifyfd;
 }
 
 static void free_watches(struct uffd_monitor *m)
@@ -538,6 +545,7 @@ static const struct monitor_ops uffd_ops = {
 	.changed = uffd_changed,
 	.check = uffd_check,
 	.drain = uffd_drain,
+	.wait_fd = uffd_wait_fd,
 	.close = uffd_close,
 };
 
@@ -556,7 +564,7 @@ struct monitor *monitor_uffd_open_flags(unsigned int flags,
 	}
 	m->base.ops = &uffd_ops;
 	m->uffd = -1;
-	m->reader.wakefd = -1;
+	m->reader.wakefd = m->reader.notifyfd = -1;
 	suspects_init(&m->suspects);
 	m->page = (uintptr_t)(page > 0 ? page : 4096);
 	m->owner = proc_pid();

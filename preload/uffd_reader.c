@@ -139,6 +139,15 @@ static bool handle_msg(struct uffd_shared *sh, const struct uffd_msg *msg)
 	return true;
 }
 
+/* Make @notifyfd readable: something waits for a drain (no lock taken). */
+static void notify(const struct uffd_shared *sh)
+{
+	uint64_t one = 1;
+
+	while (write(sh->notifyfd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
 /*
  * One read section: @seq is odd from before read() (which is when the
  * kernel wakes the unmapper) until the events are queued and @gen bumped.
@@ -158,6 +167,8 @@ static ssize_t read_section(struct uffd_shared *sh, struct uffd_msg *msgs)
 	if (published)
 		atomic_fetch_add_explicit(&sh->gen, 1, memory_order_release);
 	atomic_fetch_add_explicit(&sh->seq, 1, memory_order_release);
+	if (published)
+		notify(sh);
 	return n;
 }
 
@@ -172,8 +183,10 @@ static void reader_fail(struct uffd_shared *sh, int err)
 {
 	int expected = 0;
 
-	if (atomic_compare_exchange_strong(&sh->failed, &expected, err))
+	if (atomic_compare_exchange_strong(&sh->failed, &expected, err)) {
 		atomic_fetch_add_explicit(&sh->gen, 1, memory_order_release);
+		notify(sh);
+	}
 }
 
 /*
@@ -263,6 +276,7 @@ int uffd_reader_start(struct uffd_reader *r, int uffd, uintptr_t page)
 		return -errno;
 	r->sh->uffd = uffd;
 	r->sh->wakefd = r->wakefd;
+	r->sh->notifyfd = r->notifyfd;
 	r->sh->uffd_dev = st.st_dev;
 	r->sh->uffd_ino = st.st_ino;
 	r->sh->page = page;
@@ -299,7 +313,7 @@ int uffd_reader_init(struct uffd_reader *r, unsigned int ring_capacity)
 	unsigned int cap = UFFD_RING_DEFAULT;
 
 	memset(r, 0, sizeof(*r));
-	r->wakefd = -1;
+	r->wakefd = r->notifyfd = -1;
 	if (ring_capacity) {
 		cap = 1;
 		while (cap < ring_capacity)
@@ -315,13 +329,19 @@ int uffd_reader_init(struct uffd_reader *r, unsigned int ring_capacity)
 	r->sh->ring_mask = cap - 1;	/* the mapping starts zeroed */
 	r->sh->uffd = -1;
 	r->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	return r->wakefd < 0 ? -errno : 0;
+	if (r->wakefd < 0)
+		return -errno;
+	r->notifyfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return r->notifyfd < 0 ? -errno : 0;
 }
 
 void uffd_reader_destroy(struct uffd_reader *r)
 {
 	if (r->wakefd >= 0)
 		close(r->wakefd);
+	if (r->notifyfd >= 0)
+		close(r->notifyfd);
+	r->notifyfd = -1;
 	if (r->sh)
 		munmap(r->sh, r->sh_size);
 	r->sh = NULL;
@@ -332,7 +352,9 @@ void uffd_reader_forget(struct uffd_reader *r)
 {
 	if (r->wakefd >= 0)
 		close(r->wakefd);
-	r->wakefd = -1;
+	if (r->notifyfd >= 0)
+		close(r->notifyfd);
+	r->wakefd = r->notifyfd = -1;
 	r->running = false;
 	atomic_fetch_add(&r->sh->gen, 1);
 }
@@ -344,6 +366,15 @@ bool uffd_reader_pending(const struct uffd_reader *r, uint64_t seen_gen)
 	if (atomic_load_explicit(&sh->seq, memory_order_acquire) & 1)
 		return true;
 	return atomic_load_explicit(&sh->gen, memory_order_acquire) != seen_gen;
+}
+
+void uffd_reader_unnotify(struct uffd_reader *r)
+{
+	uint64_t v;
+
+	if (r->notifyfd >= 0)
+		while (read(r->notifyfd, &v, sizeof(v)) < 0 && errno == EINTR)
+			;
 }
 
 uint64_t uffd_reader_settle(struct uffd_reader *r)

@@ -36,7 +36,7 @@ struct uffd_item {
  */
 struct uffd_shared {
 	/* Set before the reader starts, then read-only. */
-	int uffd, wakefd;
+	int uffd, wakefd, notifyfd;
 	dev_t uffd_dev;		/* identity of the uffd, see fd_is_ours() */
 	ino_t uffd_ino;
 	uintptr_t page;
@@ -57,6 +57,7 @@ struct uffd_reader {
 	struct uffd_shared *sh;
 	size_t sh_size;
 	int wakefd;		/* an eventfd: uffd_reader_stop() wakes it */
+	int notifyfd;		/* an eventfd: readable after a publication */
 	bool running;
 	pthread_t thread;
 };
@@ -72,6 +73,11 @@ void uffd_reader_forget(struct uffd_reader *r);
 
 /* True while a read section runs or something was published after @seen_gen. */
 bool uffd_reader_pending(const struct uffd_reader *r, uint64_t seen_gen);
+/*
+ * @notifyfd is readable from each publication (or failure) until this is
+ * called: the consumer calls it before it settles and takes the items.
+ */
+void uffd_reader_unnotify(struct uffd_reader *r);
 /* Wait until the read section running now (if any) has published; the gen. */
 uint64_t uffd_reader_settle(struct uffd_reader *r);
 /* 0, or the errno that broke the reader (EBADF: the uffd was closed). */

@@ -10,6 +10,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,30 @@ START_TEST(munmap_reported_at_once)
 		unmap_reported(m, p, 4 * page);
 		m->ops->unwatch(m, 1);
 	}
+	m->ops->close(m);
+}
+END_TEST
+
+static bool wait_fd_readable(struct monitor *m, int timeout_ms)
+{
+	struct pollfd p = { .fd = m->ops->wait_fd(m), .events = POLLIN };
+
+	return poll(&p, 1, timeout_ms) == 1;
+}
+
+/* wait_fd (the releaser's): readable from an unmap until the drain. */
+START_TEST(wait_fd_readable_until_drained)
+{
+	struct monitor *m = open_mon();
+	char *p = map_watched(m, 1, 2);
+
+	ck_assert_ptr_nonnull(m->ops->wait_fd);
+	ck_assert(!wait_fd_readable(m, 0));
+	ck_assert_int_eq(munmap(p, 2 * page), 0);
+	ck_assert(wait_fd_readable(m, 10000));
+	ck_assert(drain_covers(m, p, 2 * page));
+	ck_assert(!wait_fd_readable(m, 0));
+	m->ops->unwatch(m, 1);
 	m->ops->close(m);
 }
 END_TEST
@@ -896,6 +921,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(text, read_only_refused);
 	tcase_add_test(events, munmap_reported_at_once);
 	tcase_add_test(events, raw_munmap_reported);
+	tcase_add_test(events, wait_fd_readable_until_drained);
 	tcase_add_test(events, partial_munmap_reported);
 	tcase_add_test(events, mremap_move_reported_and_orphan_dropped);
 	tcase_add_test(events, mremap_dontunmap_reported);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -66,6 +67,33 @@ static uint64_t wait_published(uint64_t seen, int n_events)
 	ck_assert(uffd_reader_pending(&r, seen));
 	return uffd_reader_settle(&r);
 }
+
+static bool notified(void)
+{
+	struct pollfd p = { .fd = r.notifyfd, .events = POLLIN };
+
+	return poll(&p, 1, 0) == 1;
+}
+
+/* The wait descriptor: readable from a publication until unnotify. */
+START_TEST(publication_notifies)
+{
+	uint64_t gen;
+
+	start(0);
+	ck_assert(!notified());
+	gen = uffd_reader_settle(&r);
+	send_range(UFFD_EVENT_UNMAP, 0x1000, 0x2000);
+	wait_published(gen, 1);
+	ck_assert(notified());
+	uffd_reader_unnotify(&r);
+	ck_assert(!notified());
+	send_range(UFFD_EVENT_REMOVE, 0x1000, 0x2000);
+	wait_published(gen, 2);
+	ck_assert(notified());
+	finish();
+}
+END_TEST
 
 START_TEST(each_event_kind_queued)
 {
@@ -151,6 +179,7 @@ START_TEST(closed_descriptor_fails)
 		usleep(500);
 	ck_assert_int_eq(uffd_reader_failed(&r), EBADF);
 	ck_assert(uffd_reader_pending(&r, 0));
+	ck_assert(notified());	/* the releaser learns of it too */
 	finish();
 	close(keep);
 }
@@ -223,6 +252,7 @@ int main(void)
 
 	tcase_set_timeout(reader, 60);
 	tcase_add_test(reader, each_event_kind_queued);
+	tcase_add_test(reader, publication_notifies);
 	tcase_add_test(reader, full_ring_overflows_never_blocks);
 	tcase_add_test(reader, empty_ranges_and_forks_ignored);
 	tcase_add_test(reader, closed_descriptor_fails);
