@@ -78,7 +78,8 @@ for how in const var iova; do
 done
 
 # UMMUSHIM_MONITOR=auto picks the module where it is loaded, else userfaultfd.
-shim_run cycles-auto UMMUSHIM_MONITOR=auto -- "$REG_CYCLES" var "$CYCLES" >/dev/null ||
+shim_run cycles-auto UMMUSHIM_MONITOR=auto UMMUSHIM_LOG_LEVEL=info -- \
+	"$REG_CYCLES" var "$CYCLES" >/dev/null ||
 	not_ok "reg-cycles under UMMUSHIM_MONITOR=auto: program failed"
 expect_stat "$(log_of cycles-auto)" monitor "$MONITOR" "auto: the $MONITOR monitor in use"
 expect_stat "$(log_of cycles-auto)" real_regs 2 "auto: one real registration of the cycled buffer"
@@ -182,19 +183,23 @@ expect_stat "$log" misses 1 "bypass: only the linked registration (peer buffer) 
 # freed; userfaultfd queues its UNMAP event only after munmap() released
 # the range, and the probe before each hit must catch that (see
 # preload/monitor_uffd.c).  Either way: no stale MR, with every CPU busy too.
-UNMAP_ITERS=1000
+# 1,000 rounds with every CPU busy (--hog), 200 on an idle guest.
 for hog in "" --hog; do
 	name=unmap-race$hog
-	if shim_run "$name" -- "$UNMAP_RACE" "$UNMAP_ITERS" --expect-zero $hog >"$TMP/$name.out"; then
-		ok "unmap-race ($MONITOR$hog): no stale MR in $UNMAP_ITERS iterations"
+	iters=1000
+	[ -n "$hog" ] || iters=200
+	if shim_run "$name" -- "$UNMAP_RACE" "$iters" --expect-zero $hog >"$TMP/$name.out"; then
+		ok "unmap-race ($MONITOR$hog): no stale MR in $iters iterations"
 	else
 		not_ok "unmap-race ($MONITOR$hog): stale MRs or failure"
 	fi
 	echo "# $MONITOR $(cat "$TMP/$name.out")"
 	echo "# $(stats_line "$(log_of "$name")")"
 done
-check "$MONITOR: no warning that the hit-path probe is missing" \
-	sh -c "! grep -q 'cannot probe' '$(log_of unmap-race)'"
+if [ "$MONITOR" = uffd ]; then
+	check "uffd: no warning that the hit-path probe is missing" \
+		sh -c "! grep -q 'cannot probe' '$(log_of unmap-race)'"
+fi
 
 # ---- unmodified tools ---------------------------------------------------------
 
