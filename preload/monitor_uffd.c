@@ -409,43 +409,6 @@ static bool uffd_check(struct monitor *mon, uintptr_t start, uintptr_t end)
 	return !uffd_changed(mon);
 }
 
-/* Insertion sort: a chunk is small, and qsort() may allocate. */
-static void sort_items(struct uffd_item *v, size_t n)
-{
-	for (size_t i = 1; i < n; i++) {
-		struct uffd_item x = v[i];
-		size_t j = i;
-
-		for (; j > 0 && v[j - 1].start > x.start; j--)
-			v[j] = v[j - 1];
-		v[j] = x;
-	}
-}
-
-/* Report a batch of ranges, sorted and merged (the cache scans per call). */
-static int report_batch(struct uffd_item *v, size_t n, monitor_inval_fn fn,
-			void *ctx)
-{
-	int reported = 0;
-	size_t i = 0;
-
-	sort_items(v, n);
-	while (i < n) {
-		uintptr_t s = v[i].start, e = v[i].end;
-		unsigned int flags = v[i].flags;
-
-		/* Merged: certain only where every part is. */
-		for (i++; i < n && v[i].start <= e; i++) {
-			if (v[i].end > e)
-				e = v[i].end;
-			flags &= v[i].flags;
-		}
-		fn(ctx, MONITOR_COOKIE_ANY, s, e, flags);
-		reported++;
-	}
-	return reported;
-}
-
 static int consume_ring(struct uffd_monitor *m, monitor_inval_fn fn, void *ctx)
 {
 	struct uffd_item got[REPORT_CHUNK], batch[REPORT_CHUNK];
@@ -462,7 +425,7 @@ static int consume_ring(struct uffd_monitor *m, monitor_inval_fn fn, void *ctx)
 			else
 				batch[nb++] = got[i];
 		}
-		reported += report_batch(batch, nb, fn, ctx);
+		reported += uffd_items_report(batch, nb, fn, ctx);
 	}
 	return reported;
 }

@@ -430,3 +430,40 @@ void uffd_reader_counters(const struct uffd_reader *r, uint64_t *events,
 	*faults = atomic_load(&r->sh->faults);
 	*overflows = atomic_load(&r->sh->overflows);
 }
+
+/* Insertion sort: a chunk is small, and qsort() may allocate. */
+static void sort_items(struct uffd_item *v, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		struct uffd_item x = v[i];
+		size_t j = i;
+
+		for (; j > 0 && v[j - 1].start > x.start; j--)
+			v[j] = v[j - 1];
+		v[j] = x;
+	}
+}
+
+/* Report a batch of ranges, sorted and merged (the cache scans per call). */
+int uffd_items_report(struct uffd_item *v, size_t n, monitor_inval_fn fn,
+		      void *ctx)
+{
+	int reported = 0;
+	size_t i = 0;
+
+	sort_items(v, n);
+	while (i < n) {
+		uintptr_t s = v[i].start, e = v[i].end;
+		unsigned int flags = v[i].flags;
+
+		/* Merged: certain only where every part is. */
+		for (i++; i < n && v[i].start <= e; i++) {
+			if (v[i].end > e)
+				e = v[i].end;
+			flags &= v[i].flags;
+		}
+		fn(ctx, MONITOR_COOKIE_ANY, s, e, flags);
+		reported++;
+	}
+	return reported;
+}

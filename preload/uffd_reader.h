@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "monitor.h"
+
 #define UFFD_RING_DEFAULT 4096u	/* ranges queued between drains */
 
 enum uffd_item_kind {
@@ -87,6 +89,13 @@ bool uffd_reader_take_overflow(struct uffd_reader *r);
 /* Take up to @max queued items, oldest first. */
 size_t uffd_reader_take(struct uffd_reader *r, struct uffd_item *out,
 			size_t max);
+/*
+ * Report @n invalidation items through @fn, sorted and merged (the cache
+ * scans its entries per call); a merged range is MONITOR_INVAL_UNMAPPED
+ * only where every part is.  Reorders @v.  Returns the calls made.
+ */
+int uffd_items_report(struct uffd_item *v, size_t n, monitor_inval_fn fn,
+		      void *ctx);
 void uffd_reader_counters(const struct uffd_reader *r, uint64_t *events,
 			  uint64_t *faults, uint64_t *overflows);
 

@@ -242,6 +242,44 @@ START_TEST(suspects_overflow_means_everything)
 }
 END_TEST
 
+/* Reports sorted and merged; merged flags only where every part has them. */
+static int n_rep;
+static uintptr_t rep[4][2];
+static unsigned int rep_flags[4];
+
+static void collect_report(void *ctx, uint64_t cookie, uintptr_t start,
+			   uintptr_t end, unsigned int flags)
+{
+	(void)ctx;
+	ck_assert_uint_eq(cookie, MONITOR_COOKIE_ANY);
+	ck_assert_int_lt(n_rep, 4);
+	rep[n_rep][0] = start;
+	rep[n_rep][1] = end;
+	rep_flags[n_rep++] = flags;
+}
+
+START_TEST(items_sorted_merged_flags_and)
+{
+	struct uffd_item v[] = {
+		{ 0x9000, 0xa000, UFFD_ITEM_INVAL, MONITOR_INVAL_UNMAPPED },
+		{ 0x1000, 0x3000, UFFD_ITEM_INVAL, MONITOR_INVAL_UNMAPPED },
+		{ 0x2000, 0x5000, UFFD_ITEM_INVAL, 0 },
+		{ 0x5000, 0x6000, UFFD_ITEM_INVAL, 0 },
+		{ 0xa000, 0xb000, UFFD_ITEM_INVAL, MONITOR_INVAL_UNMAPPED },
+	};
+
+	n_rep = 0;
+	ck_assert_int_eq(uffd_items_report(v, 5, collect_report, NULL), 2);
+	ck_assert_uint_eq(rep[0][0], 0x1000);
+	ck_assert_uint_eq(rep[0][1], 0x6000);
+	ck_assert_uint_eq(rep_flags[0], 0);
+	ck_assert_uint_eq(rep[1][0], 0x9000);
+	ck_assert_uint_eq(rep[1][1], 0xb000);
+	ck_assert_uint_eq(rep_flags[1], MONITOR_INVAL_UNMAPPED);
+	ck_assert_int_eq(uffd_items_report(v, 0, collect_report, NULL), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("uffd_reader");
@@ -253,6 +291,7 @@ int main(void)
 	tcase_set_timeout(reader, 60);
 	tcase_add_test(reader, each_event_kind_queued);
 	tcase_add_test(reader, publication_notifies);
+	tcase_add_test(reader, items_sorted_merged_flags_and);
 	tcase_add_test(reader, full_ring_overflows_never_blocks);
 	tcase_add_test(reader, empty_ranges_and_forks_ignored);
 	tcase_add_test(reader, closed_descriptor_fails);
