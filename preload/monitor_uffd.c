@@ -386,7 +386,7 @@ static bool probe_page(const struct uffd_monitor *m, uintptr_t addr)
 		.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
 	};
 
-	return ioctl(m->uffd, UFFDIO_WRITEPROTECT, &wp) == 0;
+	return ioctl(live_fd(m), UFFDIO_WRITEPROTECT, &wp) == 0;
 }
 
 /*
