@@ -282,6 +282,8 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 	struct entry *e, *fresh = NULL;
 	void *mr;
 
+	/* A failed check queues the range for the drain in cache_sync(). */
+	(void)monitor_check(c->mon, key->addr, key->addr + key->length);
 	cache_sync(c);
 	mr = try_hit(c, key);
 	if (mr)
@@ -356,7 +358,7 @@ void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 	if (atomic_load(&c->child) || atomic_load(&c->broken))
 		return passthrough_reg(c, key, how);
 	/* The fast path: nothing to drain, a plain hit. */
-	if (!c->mon->ops->changed(c->mon)) {
+	if (monitor_check(c->mon, key->addr, key->addr + key->length)) {
 		mr = try_hit(c, key);
 		if (mr)
 			return mr;

@@ -252,8 +252,6 @@ static void shim_init(void)
 			log_info("cannot start the releaser thread (%s): invalidated idle MRs are released at the next verbs call",
 				 strerror(-rc));
 	}
-	if (strcmp(g_monitor_name, "uffd") == 0)
-		log_info("monitor=uffd is the fallback for kernels without /dev/ummunot: userfaultfd reports an unmap only after the kernel has let go of the address range, so a thread that maps and registers the same addresses in that window can get a stale cached MR (see Limits in the README)");
 }
 
 /* The cache, initialising on first use; NULL means pass through. */

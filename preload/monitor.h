@@ -21,8 +21,16 @@
  *    (userfaultfd): then every watch overlapping [start, end) is stale.
  *    A negative return means the monitor is broken: the cache must stop
  *    caching (and drop everything it holds).
- *  - The cache serialises watch/unwatch/drain; changed() may run
- *    concurrently with all of them.
+ *  - check() is the hit-path check of the one range a hit is about to
+ *    be served from, made after the application's last change to its
+ *    address space: true when nothing may have changed (changed() is
+ *    false and, where the backend can tell, the range's watch is still
+ *    intact).  When false, the backend keeps changed() true until a
+ *    drain() that reports every watch over [start, end) that may be stale.
+ *    A backend whose changed() alone is exact leaves check NULL; callers
+ *    use monitor_check().
+ *  - The cache serialises watch/unwatch/drain; changed() and check() may
+ *    run concurrently with all of them.
  */
 #ifndef UMMUSHIM_MONITOR_H
 #define UMMUSHIM_MONITOR_H
@@ -55,6 +63,7 @@ struct monitor_ops {
 		     uintptr_t start, uintptr_t end);
 	void (*unwatch)(struct monitor *m, uint64_t cookie);
 	bool (*changed)(struct monitor *m);
+	bool (*check)(struct monitor *m, uintptr_t start, uintptr_t end);
 	int (*drain)(struct monitor *m, monitor_inval_fn fn, void *ctx);
 	/*
 	 * Optional (NULL: none): a descriptor that poll() reports readable
@@ -69,6 +78,14 @@ struct monitor_ops {
 struct monitor {
 	const struct monitor_ops *ops;
 };
+
+static inline bool monitor_check(struct monitor *m, uintptr_t start,
+				 uintptr_t end)
+{
+	if (m->ops->check)
+		return m->ops->check(m, start, end);
+	return !m->ops->changed(m);
+}
 
 /* Each returns NULL (and sets errno) when its source is unavailable. */
 struct monitor *monitor_ummunot_open(void);

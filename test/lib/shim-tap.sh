@@ -1,7 +1,10 @@
-# shellcheck shell=bash
-# TAP helpers shared by the shim's VM test scripts (test/rdma, test/uffd).
-# The sourcing script sets TMP (where each run's logs go: $TMP/NAME.<pid>.log)
-# and ends with: echo "1..$n"; [ "$failed" -eq 0 ]
+# shellcheck shell=sh
+# The shim's test scripts' one helper for results (TAP) and for reading the
+# shim's exit statistics line ("ummushim[host:pid] stats: monitor=... hits=N
+# ..."), sourced by the VM scenario (test/rdma/run-in-guest.sh), the host
+# end-to-end test (test/preload/e2e.sh) and the other VM scripts.
+# POSIX sh.  The sourcing script sets TMP (where each run's logs go:
+# $TMP/NAME.<pid>.log) and ends with tap_done.
 n=0
 failed=0
 
@@ -17,40 +20,63 @@ not_ok() {
 }
 
 check() { # DESCRIPTION COMMAND...
-	local what=$1
+	_what=$1
 	shift
-	if "$@"; then ok "$what"; else not_ok "$what"; fi
+	if "$@"; then ok "$_what"; else not_ok "$_what"; fi
 }
 
-# stat FILE KEY: KEY's value on the shim's stats line of FILE.
+# The plan line, and the script's status: 0 when nothing failed.
+tap_done() {
+	echo "1..$n"
+	[ "$failed" -eq 0 ]
+}
+
+# stats_line FILE: the shim's first statistics line in FILE.
+stats_line() {
+	grep -m 1 ' stats: ' "$1"
+}
+
+# stat_of FILE KEY: KEY's value on the first statistics line of FILE.
+stat_of() {
+	stats_line "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# stat_sum KEY FILE...: KEY summed over the statistics lines of the FILEs
+# (every process of a run, e.g. all MPI ranks); 0 when there is none.
+stat_sum() {
+	_key=$1
+	shift
+	cat "$@" 2>/dev/null | grep ' stats: ' | tr ' ' '\n' |
+		sed -n "s/^$_key=//p" | awk '{ s += $1 } END { print s + 0 }'
+}
+
+expect_stat() { # LOG KEY VALUE WHAT
+	_v=$(stat_of "$1" "$2")
+	if [ "$_v" = "$3" ]; then
+		ok "$4 ($2=$_v)"
+	else
+		not_ok "$4 ($2=$_v, expected $3)"
+	fi
+}
+
+# Scripts written before stat_of: the same reader under its old name.
 stat() {
-	grep ' stats: ' "$1" | head -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
+	stat_of "$@"
 }
 
 # The one log file of the single process run under NAME.
 log_of() {
-	local f
-	for f in "$TMP/$1".*.log; do
-		[ -e "$f" ] && printf '%s\n' "$f"
+	for _f in "$TMP/$1".*.log; do
+		[ -e "$_f" ] && printf '%s\n' "$_f"
 		return
 	done
 }
 
 # How many processes run under NAME wrote a log.
 logs_of() {
-	local f count=0
-	for f in "$TMP/$1".*.log; do
-		[ -e "$f" ] && count=$((count + 1))
+	_count=0
+	for _f in "$TMP/$1".*.log; do
+		[ -e "$_f" ] && _count=$((_count + 1))
 	done
-	echo "$count"
-}
-
-expect_stat() { # LOG KEY VALUE WHAT
-	local v
-	v=$(stat "$1" "$2")
-	if [ "$v" = "$3" ]; then
-		ok "$4 ($2=$v)"
-	else
-		not_ok "$4 ($2=$v, expected $3)"
-	fi
+	echo "$_count"
 }

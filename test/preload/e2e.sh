@@ -27,21 +27,12 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 unset UMMUSHIM_ENABLE UMMUSHIM_MAX_ENTRIES UMMUSHIM_MAX_BYTES UMMUSHIM_LOG_LEVEL \
 	UMMUSHIM_LOG_FILE UMMUSHIM_STATS
 export UMMUSHIM_MONITOR=none
-fails=0
+TMP=$tmp
+# shellcheck source=SCRIPTDIR/../lib/shim-tap.sh
+. "$(dirname "$0")/../lib/shim-tap.sh"
 
 fail() {
-	echo "FAIL: $*"
-	fails=$((fails + 1))
-}
-
-# stat_of FILE KEY: the value of KEY in the file's stats line.
-stat_of() {
-	sed -n 's/.* stats: .*[ ]'"$2"'=\([0-9a-z]*\).*/\1/p; s/.* stats: '"$2"'=\([0-9a-z]*\).*/\1/p' "$1" | head -n 1
-}
-
-expect_stat() {
-	v=$(stat_of "$1" "$2")
-	[ "$v" = "$3" ] || fail "$4: $2=$v, expected $3"
+	not_ok "$*"
 }
 
 # 1. Without the shim: the program itself passes.
@@ -194,8 +185,5 @@ for c in cancel fork rereg forkfirst sigdereg; do
 		fail "case $c: expected one statistics line"
 done
 
-if [ "$fails" -ne 0 ]; then
-	echo "e2e: $fails failures"
-	exit 1
-fi
-echo "e2e: all checks passed"
+echo "# e2e: $((n - failed)) passed, $failed failed"
+tap_done

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: BSD-2-Clause
 /*
  * Two threads race an unmap against a remap + registration of the same
- * addresses, the case a userfaultfd monitor cannot close (its UNMAP event
- * is queued only after munmap() has let go of the range; see
- * preload/monitor_uffd.c).  Each iteration:
+ * addresses, the case where a userfaultfd monitor's UNMAP event is queued
+ * only after munmap() has let go of the range (its hit-path probe must
+ * catch it; see preload/monitor_uffd.c).  Each iteration:
  *   main:     maps X, fills it with an "old" byte, registers it, RDMA-writes
  *             it to a peer buffer, deregisters (the shim keeps it idle);
  *   unmapper: munmap(X);
@@ -14,9 +14,9 @@
  *
  * usage: rdma-unmap-race ITERATIONS [--expect-zero] [--hog]
  * Prints "unmap-race: iterations=N stale=S"; with --expect-zero exits 1
- * when S > 0.  --hog adds a thread that keeps a CPU busy, so that the
- * shim's userfaultfd reader waits longer for a CPU (as on a loaded node)
- * and the window shows more often.
+ * when S > 0.  --hog adds one thread per online CPU that keeps it busy, so
+ * that the shim's userfaultfd reader waits longer for a CPU (as on a
+ * loaded node) and the window shows more often.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -26,10 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "rdma_util.h"
 
 #define LEN (4 * 4096)
+#define MAX_HOGS 64
 
 /* Shared with the unmapper thread. */
 static char *_Atomic target;
@@ -94,8 +96,8 @@ int main(int argc, char **argv)
 	struct rdma_dev dev;
 	struct rdma_loop loop;
 	struct ibv_mr *peer_mr;
-	int stale = 0;
-	pthread_t t, h;
+	int stale = 0, n_hogs = 0;
+	pthread_t t, h[MAX_HOGS];
 	char *peer;
 
 	for (int i = 2; i < argc; i++) {
@@ -104,6 +106,11 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "--hog") == 0)
 			with_hog = true;
 	}
+	if (with_hog) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		n_hogs = cpus < 1 ? 1 : cpus > MAX_HOGS ? MAX_HOGS : (int)cpus;
+	}
 
 	if (rdma_dev_open(&dev, NULL) || rdma_loop_create(&loop, &dev))
 		return 1;
@@ -111,9 +118,11 @@ int main(int argc, char **argv)
 	peer_mr = peer ? ibv_reg_mr(dev.pd, peer, LEN,
 				    IBV_ACCESS_LOCAL_WRITE |
 				    IBV_ACCESS_REMOTE_WRITE) : NULL;
-	if (!peer_mr || pthread_create(&t, NULL, unmapper, NULL) ||
-	    (with_hog && pthread_create(&h, NULL, hog, NULL)))
+	if (!peer_mr || pthread_create(&t, NULL, unmapper, NULL))
 		return rdma_fail("setup");
+	for (int i = 0; i < n_hogs; i++)
+		if (pthread_create(&h[i], NULL, hog, NULL))
+			return rdma_fail("pthread_create");
 	for (int i = 0; i < iters; i++) {
 		char old_byte = (char)('a' + i % 26), new_byte = (char)('A' + i % 26);
 		char *x = map_at(NULL), *y;
@@ -146,13 +155,13 @@ int main(int argc, char **argv)
 	atomic_store(&phase, 3);
 	pthread_join(t, NULL);
 	atomic_store(&hog_stop, true);
-	if (with_hog)
-		pthread_join(h, NULL);
+	for (int i = 0; i < n_hogs; i++)
+		pthread_join(h[i], NULL);
 	if (ibv_dereg_mr(peer_mr))
 		return rdma_fail("ibv_dereg_mr");
 	rdma_loop_destroy(&loop);
 	rdma_dev_close(&dev);
-	printf("unmap-race: iterations=%d stale=%d%s\n", iters, stale,
-	       with_hog ? " (with a CPU hog)" : "");
+	printf("unmap-race: iterations=%d stale=%d (CPU hogs: %d)\n", iters,
+	       stale, n_hogs);
 	return expect_zero && stale ? 1 : 0;
 }

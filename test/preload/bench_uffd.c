@@ -2,6 +2,8 @@
 /*
  * Benchmark (not a test) of the invalidation monitors, side by side:
  *  - changed_ns: the cache's hit-path check, nothing pending;
+ *  - check_ns: monitor_check() on a watched 64 KiB range (uffd: one probe
+ *    system call), with syscall_ns, one getppid() system call, for scale;
  *  - munmap_plain_ns / munmap_watched_ns: munmap of one unwatched /
  *    watched page (for uffd the latter includes the event round trip to
  *    the reader thread, which the unmapping thread waits for);
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,6 +98,40 @@ static double bench_changed(struct monitor *m)
 static int watch(struct monitor *m, uint64_t cookie, char *p, size_t len)
 {
 	return m->ops->watch(m, cookie, (uintptr_t)p, (uintptr_t)p + len);
+}
+
+#define CHECK_CALLS 200000L
+
+static double bench_syscall(void)
+{
+	uint64_t t0 = now_ns();
+
+	for (long i = 0; i < CHECK_CALLS; i++)
+		syscall(SYS_getppid);
+	return (double)(now_ns() - t0) / CHECK_CALLS;
+}
+
+/* monitor_check() on a watched range of @pages pages; -1 on failure. */
+static double bench_check(struct monitor *m, size_t pages)
+{
+	size_t len = pages * (size_t)page;
+	char *p = map_touched(len);
+	uint64_t t0;
+	long failed = 0;
+
+	if (watch(m, 99, p, len)) {
+		munmap(p, len);
+		return -1;
+	}
+	t0 = now_ns();
+	for (long i = 0; i < CHECK_CALLS; i++)
+		failed += !monitor_check(m, (uintptr_t)p, (uintptr_t)p + len);
+	t0 = now_ns() - t0;
+	if (failed)
+		fprintf(stderr, "note: check() failed %ld times\n", failed);
+	m->ops->unwatch(m, 99);
+	munmap(p, len);
+	return (double)t0 / CHECK_CALLS;
 }
 
 /* munmap of an unwatched page, for reference. */
@@ -268,6 +305,8 @@ static void run(const char *name, struct monitor *(*open_fn)(void))
 		return;
 	}
 	printf("%s: changed_ns=%.2f", name, bench_changed(m));
+	printf(" check_ns=%.1f syscall_ns=%.1f", bench_check(m, 16),
+	       bench_syscall());
 	plain = bench_munmap_plain();
 	if (bench_munmap_watched(m, &munmap_w, &drain) == 0)
 		printf(" munmap_plain_ns=%llu munmap_watched_ns=%llu inval_to_drain_ns=%llu",

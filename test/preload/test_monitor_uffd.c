@@ -10,6 +10,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,30 @@ START_TEST(munmap_reported_at_once)
 		unmap_reported(m, p, 4 * page);
 		m->ops->unwatch(m, 1);
 	}
+	m->ops->close(m);
+}
+END_TEST
+
+static bool wait_fd_readable(struct monitor *m, int timeout_ms)
+{
+	struct pollfd p = { .fd = m->ops->wait_fd(m), .events = POLLIN };
+
+	return poll(&p, 1, timeout_ms) == 1;
+}
+
+/* wait_fd (the releaser's): readable from an unmap until the drain. */
+START_TEST(wait_fd_readable_until_drained)
+{
+	struct monitor *m = open_mon();
+	char *p = map_watched(m, 1, 2);
+
+	ck_assert_ptr_nonnull(m->ops->wait_fd);
+	ck_assert(!wait_fd_readable(m, 0));
+	ck_assert_int_eq(munmap(p, 2 * page), 0);
+	ck_assert(wait_fd_readable(m, 10000));
+	ck_assert(drain_covers(m, p, 2 * page));
+	ck_assert(!wait_fd_readable(m, 0));
+	m->ops->unwatch(m, 1);
 	m->ops->close(m);
 }
 END_TEST
@@ -402,6 +427,75 @@ START_TEST(many_watches)
 	for (int i = 1; i < N; i += 2)
 		m->ops->unwatch(m, (uint64_t)i + 1);
 	unmap_quiet(m, p, (N + 1) * page);
+	m->ops->close(m);
+}
+END_TEST
+
+/* Count this process's mappings. */
+static size_t map_count(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	size_t n = 0;
+	int c;
+
+	ck_assert_ptr_nonnull(f);
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+static long max_map_count(void)
+{
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+	long v = 0;
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%ld", &v), 1);
+	fclose(f);
+	return v;
+}
+
+/*
+ * Watches split mappings: their segments are capped at a quarter of the
+ * room vm.max_map_count leaves (two mappings per segment at most), and a
+ * watch beyond the cap is refused (ENOSPC) without registering anything.
+ */
+START_TEST(watches_capped_for_max_map_count)
+{
+	enum { CAP = 10, N = 40 };
+	struct monitor *m = open_mon();
+	struct monitor_uffd_counters cnt;
+	char *p = map_pages(2 * N);
+	size_t before;
+	int ok = 0;
+
+	monitor_uffd_get_counters(m, &cnt);
+	ck_assert_uint_gt(cnt.max_segments, 0);
+	ck_assert_uint_le(cnt.max_segments,
+			  (size_t)(max_map_count() - (long)map_count()) / 8 + 1);
+	monitor_uffd_set_max_segments(m, CAP);
+	before = map_count();
+	/* Disjoint one-page watches: every one splits the mapping. */
+	for (int i = 0; i < N; i++) {
+		int rc = watch(m, (uint64_t)i + 1, p + 2 * i * page, page);
+
+		ck_assert_msg(rc == 0 || rc == -ENOSPC, "watch: %d", rc);
+		ok += rc == 0;
+	}
+	/* Each adds one segment; a watch may add two: the last one is refused. */
+	ck_assert_int_eq(ok, CAP - 1);
+	ck_assert_uint_le(map_count(), before + 2 * CAP);
+	/* The refused ranges were not registered: nothing reports them. */
+	dontneed_quiet(m, p + 2 * (N - 1) * page, page);
+	dontneed_reported(m, p, page);
+	/* Room again after an unwatch. */
+	m->ops->unwatch(m, 1);
+	ck_assert_int_eq(watch(m, 1000, p + 2 * (N - 1) * page, page), 0);
+	m->ops->unwatch(m, 1000);
+	for (int i = 1; i < CAP - 1; i++)
+		m->ops->unwatch(m, (uint64_t)i + 1);
+	unmap_quiet(m, p, 2 * N * page);
 	m->ops->close(m);
 }
 END_TEST
@@ -827,6 +921,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(text, read_only_refused);
 	tcase_add_test(events, munmap_reported_at_once);
 	tcase_add_test(events, raw_munmap_reported);
+	tcase_add_test(events, wait_fd_readable_until_drained);
 	tcase_add_test(events, partial_munmap_reported);
 	tcase_add_test(events, mremap_move_reported_and_orphan_dropped);
 	tcase_add_test(events, mremap_dontunmap_reported);
@@ -841,6 +936,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(books, adjacent_watches_refcounted);
 	tcase_add_test(books, many_watches);
 	tcase_add_test(books, nested_watch_stays_safe);
+	tcase_add_test(books, watches_capped_for_max_map_count);
 	tcase_add_test(books, duplicate_and_unknown_cookies);
 	tcase_add_test(refuse, file_backed_refused);
 	tcase_add_test(refuse, shared_anonymous_refused);
