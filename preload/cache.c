@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "region_index.h"
+#include "slice_pool.h"
 
 /* ---- small intrusive containers ---------------------------------------- */
 
@@ -157,12 +159,25 @@ static uint64_t mix64(uint64_t x)
 
 /* ---- entries ------------------------------------------------------------ */
 
+/*
+ * An entry's state word: application references (low bits), whether a
+ * lookup may take one (USABLE: cached, registered, not pending) and the
+ * entry's generation (high half), bumped whenever the entry goes back to
+ * the pool.  Taking or dropping a reference is one compare-and-swap that
+ * also checks the generation, so a thread that remembered (entry,
+ * generation) from an earlier hit can use it without any lock.
+ */
+#define ST_REFS 0x7fffffffULL
+#define ST_USABLE (1ULL << 31)
+#define ST_GEN_ONE (1ULL << 32)
+#define ST_GEN(s) ((s) & ~(ST_USABLE | ST_REFS))
+
 struct entry {
+	_Atomic uint64_t state;	/* first: entry_reset() keeps it */
 	struct cache_key key;
 	void *ctx;		/* device context of key.pd */
 	void *mr;		/* real MR, NULL while pending */
 	uint64_t cookie;	/* monitor watch id, unique per cache */
-	atomic_ulong refs;	/* application references */
 	atomic_bool referenced;	/* hit since the clock hand last passed */
 	unsigned int kstripe;	/* lock stripe of key (by_key) */
 	unsigned int mstripe;	/* lock stripe of mr (by_mr), once registered */
@@ -173,10 +188,37 @@ struct entry {
 	bool watched;		/* the monitor watches it */
 	bool in_lru;		/* in the clock list (cached and registered) */
 	bool inval_pending;	/* invalidated while being registered */
+	bool region;		/* may serve containment hits once ready */
+	bool indexed;		/* in the region index (under c->lock) */
 
 	struct hlink by_key, by_mr, by_cookie;
 	struct list all, lru;
-	struct entry *next_victim;
+	struct entry *next_victim;	/* also: the entry pool's free list */
+};
+
+/*
+ * What a thread remembers of its last hits: the entry, its generation at
+ * the time and its key (a copy: the entry's fields may change once it is
+ * retired, the copy and the generation check make that harmless).
+ */
+#define HOT_SLOTS 4
+
+struct hot_slot {
+	struct entry *e;	/* NULL: empty */
+	uint64_t gen;
+	void *mr;		/* the entry's real MR */
+	struct cache_key key;	/* the entry's key */
+	bool region;		/* may serve requests inside the key's range */
+};
+
+/* One per thread and cache: only that thread touches it while in use. */
+struct hot {
+	struct hot_slot slot[HOT_SLOTS];
+	unsigned int next;		/* slot to replace next */
+	unsigned int shard;		/* hit counter shard */
+	struct slice_cache slices;	/* the thread's free slice objects */
+	struct hot *next_hot;		/* c->hots, under c->lock */
+	atomic_bool in_use;		/* a live thread owns it */
 };
 
 /*
@@ -194,6 +236,7 @@ struct stripe {
 };
 
 struct cache {
+	uint64_t id;			/* unique per process, for tls_hot */
 	pthread_mutex_t lock;		/* structure: indexes, lists, counters */
 	pthread_mutex_t mon_lock;	/* serialises monitor calls */
 	pthread_cond_t pending_done;	/* a pending entry was resolved */
@@ -216,7 +259,28 @@ struct cache {
 	atomic_bool broken;	/* monitor failed: caching is off for good */
 	atomic_bool child;	/* forked child: pass through */
 	pid_t owner;		/* the process that created the cache */
+
+	struct region_index regions;	/* ready regions (under lock) */
+	struct slice_pool slices;	/* per-request objects */
+	pthread_mutex_t pool_lock;	/* guards free_entries */
+	struct entry *free_entries;	/* retired entries, for reuse */
+	struct hot *hots;		/* every thread's hot (under lock) */
+	unsigned int n_hots;		/* under lock */
+	pthread_key_t hot_key;		/* releases a thread's hot at exit */
 };
+
+/*
+ * Process-wide: a counter that makes each cache's id unique, so that a
+ * thread's remembered hot (tls_hot) is never used with another cache
+ * that happens to live at a freed one's address (tests make many).
+ */
+static atomic_uint_fast64_t next_cache_id = 1;
+
+/* This thread's hot for the cache whose id is tls_hot_id. */
+static __thread struct hot *tls_hot
+	__attribute__((tls_model("initial-exec")));
+static __thread uint64_t tls_hot_id
+	__attribute__((tls_model("initial-exec")));
 
 /*
  * Lock helpers.  While a thread holds c->lock or c->mon_lock, its log
@@ -364,6 +428,85 @@ static struct entry *find_by_cookie(struct cache *c, uint64_t cookie)
 	return NULL;
 }
 
+/* ---- the state word: references without locks -------------------------- */
+
+static unsigned long entry_refs(struct entry *e)
+{
+	return (unsigned long)(atomic_load(&e->state) & ST_REFS);
+}
+
+/*
+ * Take a reference on @e if a lookup may use it and, unless @gen is 0
+ * (any: the caller holds a lock that keeps @e), it is still incarnation
+ * @gen.  Returns the generation taken, or 0 (never a valid generation).
+ */
+static uint64_t entry_get(struct entry *e, uint64_t gen)
+{
+	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
+
+	do {
+		if (!(s & ST_USABLE) || (gen && ST_GEN(s) != gen) ||
+		    (s & ST_REFS) == ST_REFS)
+			return 0;
+	} while (!atomic_compare_exchange_weak_explicit(&e->state, &s, s + 1,
+							memory_order_acquire,
+							memory_order_relaxed));
+	return ST_GEN(s);
+}
+
+/*
+ * Drop a reference on a usable @e of generation @gen without a lock.
+ * 0: not done (take the slow path: not usable any more, another
+ * generation, no reference to drop); 1: done; 2: done, @e is idle now.
+ */
+static int entry_put_fast(struct entry *e, uint64_t gen)
+{
+	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
+
+	do {
+		if (!(s & ST_USABLE) || ST_GEN(s) != gen || !(s & ST_REFS))
+			return 0;
+	} while (!atomic_compare_exchange_weak_explicit(&e->state, &s, s - 1,
+							memory_order_release,
+							memory_order_relaxed));
+	return ((s - 1) & ST_REFS) ? 1 : 2;
+}
+
+/* Idle and usable: make it unusable, so that no hit can take it. */
+static bool entry_try_evict(struct entry *e)
+{
+	uint64_t s = atomic_load(&e->state);
+
+	do {
+		if (!(s & ST_USABLE) || (s & ST_REFS))
+			return false;
+	} while (!atomic_compare_exchange_weak(&e->state, &s, ST_GEN(s)));
+	return true;
+}
+
+/* No lookup may take @e any more; the references it has stay. */
+static void entry_unpublish(struct entry *e)
+{
+	atomic_fetch_and(&e->state, ~ST_USABLE);
+}
+
+/*
+ * An invalidation or a failed monitor: an idle @e is made unusable
+ * (true: evict it), a busy one only unusable (false: it is released at
+ * its last dereg), atomically against lock-free hits and derefs.
+ */
+static bool entry_drop_if_idle(struct entry *e)
+{
+	uint64_t s = atomic_load(&e->state);
+
+	for (;;) {
+		uint64_t n = (s & ST_REFS) ? (s & ~ST_USABLE) : ST_GEN(s);
+
+		if (atomic_compare_exchange_weak(&e->state, &s, n))
+			return !(s & ST_REFS);
+	}
+}
+
 /* ---- stripes -------------------------------------------------------------- */
 
 static void stripe_lock(struct cache *c, unsigned int i)
@@ -438,11 +581,24 @@ static void entry_cache(struct cache *c, struct entry *e)
 	e->cached = true;
 }
 
+static struct region_group entry_group(const struct entry *e)
+{
+	return (struct region_group){ e->key.pd, e->key.access,
+				      e->key.iova - e->key.addr };
+}
+
 /* Never return @e again; a registered @e is released at its last deref. */
 static void entry_uncache(struct cache *c, struct entry *e)
 {
 	if (!e->cached)
 		return;
+	entry_unpublish(e);
+	if (e->indexed) {
+		struct region_group g = entry_group(e);
+
+		region_index_remove(&c->regions, &g, e->key.addr, e);
+		e->indexed = false;
+	}
 	htab_remove(&c->by_key, &e->by_key);
 	htab_remove(&c->by_cookie, &e->by_cookie);
 	e->cached = false;
@@ -494,6 +650,45 @@ static void entry_evict(struct cache *c, struct entry *e,
 {
 	entry_clear_registered(c, e);
 	entry_retire(c, e, victims);
+}
+
+/* ---- the entry pool ------------------------------------------------------ */
+
+/*
+ * Entries are never freed before the cache: a thread may still remember
+ * a retired one (struct hot_slot), and only ever looks at its state word,
+ * whose generation tells it that the entry is not the one it knew.
+ */
+static struct entry *entry_alloc(struct cache *c)
+{
+	struct entry *e;
+
+	pthread_mutex_lock(&c->pool_lock);
+	e = c->free_entries;
+	if (e)
+		c->free_entries = e->next_victim;
+	pthread_mutex_unlock(&c->pool_lock);
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (e)
+			atomic_init(&e->state, ST_GEN_ONE);
+		return e;
+	}
+	/* Everything but the state word, which lock-free readers may load. */
+	memset((char *)e + sizeof(e->state), 0, sizeof(*e) - sizeof(e->state));
+	return e;
+}
+
+/* Back to the pool, as a new generation (nobody holds a reference). */
+static void entry_free(struct cache *c, struct entry *e)
+{
+	uint64_t s = atomic_load(&e->state);
+
+	atomic_store(&e->state, ST_GEN(s) + ST_GEN_ONE);
+	pthread_mutex_lock(&c->pool_lock);
+	e->next_victim = c->free_entries;
+	c->free_entries = e;
+	pthread_mutex_unlock(&c->pool_lock);
 }
 
 /* ---- monitor calls (under mon_lock) ------------------------------------ */
@@ -552,7 +747,7 @@ static void release_victims(struct cache *c, struct entry *victims)
 				real_dereg(c, e);
 			monitor_unwatch(c, e);
 		}
-		free(e);
+		entry_free(c, e);
 	}
 }
 
@@ -586,8 +781,9 @@ static void enforce_limits(struct cache *c, struct entry **victims)
 	while (over_limits(c) && !list_empty(&c->lru) && budget-- > 0) {
 		struct entry *e = container_of(c->lru.prev, struct entry, lru);
 		struct elock l = entry_lock(c, e);
-		bool keep = atomic_load(&e->refs) > 0 ||
-			    atomic_exchange(&e->referenced, false);
+		bool keep = entry_refs(e) > 0 ||
+			    atomic_exchange(&e->referenced, false) ||
+			    !entry_try_evict(e);
 
 		if (!keep) {
 			log_debug("evict mr=%p addr=%#" PRIxPTR " len=%zu",
@@ -619,7 +815,7 @@ static void evict_idle_matching(struct cache *c, struct entry **victims,
 		if (match && !match(e, what))
 			continue;
 		el = entry_lock(c, e);
-		if (atomic_load(&e->refs) == 0) {
+		if (entry_try_evict(e)) {
 			entry_evict(c, e, victims);
 			if (evictions)
 				stats_inc(&c->stats->evictions);
@@ -660,7 +856,7 @@ static void invalidate_entry(struct cache *c, struct entry *e,
 		e->inval_pending = true;
 		log_debug("invalidate pending addr=%#" PRIxPTR " len=%zu",
 			  e->key.addr, e->key.length);
-	} else if (atomic_load(&e->refs) == 0) {
+	} else if (entry_drop_if_idle(e)) {
 		log_debug("invalidate idle mr=%p addr=%#" PRIxPTR " len=%zu",
 			  e->mr, e->key.addr, e->key.length);
 		entry_evict(c, e, victims);
@@ -737,7 +933,7 @@ static void cache_break(struct cache *c, int err, struct entry **victims)
 		el = entry_lock(c, e);
 		if (e->pending)
 			e->inval_pending = true;
-		else if (atomic_load(&e->refs) == 0)
+		else if (entry_drop_if_idle(e))
 			entry_evict(c, e, victims);
 		else
 			entry_uncache(c, e);
@@ -776,6 +972,152 @@ static void cache_sync(struct cache *c)
 	release_victims(c, d.victims);
 }
 
+/* ---- each thread's hot: remembered hits and free slice objects ---------- */
+
+/* pthread key destructor: the thread is gone, another may take its hot. */
+static void hot_release(void *arg)
+{
+	struct hot *h = arg;
+
+	for (unsigned int i = 0; i < HOT_SLOTS; i++)
+		h->slot[i].e = NULL;
+	atomic_store_explicit(&h->in_use, false, memory_order_release);
+}
+
+/* This thread's hot for @c if it has one (the hit path: no allocation). */
+static struct hot *hot_peek(struct cache *c)
+{
+	return tls_hot_id == c->id ? tls_hot : NULL;
+}
+
+/*
+ * This thread's hot for @c, taking a released one or making one (slow
+ * paths).  NULL when out of memory: the thread then only remembers
+ * nothing and gets no slices.
+ */
+static struct hot *hot_get(struct cache *c)
+{
+	struct hot *h = hot_peek(c);
+
+	if (h)
+		return h;
+	lock_cache(c);
+	for (h = c->hots; h; h = h->next_hot) {
+		bool free_hot = false;
+
+		if (atomic_compare_exchange_strong(&h->in_use, &free_hot, true))
+			break;
+	}
+	if (!h) {
+		h = calloc(1, sizeof(*h));
+		if (h) {
+			h->shard = c->n_hots++;
+			atomic_init(&h->in_use, true);
+			h->next_hot = c->hots;
+			c->hots = h;
+		}
+	}
+	unlock_cache(c);
+	if (h && pthread_setspecific(c->hot_key, h) != 0) {
+		atomic_store(&h->in_use, false);
+		return NULL;
+	}
+	if (h) {
+		tls_hot = h;
+		tls_hot_id = c->id;
+	}
+	return h;
+}
+
+/* Remember a hit on (or a registration of) @e, generation @gen. */
+static void hot_remember(struct hot *h, struct entry *e, uint64_t gen)
+{
+	struct hot_slot *s;
+
+	if (!h)
+		return;
+	s = &h->slot[h->next++ % HOT_SLOTS];
+	s->e = e;
+	s->gen = gen;
+	s->mr = e->mr;
+	s->key = e->key;
+	s->region = e->region;
+}
+
+static bool range_contains(const struct cache_key *region,
+			   const struct cache_key *k)
+{
+	return k->pd == region->pd && k->access == region->access &&
+	       k->iova - k->addr == region->iova - region->addr &&
+	       k->addr >= region->addr &&
+	       k->addr + k->length >= k->addr &&
+	       k->addr + k->length <= region->addr + region->length;
+}
+
+static void count_hit(struct cache *c, struct hot *h)
+{
+	stats_hit(c->stats, h ? h->shard : 0);
+}
+
+/*
+ * The per-request object for @key inside @e's region (a reference on @e
+ * of generation @gen is held for it).  NULL when the pool is exhausted:
+ * the caller drops the reference.
+ */
+static void *make_slice(struct cache *c, struct hot *h, struct entry *e,
+			uint64_t gen, void *region_mr,
+			const struct cache_key *key)
+{
+	struct slice_hdr *sh;
+
+	if (!h)
+		return NULL;
+	sh = slice_get(&c->slices, &h->slices);
+	if (!sh)
+		return NULL;
+	sh->owner = e;
+	sh->gen = gen;
+	c->ops.slice_init(slice_obj(sh), region_mr, key);
+	return slice_obj(sh);
+}
+
+/*
+ * The lock-free hit: one of this thread's remembered entries has @key, or
+ * (containment) a region containing it.  NULL: take the next path.
+ */
+static void *hot_hit(struct cache *c, struct hot *h,
+		     const struct cache_key *key)
+{
+	for (unsigned int i = 0; i < HOT_SLOTS; i++) {
+		struct hot_slot *s = &h->slot[i];
+		bool exact;
+		void *mr;
+
+		if (!s->e)
+			continue;
+		exact = key_equal(&s->key, key);
+		if (!exact && !(s->region && range_contains(&s->key, key)))
+			continue;
+		if (!entry_get(s->e, s->gen)) {
+			s->e = NULL;	/* dropped or reused: forget it */
+			continue;
+		}
+		if (!atomic_load_explicit(&s->e->referenced,
+					  memory_order_relaxed))
+			atomic_store_explicit(&s->e->referenced, true,
+					      memory_order_relaxed);
+		mr = exact ? s->mr : make_slice(c, h, s->e, s->gen, s->mr, key);
+		if (!mr) {
+			/* Usable and referenced: not the last reference. */
+			entry_put_fast(s->e, s->gen);
+			return NULL;
+		}
+		count_hit(c, h);
+		return mr;
+	}
+	return NULL;
+}
+
 /* ---- public API --------------------------------------------------------- */
 
 struct cache *cache_create(const struct cache_ops *ops, struct monitor *mon,
@@ -795,6 +1137,17 @@ struct cache *cache_create(const struct cache_ops *ops, struct monitor *mon,
 		free(c);
 		return NULL;
 	}
+	if (pthread_key_create(&c->hot_key, hot_release)) {
+		free(c->by_key.buckets);
+		free(c->by_mr.buckets);
+		free(c->by_cookie.buckets);
+		free(c);
+		return NULL;
+	}
+	c->id = atomic_fetch_add(&next_cache_id, 1);
+	region_index_init(&c->regions);
+	slice_pool_init(&c->slices, ops->slice_init ? ops->slice_size : 0);
+	pthread_mutex_init(&c->pool_lock, NULL);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->mon_lock, NULL);
 	pthread_cond_init(&c->pending_done, NULL);
@@ -823,7 +1176,7 @@ void cache_destroy(struct cache *c)
 	while (!list_empty(&c->all)) {
 		struct entry *e = container_of(c->all.next, struct entry, all);
 		struct elock l = entry_lock(c, e);
-		bool idle_mr = e->registered && atomic_load(&e->refs) == 0 &&
+		bool idle_mr = e->registered && entry_refs(e) == 0 &&
 			       !atomic_load(&c->child);
 
 		entry_clear_registered(c, e);
@@ -836,8 +1189,22 @@ void cache_destroy(struct cache *c)
 		n = e->next_victim;
 		if (!atomic_load(&c->child))
 			monitor_unwatch(c, e);
+		entry_free(c, e);
+	}
+	for (struct entry *e = c->free_entries, *n; e; e = n) {
+		n = e->next_victim;
 		free(e);
 	}
+	pthread_key_delete(c->hot_key);
+	for (struct hot *h = c->hots, *n; h; h = n) {
+		n = h->next_hot;
+		free(h);
+	}
+	if (tls_hot_id == c->id)
+		tls_hot_id = 0;
+	slice_pool_fini(&c->slices);
+	region_index_fini(&c->regions);
+	pthread_mutex_destroy(&c->pool_lock);
 	free(c->by_key.buckets);
 	free(c->by_mr.buckets);
 	free(c->by_cookie.buckets);
@@ -897,26 +1264,270 @@ static void *reg_with_retry(struct cache *c, const struct cache_key *key,
 	return c->ops.reg(c->ops.arg, key, how);
 }
 
-/* Register for the pending entry @e created by cache_reg(). */
-static void *miss_register(struct cache *c, struct entry *e, int how)
+/*
+ * Drop one reference on @e (generation @gen, 0: the caller found @e under
+ * c->lock, any) with c->lock held: the slow half of every dereg.  An idle
+ * cached entry stays registered (lazy deregistration); the last
+ * reference to one that is no longer cached releases it.  @mr is what
+ * the application passed (for the log).  Unlocks c->lock.
+ */
+static int dereg_entry_locked(struct cache *c, struct entry *e, uint64_t gen,
+			      void *mr)
+{
+	struct entry *victims = NULL;
+	struct elock l;
+	uint64_t s = atomic_load(&e->state);
+	int rc;
+
+	if (gen && ST_GEN(s) != gen) {
+		/* Retired meanwhile: its device was closed under it. */
+		unlock_cache(c);
+		return 0;
+	}
+	l = entry_lock(c, e);
+	if (atomic_load(&c->child)) {
+		/* The parent's registration: never touch it from here. */
+		if (s & ST_REFS)
+			atomic_fetch_sub(&e->state, 1);
+		entry_unlock(c, l);
+		unlock_cache(c);
+		return 0;
+	}
+	do {
+		if (!(s & ST_REFS)) {
+			entry_unlock(c, l);
+			unlock_cache(c);
+			log_warn("ibv_dereg_mr(%p): MR already deregistered by the application; ignored",
+				 mr);
+			return EINVAL;
+		}
+	} while (!atomic_compare_exchange_weak(&e->state, &s, s - 1));
+	if ((s - 1) & ST_REFS) {
+		entry_unlock(c, l);
+		unlock_cache(c);
+		return 0;
+	}
+	if (s & ST_USABLE) {
+		/* Lazy deregistration: keep it for the next lookup. */
+		entry_unlock(c, l);
+		enforce_limits(c, &victims);
+		unlock_cache(c);
+		log_debug("dereg (kept) mr=%p", mr);
+		release_victims(c, victims);
+		return 0;
+	}
+	/* Stale, detached or superseded by a merged region: it goes now. */
+	entry_clear_registered(c, e);
+	entry_unlock(c, l);
+	list_del(&e->all);
+	unlock_cache(c);
+	log_debug("dereg (released) mr=%p", mr);
+	if (in_child(c)) {
+		entry_free(c, e);	/* the parent's MR: never deregistered here */
+		return 0;
+	}
+	rc = real_dereg(c, e);
+	monitor_unwatch(c, e);
+	entry_free(c, e);
+	return rc;
+}
+
+/* Drop a reference taken by a hit that could not be served after all. */
+static void drop_ref(struct cache *c, struct entry *e, uint64_t gen)
+{
+	int old;
+
+	if (entry_put_fast(e, gen))
+		return;
+	old = nocancel_begin();
+	lock_cache(c);
+	dereg_entry_locked(c, e, gen, e->mr);
+	nocancel_end(old);
+}
+
+/*
+ * What a hit on @e (reference of generation @gen held) returns for @key:
+ * the real MR when @key is @e's own, else a slice object.  NULL (the
+ * reference dropped) when no slice object can be had.
+ */
+static void *serve(struct cache *c, struct hot *h, struct entry *e,
+		   uint64_t gen, void *mr, const struct cache_key *key)
+{
+	void *ret;
+
+	if (key_equal(&e->key, key))
+		return mr;
+	ret = make_slice(c, h, e, gen, mr, key);
+	if (!ret)
+		drop_ref(c, e, gen);
+	return ret;
+}
+
+/* Containment and widening apply to @key (see enum cache_subrange). */
+static bool widen_ok(const struct cache *c, const struct cache_key *key)
+{
+	if (!c->ops.slice_init)
+		return false;
+	switch (c->limits.subrange) {
+	case CACHE_SUBRANGE_ALL:
+		return true;
+	case CACHE_SUBRANGE_LOCAL:
+		return !(key->access & c->limits.remote_access);
+	default:
+		return false;
+	}
+}
+
+struct span {
+	uintptr_t start, end;
+};
+
+static void span_extend(void *owner, void *arg)
+{
+	struct entry *e = owner;
+	struct span *sp = arg;
+
+	if (e->key.addr < sp->start)
+		sp->start = e->key.addr;
+	if (e->key.addr + e->key.length > sp->end)
+		sp->end = e->key.addr + e->key.length;
+}
+
+/*
+ * The region a miss of @key registers (under c->lock): its pages, merged
+ * with the cached regions of its group that overlap or touch them, as
+ * long as the merged region stays within half of the byte limit.
+ */
+static struct cache_key widened_key(struct cache *c,
+				    const struct cache_key *key)
+{
+	struct cache_key rk = *key;
+	struct span page = {
+		key->addr & ~c->page_mask,
+		(key->addr + key->length + c->page_mask) & ~c->page_mask,
+	};
+	struct span merged = page;
+	struct region_group g = { key->pd, key->access, key->iova - key->addr };
+
+	if (page.end <= page.start)	/* wraps: leave it alone */
+		return rk;
+	region_index_neighbours(&c->regions, &g, page.start, page.end,
+				span_extend, &merged);
+	if (merged.end - merged.start > c->limits.max_bytes / 2)
+		merged = page;
+	rk.addr = merged.start;
+	rk.length = merged.end - merged.start;
+	rk.iova = key->iova - (key->addr - merged.start);
+	return rk;
+}
+
+/*
+ * A containment hit under c->lock: a ready region containing @key.
+ * *@found: there was one (NULL return then means no slice object).
+ */
+static void *region_hit_locked(struct cache *c, struct hot *h,
+			       const struct cache_key *key, bool *found)
+{
+	struct region_group g = { key->pd, key->access, key->iova - key->addr };
+	struct entry *e;
+	uint64_t gen;
+
+	*found = false;
+	if (key->addr + key->length < key->addr)
+		return NULL;
+	e = region_index_find(&c->regions, &g, key->addr,
+			      key->addr + key->length);
+	if (!e || !(gen = entry_get(e, 0)))
+		return NULL;
+	*found = true;
+	atomic_store_explicit(&e->referenced, true, memory_order_relaxed);
+	hot_remember(h, e, gen);
+	count_hit(c, h);
+	/* c->lock is held: a failed slice drops the reference by hand. */
+	if (key_equal(&e->key, key))
+		return e->mr;
+	{
+		void *mr = make_slice(c, h, e, gen, e->mr, key);
+
+		if (!mr)
+			atomic_fetch_sub(&e->state, 1);	/* usable: not the last */
+		return mr;
+	}
+}
+
+static void supersede(void *owner, void *arg)
+{
+	struct entry **list = arg;
+	struct entry *e = owner;
+
+	e->next_victim = *list;
+	*list = e;
+}
+
+/*
+ * Under c->lock: make the new region @e findable by containment lookups.
+ * The cached regions it contains (merged into it) are dropped: idle ones
+ * released, busy ones released at their last dereg.  A region that
+ * overlaps @e without being inside it (another thread's registration
+ * raced with this one) keeps its place and @e serves exact hits only.
+ */
+static void region_publish(struct cache *c, struct entry *e,
+			   struct entry **victims, void **garbage)
+{
+	struct region_group g = entry_group(e);
+	uintptr_t start = e->key.addr, end = e->key.addr + e->key.length;
+	struct entry *inside = NULL, *n;
+
+	region_index_neighbours(&c->regions, &g, start, end, supersede,
+				&inside);
+	for (struct entry *o = inside; o; o = n) {
+		n = o->next_victim;
+		o->next_victim = NULL;
+		if (o->key.addr >= start && o->key.addr + o->key.length <= end &&
+		    o->key.addr + o->key.length > start && o->key.addr < end) {
+			struct elock l = entry_lock(c, o);
+
+			if (entry_try_evict(o))
+				entry_evict(c, o, victims);
+			else
+				entry_uncache(c, o);
+			entry_unlock(c, l);
+		}
+	}
+	if (region_index_add(&c->regions, &g, start, end, e, garbage) == 0)
+		e->indexed = true;
+	else
+		e->region = false;
+}
+
+/*
+ * Register for the pending entry @e created by cache_reg() on behalf of
+ * the request @req (@e's key, or the region around it).  The region's MR
+ * with one reference of generation *@gen, or, when @e cannot be
+ * watched or registered, @req's own registration passed through.
+ */
+static void *miss_register(struct cache *c, struct entry *e,
+			   const struct cache_key *req, int how,
+			   uint64_t *gen)
 {
 	struct entry *victims = NULL;
 	struct cache_key key;
-	void *garbage = NULL;
+	void *garbage = NULL, *igarbage = NULL;
+	bool widened = !key_equal(&e->key, req);
 	struct elock l;
 	bool uncached;
 	void *mr;
 	int rc, err;
 
+	*gen = 0;
 	/* Watch first, so that an invalidation racing with the pinning is seen. */
 	rc = monitor_watch(c, e);
 	if (rc < 0) {
 		log_debug("cannot watch [%#" PRIxPTR ", +%zu): %s; not cached",
 			  e->key.addr, e->key.length, strerror(-rc));
-		key = e->key;
 		abandon_pending(c, e);
-		free(e);
-		return passthrough_reg(c, &key, how);
+		entry_free(c, e);
+		return passthrough_reg(c, req, how);
 	}
 	e->watched = true;
 	stats_inc(&c->stats->misses);
@@ -926,7 +1537,9 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 		err = errno;
 		abandon_pending(c, e);
 		monitor_unwatch(c, e);
-		free(e);
+		entry_free(c, e);
+		if (widened)	/* the request's own answer */
+			return passthrough_reg(c, req, how);
 		errno = err;
 		return NULL;
 	}
@@ -942,18 +1555,22 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 	grow_striped(c, &c->by_mr, &garbage);
 	e->mstripe = (unsigned int)(mr_hash(mr) & STRIPE_MASK);
 	l = stripes_lock2(c, e->kstripe, e->mstripe);
-	atomic_store(&e->refs, 1);
 	entry_set_registered(c, e, mr);
 	e->pending = false;
 	uncached = e->inval_pending;
+	*gen = ST_GEN(atomic_load(&e->state));
 	if (uncached) {
+		atomic_store(&e->state, *gen + 1);
 		entry_uncache(c, e);
 	} else {
+		atomic_store(&e->state, *gen | ST_USABLE | 1);
 		list_add_head(&c->lru, &e->lru);	/* the clock list */
 		e->in_lru = true;
 		c->n_clock++;
 	}
 	entry_unlock(c, l);
+	if (!uncached && e->region)
+		region_publish(c, e, &victims, &igarbage);
 	enforce_limits(c, &victims);
 	pthread_cond_broadcast(&c->pending_done);
 	unlock_cache(c);
@@ -962,6 +1579,7 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 		  key.addr, key.length, key.access,
 		  uncached ? " (invalidated while registering: not cached)" : "");
 	free(garbage);
+	free(igarbage);
 	release_victims(c, victims);
 	return mr;
 }
@@ -972,25 +1590,27 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
  * take the slow path.  A ready entry in by_key is registered: it leaves
  * by_key (under this stripe) before it stops being registered.
  */
-static void *try_hit(struct cache *c, const struct cache_key *key)
+static void *try_hit(struct cache *c, struct hot *hot,
+		     const struct cache_key *key)
 {
 	uint64_t h = key_hash(key);
 	unsigned int st = (unsigned int)(h & STRIPE_MASK);
 	struct entry *e;
+	uint64_t gen = 0;
 	void *mr = NULL;
 
 	stripe_lock(c, st);
 	e = find_by_key_h(c, key, h);
-	if (e && !e->pending) {
-		atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+	if (e && (gen = entry_get(e, 0)) != 0) {
 		if (!atomic_load_explicit(&e->referenced, memory_order_relaxed))
 			atomic_store_explicit(&e->referenced, true,
 					      memory_order_relaxed);
 		mr = e->mr;
+		hot_remember(hot, e, gen);
 	}
 	stripe_unlock(c, st);
 	if (mr) {
-		stats_hit(c->stats, st);
+		count_hit(c, hot);
 		if (log_enabled(LOG_LEVEL_DEBUG)) {
 			int old = nocancel_begin();	/* the reference is ours */
 
@@ -1007,33 +1627,49 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 {
 	void *garbage[2] = { NULL, NULL };
 	struct entry *e, *fresh = NULL;
+	bool widen = widen_ok(c, key);
+	struct cache_key rk = *key;
+	struct hot *h;
+	uint64_t gen;
 	void *mr;
 
 	cache_sync(c);
-	mr = try_hit(c, key);
+	h = hot_get(c);
+	mr = try_hit(c, h, key);
 	if (mr)
 		return mr;
 
 	lock_cache(c);
 	for (;;) {
+		bool found = false;
+
 		if (atomic_load(&c->broken))
 			goto unlock_passthrough;
-		e = find_by_key(c, key);
-		if (e && !e->pending) {
+		if (widen) {
+			mr = region_hit_locked(c, h, key, &found);
+			if (mr) {
+				unlock_cache(c);
+				if (fresh)
+					entry_free(c, fresh);
+				return mr;
+			}
+			if (found)	/* no slice object: an exact miss */
+				widen = false;
+			rk = widen ? widened_key(c, key) : *key;
+		}
+		e = find_by_key(c, &rk);
+		if (e && !e->pending && (gen = entry_get(e, 0)) != 0) {
 			/* Became ready meanwhile: a hit (c->lock keeps it). */
-			unsigned int st = e->kstripe;
-
-			stripe_lock(c, st);
-			atomic_fetch_add(&e->refs, 1);
-			atomic_store(&e->referenced, true);
 			mr = e->mr;
-			stripe_unlock(c, st);
+			atomic_store(&e->referenced, true);
+			hot_remember(h, e, gen);
 			unlock_cache(c);
-			stats_hit(c->stats, st);
+			count_hit(c, h);
 			log_debug("hit mr=%p addr=%#" PRIxPTR " len=%zu", mr,
 				  key->addr, key->length);
-			free(fresh);
-			return mr;
+			if (fresh)
+				entry_free(c, fresh);
+			return serve(c, h, e, gen, mr, key);
 		}
 		if (e) {
 			/* Another thread is registering this key: wait for it. */
@@ -1046,17 +1682,18 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 		unlock_cache(c);
 		if (in_child(c))	/* no watch of the parent's monitor */
 			return passthrough_reg(c, key, how);
-		fresh = calloc(1, sizeof(*fresh));
+		fresh = entry_alloc(c);
 		if (!fresh)
 			return passthrough_reg(c, key, how);
 		lock_cache(c);
 	}
 	e = fresh;
-	e->key = *key;
+	e->key = rk;
 	e->ctx = dev_ctx;
 	e->cookie = c->next_cookie++;
-	e->kstripe = (unsigned int)(key_hash(key) & STRIPE_MASK);
+	e->kstripe = (unsigned int)(key_hash(&rk) & STRIPE_MASK);
 	e->pending = true;
+	e->region = widen;
 	list_init(&e->lru);
 	list_add_head(&c->all, &e->all);
 	grow_striped(c, &c->by_key, &garbage[0]);
@@ -1067,11 +1704,16 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 	stripe_unlock(c, e->kstripe);
 	unlock_cache(c);
 	free_garbage(garbage, 2);
-	return miss_register(c, e, how);
+	mr = miss_register(c, e, key, how, &gen);
+	if (!gen)	/* passed through (or failed) */
+		return mr;
+	hot_remember(h, e, gen);
+	return serve(c, h, e, gen, mr, key);
 
 unlock_passthrough:
 	unlock_cache(c);
-	free(fresh);
+	if (fresh)
+		entry_free(c, fresh);
 	return passthrough_reg(c, key, how);
 }
 
@@ -1083,9 +1725,16 @@ void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 
 	if (atomic_load(&c->child) || atomic_load(&c->broken))
 		return passthrough_reg(c, key, how);
-	/* The fast path: nothing to drain, a plain hit. */
+	/* The fast paths: nothing to drain, a remembered or plain hit. */
 	if (!c->mon->ops->changed(c->mon)) {
-		mr = try_hit(c, key);
+		struct hot *h = hot_peek(c);
+
+		if (h) {
+			mr = hot_hit(c, h, key);
+			if (mr)
+				return mr;
+		}
+		mr = try_hit(c, h, key);
 		if (mr)
 			return mr;
 	}
@@ -1096,40 +1745,29 @@ void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 }
 
 /*
- * The dereg fast path: drop a reference under the MR's stripe alone.
- * True when done (*@idle: that was the last reference); false when the
- * slow path must decide (not a cached MR, the last reference to an entry
- * that is no longer cached, a double dereg).  References are only added
- * concurrently (hits, under the key's stripe), and "cached" only changes
- * under this stripe too, so the checks hold until the decrement.
+ * The dereg fast path by MR hash: drop a reference under the MR's stripe
+ * alone.  0: the slow path must decide (not a cached MR, the last
+ * reference to an entry that is no longer cached, a double dereg); 1:
+ * done; 2: done and the entry is idle.
  */
-static bool try_fast_dereg(struct cache *c, void *mr, bool *idle)
+static int try_fast_dereg(struct cache *c, void *mr)
 {
 	uint64_t h = mr_hash(mr);
 	unsigned int st = (unsigned int)(h & STRIPE_MASK);
 	struct entry *e;
-	bool done = false;
+	int done = 0;
 
 	stripe_lock(c, st);
 	e = find_by_mr_h(c, mr, h);
-	if (e) {
-		unsigned long r = atomic_load(&e->refs);
-
-		if (r > 1 || (r == 1 && e->cached)) {
-			*idle = atomic_fetch_sub(&e->refs, 1) == 1;
-			done = true;
-		}
-	}
+	if (e)
+		done = entry_put_fast(e, ST_GEN(atomic_load(&e->state)));
 	stripe_unlock(c, st);
 	return done;
 }
 
 static int dereg_slow(struct cache *c, void *mr)
 {
-	struct entry *victims = NULL;
 	struct entry *e;
-	struct elock l;
-	unsigned long r;
 	int rc;
 
 	lock_cache(c);
@@ -1140,73 +1778,89 @@ static int dereg_slow(struct cache *c, void *mr)
 		log_debug("dereg (not cached) mr=%p rc=%d", mr, rc);
 		return rc;
 	}
-	l = entry_lock(c, e);
-	r = atomic_load(&e->refs);
-	if (atomic_load(&c->child)) {
-		/* The parent's registration: never touch it from here. */
-		if (r)
-			atomic_fetch_sub(&e->refs, 1);
-		entry_unlock(c, l);
+	return dereg_entry_locked(c, e, 0, mr);
+}
+
+/* After a fast dereg left an entry idle: the limits may want it gone. */
+static void after_idle(struct cache *c, void *mr)
+{
+	struct entry *victims = NULL;
+	int old;
+
+	if (!log_enabled(LOG_LEVEL_DEBUG) && !over_limits(c))
+		return;
+	/* Lazy deregistration: kept for the next lookup. */
+	old = nocancel_begin();
+	log_debug("dereg (kept) mr=%p", mr);
+	if (over_limits(c)) {
+		lock_cache(c);
+		enforce_limits(c, &victims);
 		unlock_cache(c);
-		return 0;
+		release_victims(c, victims);
 	}
-	if (r == 0) {
-		entry_unlock(c, l);
-		unlock_cache(c);
+	nocancel_end(old);
+}
+
+/* ibv_dereg_mr of a slice object: drop its region's reference. */
+static int slice_dereg(struct cache *c, struct slice_hdr *sh, void *mr)
+{
+	struct entry *e = sh->owner;
+	uint64_t gen = sh->gen;
+	struct slice_cache spare = { NULL, 0 };
+	struct hot *h;
+	int done, rc = 0, old;
+
+	if (atomic_load(&c->child))
+		return 0;	/* the parent's: never touched from here */
+	if (!e) {
 		log_warn("ibv_dereg_mr(%p): MR already deregistered by the application; ignored",
 			 mr);
 		return EINVAL;
 	}
-	if (atomic_fetch_sub(&e->refs, 1) > 1) {
-		entry_unlock(c, l);
-		unlock_cache(c);
-		return 0;
+	done = entry_put_fast(e, gen);
+	h = hot_peek(c);
+	old = nocancel_begin();
+	if (!h)
+		h = hot_get(c);
+	slice_put(&c->slices, h ? &h->slices : &spare, sh);
+	if (!h)
+		slice_cache_flush(&c->slices, &spare);
+	if (!done) {
+		lock_cache(c);
+		rc = dereg_entry_locked(c, e, gen, mr);
 	}
-	if (e->cached) {
-		/* Lazy deregistration: keep it for the next lookup. */
-		entry_unlock(c, l);
-		enforce_limits(c, &victims);
-		unlock_cache(c);
-		log_debug("dereg (kept) mr=%p", mr);
-		release_victims(c, victims);
-		return 0;
-	}
-	/* Stale or detached: it goes now. */
-	entry_clear_registered(c, e);
-	entry_unlock(c, l);
-	list_del(&e->all);
-	unlock_cache(c);
-	log_debug("dereg (released) mr=%p", mr);
-	if (in_child(c)) {
-		free(e);	/* the parent's MR: never deregistered here */
-		return 0;
-	}
-	rc = real_dereg(c, e);
-	monitor_unwatch(c, e);
-	free(e);
+	nocancel_end(old);
+	if (done == 2)
+		after_idle(c, mr);
 	return rc;
 }
 
 int cache_dereg(struct cache *c, void *mr)
 {
-	struct entry *victims = NULL;
-	bool idle = false;
-	int old, rc;
+	struct slice_hdr *sh;
+	struct hot *h;
+	int old, rc, done = 0;
 
-	if (!atomic_load(&c->child) && try_fast_dereg(c, mr, &idle)) {
-		if (idle && (log_enabled(LOG_LEVEL_DEBUG) || over_limits(c))) {
-			/* Lazy deregistration: kept for the next lookup. */
-			old = nocancel_begin();
-			log_debug("dereg (kept) mr=%p", mr);
-			if (over_limits(c)) {
-				lock_cache(c);
-				enforce_limits(c, &victims);
-				unlock_cache(c);
-				release_victims(c, victims);
-			}
-			nocancel_end(old);
+	if (!atomic_load(&c->child)) {
+		h = hot_peek(c);
+		for (unsigned int i = 0; h && i < HOT_SLOTS && !done; i++) {
+			struct hot_slot *s = &h->slot[i];
+
+			if (s->e && s->mr == mr)
+				done = entry_put_fast(s->e, s->gen);
 		}
-		return 0;
+		if (!done) {
+			sh = slice_of(&c->slices, mr);
+			if (sh)
+				return slice_dereg(c, sh, mr);
+			done = try_fast_dereg(c, mr);
+		}
+		if (done == 2)
+			after_idle(c, mr);
+		if (done)
+			return 0;
+	} else if (slice_of(&c->slices, mr)) {
+		return 0;	/* the parent's: never touched from here */
 	}
 	old = nocancel_begin();
 	rc = dereg_slow(c, mr);
@@ -1284,18 +1938,25 @@ int cache_detach(struct cache *c, void *mr)
 
 	if (in_child(c))
 		return 0;
+	/* A slice is the region's keys, shared with its other users. */
+	if (slice_of(&c->slices, mr))
+		return -EBUSY;
 	lock_cache(c);
 	e = find_by_mr(c, mr);
 	if (e) {
 		struct elock l = entry_lock(c, e);
+		uint64_t s = atomic_load(&e->state);
 
-		if (atomic_load(&e->refs) > 1) {
-			rc = -EBUSY;	/* other holders keep what they asked for */
-		} else if (e->cached) {
-			if (atomic_load(&e->refs) == 0)
-				atomic_store(&e->refs, 1);	/* in use again */
+		do {
+			if ((s & ST_REFS) > 1) {
+				rc = -EBUSY;	/* other holders keep what they asked for */
+				break;
+			}
+			/* Unusable from now on, and in use again if idle. */
+		} while (!atomic_compare_exchange_weak(&e->state, &s,
+						       ST_GEN(s) | 1));
+		if (!rc)
 			entry_uncache(c, e);
-		}
 		entry_unlock(c, l);
 	}
 	unlock_cache(c);
@@ -1357,7 +2018,7 @@ size_t cache_idle_count(struct cache *c)
 	for (struct list *l = c->lru.next; l != &c->lru; l = l->next) {
 		struct entry *e = container_of(l, struct entry, lru);
 
-		n += atomic_load(&e->refs) == 0;
+		n += entry_refs(e) == 0;
 	}
 	unlock_cache(c);
 	return n;
