@@ -30,27 +30,9 @@
  *    deregistered, unwatched or drained.
  *  - A failing monitor turns caching off for good.
  *
- * Locking: c->lock protects the structure (indexes, lists, entries'
- * state) and is never held across a real registration call or a monitor
- * call; c->mon_lock serialises monitor calls (order: mon_lock, then lock,
- * then lock stripes).  Each thread remembers its last few hits (entry,
- * generation, key); a hit on one of them, and the dereg of the MR it
- * returned, take no lock at all: one compare-and-swap on the entry's
- * state word (reference count, "lookups may use it" bit and a generation
- * that changes whenever the entry is retired, so a remembered entry that
- * was dropped or reused can never be taken).  Entries and slice objects
- * are pooled and freed only with the cache, so such a remembered pointer
- * always points at an entry.  Otherwise the hit path (a plain hit when
- * the monitor reports no change) and the dereg path take only one of 64
- * lock stripes, the one of the hash they look up, and no global lock or
- * shared counter: threads using different entries do not contend.  Every change of an index bucket or
- * of an entry's cached/registered state also holds that entry's stripes,
- * and references are atomic.  Eviction is the clock algorithm (an
- * approximation of LRU).  Slow paths disable thread cancellation.  No
- * memory is freed while any of these is held, so an invalidation source that blocks
- * munmap/free until it has delivered an event (userfaultfd) cannot
- * deadlock against the cache.  Log lines produced under either lock are
- * written after the last one is released (log_hold()).
+ * Thread-safe: every function may be called from any thread at any time
+ * (hits on different entries do not contend).  The structures and the
+ * locking rules are private: cache_internal.h.
  */
 #ifndef UMMUSHIM_CACHE_H
 #define UMMUSHIM_CACHE_H
@@ -123,6 +105,24 @@ void cache_destroy(struct cache *c);
 /* ibv_reg_mr: the MR or NULL with errno set (the real library's). */
 void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 		int how);
+
+/*
+ * A registration the caller decided not to cache (on-demand paging, not
+ * from the application, ...): the real one, retried once after releasing
+ * idle cached MRs if it fails with ENOMEM.
+ */
+void *cache_reg_uncached(struct cache *c, const struct cache_key *key,
+			 int how);
+
+/*
+ * Apply the invalidations reported so far (idle invalidated MRs are
+ * deregistered now).  For a thread that waits on the monitor's
+ * wait_fd(), so they are released without the application's next call.
+ */
+void cache_release_invalidated(struct cache *c);
+
+/* At exit: say how many stale-MR warnings the rate limit suppressed. */
+void cache_report_suppressed(struct cache *c);
 
 /* ibv_dereg_mr: 0 or a positive errno value. MRs not ours pass through. */
 int cache_dereg(struct cache *c, void *mr);

@@ -4,8 +4,15 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Largest accepted UMMUSHIM_MAX_ENTRIES: far above any useful cache. */
-#define MAX_ENTRIES_LIMIT 100000000ULL
+/*
+ * Largest accepted UMMUSHIM_MAX_ENTRIES.  Each entry is a real MR (NIC
+ * memory-translation resources, at least one pinned page) and a watch
+ * (with userfaultfd possibly a split VMA, counted against
+ * vm.max_map_count, 65530 by default); 2^20 is far above any useful
+ * cache and keeps a typo from exhausting them.
+ */
+#define MAX_ENTRIES_LIMIT 1048576ULL
+#define MAX_ENTRIES_ACCEPTED "a whole number from 1 to 1048576, e.g. 4096"
 
 static void config_error(struct shim_config *cfg, const char *name,
 			 const char *value, const char *accepted)
@@ -102,7 +109,7 @@ static void parse_max_entries(struct shim_config *cfg, config_getenv_fn get)
 	if (!parse_u64(v, &end, &n) || *end != '\0' || n == 0 ||
 	    n > MAX_ENTRIES_LIMIT)
 		config_error(cfg, name, v,
-			     "a whole number from 1 to 100000000, e.g. 4096");
+			     MAX_ENTRIES_ACCEPTED);
 	else
 		cfg->max_entries = n;
 }

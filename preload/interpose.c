@@ -4,7 +4,7 @@
  *
  * Applications linked against libibverbs reference versioned symbols
  * (ibv_reg_mr@IBVERBS_1.1, ...).  This library defines the same names
- * with the same versions (.symver below + ummushim.map), so a preloaded
+ * with the same versions (SHIM_INTERPOSER below + ummushim.map), so a preloaded
  * copy is found first.  The real functions are looked up with their exact
  * versions at the first call: with dlvsym(RTLD_NEXT, ...), or, when
  * libibverbs was dlopen'ed in a local scope (MPI transport plugins),
@@ -39,6 +39,8 @@
 #include "gotpatch.h"
 #include "log.h"
 #include "monitor.h"
+#include "proc.h"
+#include "releaser.h"
 #include "stats.h"
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
@@ -56,24 +58,49 @@ enum real_id {
 	REAL_COUNT
 };
 
+/*
+ * Each interposed symbol's libibverbs version, written only here: the
+ * real-function table below looks the real one up with it (dlvsym), and
+ * SHIM_INTERPOSER() gives the shim's definition the same version
+ * (.symver).  ummushim.map declares the version nodes and exports ibv_*.
+ */
+#define SHIM_VERSION_ibv_reg_mr		"IBVERBS_1.1"
+#define SHIM_VERSION_ibv_reg_mr_iova	"IBVERBS_1.7"
+#define SHIM_VERSION_ibv_reg_mr_iova2	"IBVERBS_1.8"
+#define SHIM_VERSION_ibv_dereg_mr	"IBVERBS_1.1"
+#define SHIM_VERSION_ibv_rereg_mr	"IBVERBS_1.1"
+#define SHIM_VERSION_ibv_dealloc_pd	"IBVERBS_1.1"
+#define SHIM_VERSION_ibv_close_device	"IBVERBS_1.1"
+
+/*
+ * Define the interposer of @name (returning @ret, taking the rest) as
+ * shim_<name>, exported as <name>@@<its version>: the default version, so
+ * the application's references (versioned or not) bind to it.
+ */
+#define SHIM_INTERPOSER(name, ret, ...)					\
+	__asm__(".symver shim_" #name ", " #name "@@" SHIM_VERSION_##name); \
+	SHIM_EXPORT ret shim_##name(__VA_ARGS__)
+
 struct real_fn {
 	const char *name;
 	const char *version;
 	_Atomic(void *) addr;
 };
 
+#define REAL_FN(name) { #name, SHIM_VERSION_##name, NULL }
+
 /*
  * Global: the real libibverbs entry points are process-wide facts, looked
  * up once (idempotently, so concurrent first calls are harmless).
  */
 static struct real_fn real_fns[REAL_COUNT] = {
-	[REAL_REG_MR] = { "ibv_reg_mr", "IBVERBS_1.1", NULL },
-	[REAL_REG_MR_IOVA] = { "ibv_reg_mr_iova", "IBVERBS_1.7", NULL },
-	[REAL_REG_MR_IOVA2] = { "ibv_reg_mr_iova2", "IBVERBS_1.8", NULL },
-	[REAL_DEREG_MR] = { "ibv_dereg_mr", "IBVERBS_1.1", NULL },
-	[REAL_REREG_MR] = { "ibv_rereg_mr", "IBVERBS_1.1", NULL },
-	[REAL_DEALLOC_PD] = { "ibv_dealloc_pd", "IBVERBS_1.1", NULL },
-	[REAL_CLOSE_DEVICE] = { "ibv_close_device", "IBVERBS_1.1", NULL },
+	[REAL_REG_MR] = REAL_FN(ibv_reg_mr),
+	[REAL_REG_MR_IOVA] = REAL_FN(ibv_reg_mr_iova),
+	[REAL_REG_MR_IOVA2] = REAL_FN(ibv_reg_mr_iova2),
+	[REAL_DEREG_MR] = REAL_FN(ibv_dereg_mr),
+	[REAL_REREG_MR] = REAL_FN(ibv_rereg_mr),
+	[REAL_DEALLOC_PD] = REAL_FN(ibv_dealloc_pd),
+	[REAL_CLOSE_DEVICE] = REAL_FN(ibv_close_device),
 };
 
 #define IBVERBS_SONAME "libibverbs.so.1"
@@ -84,10 +111,18 @@ static struct real_fn real_fns[REAL_COUNT] = {
  * Global, like real_fns: libibverbs itself, pinned (RTLD_NODELETE) so that
  * the cached real-function pointers and the patched GOT slots can never
  * dangle, and what is known about its internal calls of interposed
- * symbols (see resolve_reals()).  Written under g_resolve_lock; the state
- * is read lock-free.
+ * symbols (see resolve_reals()).  Written only by the thread that set
+ * g_resolving; the state is read lock-free.
+ *
+ * g_resolving is a flag, not a lock: resolving calls dlopen/dlvsym and
+ * dl_iterate_phdr, which take the dynamic loader's lock, and the first
+ * verbs call may come from a library constructor that runs under that
+ * lock; a thread that found another one resolving must not wait for it
+ * (lock-order inversion), so it goes on without: real() falls back to
+ * dlvsym(RTLD_NEXT), and registrations pass through until the state is
+ * known.
  */
-static pthread_mutex_t g_resolve_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool g_resolving;
 static void *g_ibverbs;
 enum internal_state {
 	INTERNAL_UNKNOWN,	/* libibverbs not seen yet */
@@ -174,15 +209,16 @@ static void patch_internal_calls(void)
 static void resolve_reals(void)
 {
 	char path[4096];
-
+	bool found = false;
 	int old;
 
-	if (atomic_load(&g_internal) != INTERNAL_UNKNOWN)
+	if (atomic_load(&g_internal) != INTERNAL_UNKNOWN ||
+	    atomic_exchange(&g_resolving, true))
 		return;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-	pthread_mutex_lock(&g_resolve_lock);
 	if (atomic_load(&g_internal) == INTERNAL_UNKNOWN &&
 	    got_object_path(IBVERBS_SONAME, path, sizeof(path))) {
+		found = true;
 		g_ibverbs = dlopen(path, RTLD_NOLOAD | RTLD_NODELETE | RTLD_LAZY);
 		for (int i = 0; i < REAL_COUNT; i++) {
 			void *p = lookup_real(&real_fns[i]);
@@ -201,7 +237,8 @@ static void resolve_reals(void)
 		}
 		atomic_store(&g_patch_note_ready, true);
 	}
-	pthread_mutex_unlock(&g_resolve_lock);
+	if (!found)	/* not loaded yet: a later call tries again */
+		atomic_store(&g_resolving, false);
 	pthread_setcancelstate(old, NULL);
 }
 
@@ -300,7 +337,8 @@ static atomic_bool g_initialized;
 static _Atomic(struct cache *) g_cache;	/* NULL: pass-through */
 static struct monitor *g_monitor;
 static const char *g_monitor_name = "none";
-static atomic_bool g_forked;		/* we are a forked child */
+static atomic_bool g_forked;		/* a child forked with a cache */
+static pid_t g_init_pid;		/* the process that initialised */
 static struct cache *g_fork_cache;	/* cache locked across fork() */
 /*
  * Orders publishing g_cache against fork(): a cache is either published
@@ -311,6 +349,23 @@ static pthread_mutex_t g_publish_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Depth of shim calls on this thread: >0 means "inside the real library". */
 static __thread unsigned int shim_depth
+	__attribute__((tls_model("initial-exec")));
+
+/*
+ * ibv_dereg_mr calls that arrived while this thread was already inside the
+ * shim or the real library: from a signal handler that interrupted it, or
+ * from libibverbs calling itself (if its GOT could not be patched).  Such
+ * a call must not go to the real ibv_dereg_mr when the MR is a cached one
+ * (the next hit would return a freed MR), and it cannot take the cache's
+ * locks (the interrupted code may hold them), so it is queued here and
+ * done by this thread's outermost shim_leave().  Async-signal-safe: the
+ * count is only changed by compare-and-swap, and a handler runs to
+ * completion before the code it interrupted goes on.
+ */
+#define DEFERRED_DEREGS 16
+static __thread struct ibv_mr *deferred_mr[DEFERRED_DEREGS]
+	__attribute__((tls_model("initial-exec")));
+static __thread atomic_uint deferred_n
 	__attribute__((tls_model("initial-exec")));
 
 static struct ibv_mr *timed_real_reg(int how, const struct cache_key *k)
@@ -468,6 +523,7 @@ static void shim_init(void)
 	struct cache *c;
 	char why[256];
 
+	g_init_pid = proc_pid();
 	config_parse(&g_cfg, env_get);
 	log_init(g_cfg.log_level, g_cfg.log_file);
 	for (int i = 0; i < g_cfg.n_errors; i++)
@@ -509,6 +565,13 @@ static void shim_init(void)
 		 limits.max_entries, limits.max_bytes,
 		 limits.subrange == CACHE_SUBRANGE_ALL ? "all" :
 		 limits.subrange == CACHE_SUBRANGE_LOCAL ? "local" : "off");
+	if (g_monitor->ops->wait_fd) {
+		int rc = releaser_start(c, g_monitor->ops->wait_fd(g_monitor));
+
+		if (rc < 0)
+			log_info("cannot start the releaser thread (%s): invalidated idle MRs are released at the next verbs call",
+				 strerror(-rc));
+	}
 	if (strcmp(g_monitor_name, "uffd") == 0)
 		log_info("monitor=uffd is the fallback for kernels without /dev/ummunot: userfaultfd reports an unmap only after the kernel has let go of the address range, so a thread that maps and registers the same addresses in that window can get a stale cached MR (see Limits in the README)");
 }
@@ -537,40 +600,50 @@ static struct cache *shim_cache_if_ready(void)
 
 /* ---- fork and exit -------------------------------------------------------- */
 
-static void atfork_prepare(void)
+static void atfork_prepare(void *arg)
 {
+	(void)arg;
 	pthread_mutex_lock(&g_publish_lock);
 	g_fork_cache = atomic_load(&g_cache);
 	if (g_fork_cache)
 		cache_fork_prepare(g_fork_cache);
 }
 
-static void atfork_parent(void)
+static void atfork_parent(void *arg)
 {
+	(void)arg;
 	if (g_fork_cache)
 		cache_fork_parent(g_fork_cache);
 	pthread_mutex_unlock(&g_publish_lock);
 }
 
-static void atfork_child(void)
+/*
+ * A child of a process that had a cache passes through (the MRs and the
+ * monitor are the parent's); a child forked before the parent made one
+ * (pre-fork servers, Python multiprocessing) initialises its own at its
+ * first verbs call.
+ */
+static void atfork_child(void *arg)
 {
-	atomic_store(&g_forked, true);
-	if (g_fork_cache)
+	(void)arg;
+	if (g_fork_cache) {
+		atomic_store(&g_forked, true);
 		cache_fork_child(g_fork_cache);
+	}
 	pthread_mutex_unlock(&g_publish_lock);
 }
 
-static void register_atfork(void)
-{
-	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
+/* Global: the process's fork hooks, registered once, never removed. */
+static struct proc_fork_hooks g_fork_hooks = {
+	.prepare = atfork_prepare,
+	.parent = atfork_parent,
+	.child = atfork_child,
+};
 
 /* Idempotent; shim_init() calls it before publishing the cache. */
 static void install_atfork(void)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-	pthread_once(&once, register_atfork);
+	proc_fork_hooks_add(&g_fork_hooks);
 }
 
 /*
@@ -587,10 +660,15 @@ __attribute__((constructor)) static void shim_load(void)
 /* Only reads atomics and writes one line: safe while other threads run. */
 __attribute__((destructor)) static void shim_unload(void)
 {
-	char line[512];
+	struct cache *c = shim_cache_if_ready();
+	char line[768];
 
-	if (!atomic_load(&g_initialized) || atomic_load(&g_forked))
+	/* A child (also one made without fork handlers) prints nothing. */
+	if (!atomic_load(&g_initialized) || atomic_load(&g_forked) ||
+	    proc_is_other(g_init_pid))
 		return;
+	if (c)
+		cache_report_suppressed(c);
 	stats_format(&g_stats, g_monitor_name, line, sizeof(line));
 	if (g_cfg.stats)
 		log_always("stats", line);
@@ -622,8 +700,49 @@ static void shim_enter(struct shim_entry *s, bool nocancel)
 	shim_depth++;
 }
 
+/* Queue @mr (see deferred_mr); EAGAIN when the queue is full. */
+static int defer_dereg(struct ibv_mr *mr)
+{
+	unsigned int n = atomic_load(&deferred_n);
+
+	do {
+		if (n == DEFERRED_DEREGS)
+			return EAGAIN;
+		deferred_mr[n] = mr;
+	} while (!atomic_compare_exchange_weak(&deferred_n, &n, n + 1));
+	return 0;
+}
+
+/* At depth 1, so that a handler's deregs meanwhile are queued again. */
+static void run_deferred_deregs(void)
+{
+	int saved = errno;
+
+	for (;;) {
+		unsigned int n = atomic_load(&deferred_n);
+		struct ibv_mr *mr;
+		struct cache *c;
+		int rc;
+
+		if (n == 0)
+			break;
+		mr = deferred_mr[n - 1];
+		if (!atomic_compare_exchange_strong(&deferred_n, &n, n - 1))
+			continue;
+		c = shim_cache_if_ready();
+		rc = c ? cache_dereg(c, mr) : timed_real_dereg(mr);
+		if (rc)
+			log_warn("ibv_dereg_mr(%p), called from a signal handler or from inside libibverbs and done on return to the shim, failed: %s",
+				 (void *)mr, strerror(rc));
+	}
+	errno = saved;
+}
+
 static void shim_leave(struct shim_entry *s)
 {
+	if (shim_depth == 1 &&
+	    atomic_load_explicit(&deferred_n, memory_order_relaxed))
+		run_deferred_deregs();
 	shim_depth--;
 	if (s->nocancel)	/* keeps errno */
 		pthread_setcancelstate(s->cancel_state, NULL);
@@ -658,12 +777,15 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	 * calling itself (see call_is_from_application()) belongs to an
 	 * outer call the shim never saw.
 	 */
-	if (!c || !pd || length == 0 || (access & IBV_ACCESS_ON_DEMAND) ||
-	    !from_app) {
+	if (!c) {
 		stats_inc(&g_stats.passthrough);
 		mr = timed_real_reg(how, &key);
 		log_debug("reg (pass-through) mr=%p addr=%p len=%zu access=%#x",
 			  (void *)mr, addr, length, access);
+	} else if (!pd || length == 0 || (access & IBV_ACCESS_ON_DEMAND) ||
+		   !from_app) {
+		/* Not cached, but idle cached MRs still make way on ENOMEM. */
+		mr = cache_reg_uncached(c, &key, how);
 	} else {
 		mr = cache_reg(c, &key, pd->context, how);
 	}
@@ -673,40 +795,37 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	return mr;
 }
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr(struct ibv_pd *pd, void *addr,
-					   size_t length, int access)
+SHIM_INTERPOSER(ibv_reg_mr, struct ibv_mr *, struct ibv_pd *pd, void *addr,
+		size_t length, int access)
 {
 	return shim_register(pd, addr, length, (uintptr_t)addr,
 			     (unsigned int)access, REAL_REG_MR);
 }
-__asm__(".symver shim_ibv_reg_mr, ibv_reg_mr@@IBVERBS_1.1");
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr_iova(struct ibv_pd *pd, void *addr,
-						size_t length, uint64_t iova,
-						int access)
+SHIM_INTERPOSER(ibv_reg_mr_iova, struct ibv_mr *, struct ibv_pd *pd,
+		void *addr, size_t length, uint64_t iova, int access)
 {
 	return shim_register(pd, addr, length, iova, (unsigned int)access,
 			     REAL_REG_MR_IOVA);
 }
-__asm__(".symver shim_ibv_reg_mr_iova, ibv_reg_mr_iova@@IBVERBS_1.7");
 
-SHIM_EXPORT struct ibv_mr *shim_ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr,
-						 size_t length, uint64_t iova,
-						 unsigned int access)
+SHIM_INTERPOSER(ibv_reg_mr_iova2, struct ibv_mr *, struct ibv_pd *pd,
+		void *addr, size_t length, uint64_t iova, unsigned int access)
 {
 	return shim_register(pd, addr, length, iova, access,
 			     REAL_REG_MR_IOVA2);
 }
-__asm__(".symver shim_ibv_reg_mr_iova2, ibv_reg_mr_iova2@@IBVERBS_1.8");
 
-SHIM_EXPORT int shim_ibv_dereg_mr(struct ibv_mr *mr)
+SHIM_INTERPOSER(ibv_dereg_mr, int, struct ibv_mr *mr)
 {
 	struct cache *c = shim_cache_if_ready();
 	struct shim_entry se;
 	int rc;
 
-	if (shim_depth > 0 || !mr)
+	if (!mr)
 		return call_real_dereg(mr);
+	if (shim_depth > 0)	/* a signal handler, or libibverbs itself */
+		return c ? defer_dereg(mr) : call_real_dereg(mr);
 	shim_enter(&se, false);
 	if (c) {
 		rc = cache_dereg(c, mr);
@@ -717,16 +836,14 @@ SHIM_EXPORT int shim_ibv_dereg_mr(struct ibv_mr *mr)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_dereg_mr, ibv_dereg_mr@@IBVERBS_1.1");
 
 /*
  * A cached MR that several registrations share (refs > 1) is refused with
  * EBUSY: changing its translation, PD or access would change it under the
  * other holders, which asked for the old ones.
  */
-SHIM_EXPORT int shim_ibv_rereg_mr(struct ibv_mr *mr, int flags,
-				  struct ibv_pd *pd, void *addr, size_t length,
-				  int access)
+SHIM_INTERPOSER(ibv_rereg_mr, int, struct ibv_mr *mr, int flags,
+		struct ibv_pd *pd, void *addr, size_t length, int access)
 {
 	struct cache *c = shim_cache_if_ready();
 	rereg_mr_fn f = (rereg_mr_fn)real(REAL_REREG_MR);
@@ -749,9 +866,8 @@ SHIM_EXPORT int shim_ibv_rereg_mr(struct ibv_mr *mr, int flags,
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_rereg_mr, ibv_rereg_mr@@IBVERBS_1.1");
 
-SHIM_EXPORT int shim_ibv_dealloc_pd(struct ibv_pd *pd)
+SHIM_INTERPOSER(ibv_dealloc_pd, int, struct ibv_pd *pd)
 {
 	struct cache *c = shim_cache_if_ready();
 	dealloc_pd_fn f = (dealloc_pd_fn)real(REAL_DEALLOC_PD);
@@ -768,9 +884,8 @@ SHIM_EXPORT int shim_ibv_dealloc_pd(struct ibv_pd *pd)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_dealloc_pd, ibv_dealloc_pd@@IBVERBS_1.1");
 
-SHIM_EXPORT int shim_ibv_close_device(struct ibv_context *ctx)
+SHIM_INTERPOSER(ibv_close_device, int, struct ibv_context *ctx)
 {
 	struct cache *c = shim_cache_if_ready();
 	close_device_fn f = (close_device_fn)real(REAL_CLOSE_DEVICE);
@@ -789,4 +904,3 @@ SHIM_EXPORT int shim_ibv_close_device(struct ibv_context *ctx)
 	shim_leave(&se);
 	return rc;
 }
-__asm__(".symver shim_ibv_close_device, ibv_close_device@@IBVERBS_1.1");

@@ -10,7 +10,9 @@
  *  - watch() returns only once every invalidation of [start, end) that
  *    starts later is guaranteed to be reported; it fails (negative errno)
  *    when the backend cannot watch that range, and the caller must then
- *    not cache it.
+ *    not cache it.  -ENXIO means the range holds memory no MMU notifier
+ *    sees change (VM_IO/VM_PFNMAP/VM_MIXEDMAP: device memory); other
+ *    errors are resource limits or bad ranges.
  *  - changed() is the hit-path check: no system call, no lock; true when
  *    an invalidation may have happened since the last drain().
  *  - drain() reports every pending invalidation through @fn.  @cookie is
@@ -30,8 +32,20 @@
 
 #define MONITOR_COOKIE_ANY UINT64_MAX
 
+/*
+ * What a backend knows about an invalidation's cause (monitor_inval_fn's
+ * @flags).  MONITOR_INVAL_UNMAPPED: some of the range stopped being
+ * mapped (munmap, mremap, MAP_FIXED or shmat(SHM_REMAP) over it), so the
+ * application certainly replaced memory it had registered.  Without it
+ * the pages may have changed for another reason (madvise, migration,
+ * copy-on-write, a huge-page split next to the range, reclaim), or the
+ * backend cannot tell.
+ */
+#define MONITOR_INVAL_UNMAPPED 0x1u
+
 typedef void (*monitor_inval_fn)(void *ctx, uint64_t cookie,
-				 uintptr_t start, uintptr_t end);
+				 uintptr_t start, uintptr_t end,
+				 unsigned int flags);
 
 struct monitor;
 
@@ -42,6 +56,13 @@ struct monitor_ops {
 	void (*unwatch)(struct monitor *m, uint64_t cookie);
 	bool (*changed)(struct monitor *m);
 	int (*drain)(struct monitor *m, monitor_inval_fn fn, void *ctx);
+	/*
+	 * Optional (NULL: none): a descriptor that poll() reports readable
+	 * while an invalidation is waiting to be drained, so a thread can
+	 * release invalidated idle registrations without waiting for the
+	 * application's next call.
+	 */
+	int (*wait_fd)(struct monitor *m);
 	void (*close)(struct monitor *m);
 };
 

@@ -1171,7 +1171,7 @@ static int report_batch(struct item *v, size_t n, monitor_inval_fn fn,
 		for (i++; i < n && v[i].start <= e; i++)
 			if (v[i].end > e)
 				e = v[i].end;
-		fn(ctx, MONITOR_COOKIE_ANY, s, e);
+		fn(ctx, MONITOR_COOKIE_ANY, s, e, 0);
 		reported++;
 	}
 	return reported;
@@ -1227,7 +1227,7 @@ static int uffd_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 				      atomic_load_explicit(&sh->head,
 							   memory_order_acquire),
 				      memory_order_release);
-		fn(ctx, MONITOR_COOKIE_ANY, 0, UINTPTR_MAX);
+		fn(ctx, MONITOR_COOKIE_ANY, 0, UINTPTR_MAX, 0);
 		reported = 1;
 	} else {
 		reported = consume_ring(m, fn, ctx);

@@ -9,6 +9,11 @@
  * common case costs one load.  drain() reads events until the module says
  * the pending list is empty (a LAST event, which carries the counter at
  * that moment) or until read() would block.
+ *
+ * Memory no MMU notifier can watch (VM_IO/VM_PFNMAP/VM_MIXEDMAP) must not
+ * be cached: a module granting UMMUNOT_FEATURE_REFUSE_UNWATCHABLE refuses
+ * such ranges with ENXIO; with an older module, watch() checks the
+ * range's VmFlags in /proc/self/smaps itself (watch() runs on misses only).
  */
 #define _GNU_SOURCE
 #include "monitor_ummunot.h"
@@ -24,6 +29,8 @@
 
 #include <ummunot.h>
 
+#include "vmflags.h"
+
 #define DRAIN_BATCH 64	/* events per read() */
 
 struct ummunot_monitor {
@@ -31,6 +38,7 @@ struct ummunot_monitor {
 	int fd;
 	const volatile uint64_t *counter;
 	int unmap_counter;
+	uint32_t features;	/* granted UMMUNOT_FEATURE_* bits */
 	/*
 	 * Counter value up to which every event has been consumed.  Written
 	 * by drain() (serialised by the cache), read locklessly by changed().
@@ -61,8 +69,21 @@ static int um_watch(struct monitor *m, uint64_t cookie, uintptr_t start,
 		.user_cookie = cookie,
 	};
 
-	if (ioctl(to_um(m)->fd, UMMUNOT_REGISTER_REGION, &r) != 0)
-		return -errno;
+	struct ummunot_monitor *um = to_um(m);
+	int saved = errno;
+
+	if (!(um->features & UMMUNOT_FEATURE_REFUSE_UNWATCHABLE)) {
+		int rc = vmflags_range_unwatchable(NULL, start, end);
+
+		if (rc != 0)	/* unwatchable, or it cannot be told */
+			return rc > 0 ? -ENXIO : rc;
+	}
+	if (ioctl(um->fd, UMMUNOT_REGISTER_REGION, &r) != 0) {
+		int err = errno;
+
+		errno = saved;
+		return -err;
+	}
 	return 0;
 }
 
@@ -128,18 +149,27 @@ static int um_drain(struct monitor *m, monitor_inval_fn fn, void *ctx)
 			}
 			if (ev[i].type != UMMUNOT_EVENT_TYPE_INVAL)
 				continue;	/* future event types */
+			unsigned int cause =
+				(ev[i].flags & UMMUNOT_EVENT_FLAG_UNMAPPED) ?
+				MONITOR_INVAL_UNMAPPED : 0;
+
 			if (ev[i].flags & UMMUNOT_EVENT_FLAG_HINT)
 				fn(ctx, ev[i].user_cookie_counter,
 				   (uintptr_t)ev[i].hint_start,
-				   (uintptr_t)ev[i].hint_end);
+				   (uintptr_t)ev[i].hint_end, cause);
 			else
-				fn(ctx, ev[i].user_cookie_counter, 0, 0);
+				fn(ctx, ev[i].user_cookie_counter, 0, 0, cause);
 		}
 		if (last)
 			break;
 	}
 	errno = saved;
 	return 0;
+}
+
+static int um_wait_fd(struct monitor *m)
+{
+	return to_um(m)->fd;	/* readable while events are pending */
 }
 
 static void um_close(struct monitor *m)
@@ -158,12 +188,13 @@ static const struct monitor_ops ummunot_ops = {
 	.unwatch = um_unwatch,
 	.changed = um_changed,
 	.drain = um_drain,
+	.wait_fd = um_wait_fd,
 	.close = um_close,
 };
 
 struct monitor *monitor_ummunot_from_fd(int fd,
 					const volatile uint64_t *counter,
-					int unmap_counter)
+					int unmap_counter, uint32_t features)
 {
 	struct ummunot_monitor *um = calloc(1, sizeof(*um));
 
@@ -173,6 +204,7 @@ struct monitor *monitor_ummunot_from_fd(int fd,
 	um->fd = fd;
 	um->counter = counter;
 	um->unmap_counter = unmap_counter;
+	um->features = features;
 	atomic_init(&um->last_seen, read_counter(um));
 	return &um->base;
 }
@@ -181,7 +213,8 @@ struct monitor *monitor_ummunot_open(void)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	struct monitor *m;
-	uint32_t features = 0;
+	uint32_t features = UMMUNOT_FEATURE_REFUSE_UNWATCHABLE |
+			    UMMUNOT_FEATURE_EVENT_CAUSE;
 	void *counter;
 	int fd, err;
 
@@ -193,7 +226,7 @@ struct monitor *monitor_ummunot_open(void)
 	counter = mmap(NULL, page, PROT_READ, MAP_SHARED, fd, 0);
 	if (counter == MAP_FAILED)
 		goto fail;
-	m = monitor_ummunot_from_fd(fd, counter, 1);
+	m = monitor_ummunot_from_fd(fd, counter, 1, features);
 	if (!m) {
 		err = errno;
 		munmap(counter, page);

@@ -14,10 +14,11 @@
 /*
  * Build a monitor around an already opened event file @fd and its counter
  * page @counter.  It takes ownership of @fd; @counter is unmapped on
- * close only if @unmap_counter.
+ * close only if @unmap_counter.  @features: the UMMUNOT_FEATURE_* bits the
+ * module granted.
  */
 struct monitor *monitor_ummunot_from_fd(int fd,
 					const volatile uint64_t *counter,
-					int unmap_counter);
+					int unmap_counter, uint32_t features);
 
 #endif /* UMMUSHIM_MONITOR_UMMUNOT_H */

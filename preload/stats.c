@@ -35,12 +35,15 @@ void stats_format(const struct shim_stats *s, const char *monitor,
 		 " passthrough=%" PRIu64 " real_regs=%" PRIu64
 		 " real_deregs=%" PRIu64 " evictions=%" PRIu64
 		 " invalidations=%" PRIu64 " stale=%" PRIu64
-		 " pinned_bytes=%" PRIu64 " peak_pinned_bytes=%" PRIu64
+		 " stale_unmapped=%" PRIu64 " stale_invalidated=%" PRIu64
+		 " unwatchable=%" PRIu64 " pinned_bytes=%" PRIu64 " peak_pinned_bytes=%" PRIu64
 		 " reg_ns=%" PRIu64 " dereg_ns=%" PRIu64,
 		 monitor, stats_hits(s), stats_get(&s->misses),
 		 stats_get(&s->passthrough), stats_get(&s->real_regs),
 		 stats_get(&s->real_deregs), stats_get(&s->evictions),
 		 stats_get(&s->invalidations), stats_get(&s->stale),
+		 stats_get(&s->stale_unmapped), stats_get(&s->stale_invalidated),
+		 stats_get(&s->unwatchable),
 		 stats_get(&s->pinned_bytes), stats_get(&s->peak_pinned_bytes),
 		 stats_get(&s->reg_ns), stats_get(&s->dereg_ns));
 }

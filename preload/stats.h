@@ -24,14 +24,24 @@ struct stats_shard {
 
 struct shim_stats {
 	struct stats_shard hits[STATS_HIT_SHARDS];	/* lookups served from the cache */
-	atomic_uint_fast64_t misses;		/* lookups that registered for the cache */
+	atomic_uint_fast64_t misses;		/* lookups registered for the cache */
 	atomic_uint_fast64_t passthrough;	/* registrations not cached */
+	atomic_uint_fast64_t unwatchable;	/* of those: device memory (VM_IO/PFNMAP) */
 	atomic_uint_fast64_t real_regs;		/* calls into the real registration */
 	atomic_uint_fast64_t real_deregs;	/* calls into the real deregistration */
 	atomic_uint_fast64_t evictions;		/* idle entries dropped for the limits */
 	atomic_uint_fast64_t invalidations;	/* entries hit by an invalidation */
-	atomic_uint_fast64_t stale;		/* busy entries invalidated (app bug) */
-	atomic_uint_fast64_t pinned_bytes;	/* bytes registered by the cache now */
+	/*
+	 * MRs in use when their memory was invalidated or the monitor
+	 * failed (stale), and of the invalidated ones: the application
+	 * unmapped the memory (certain), or the kernel reported an
+	 * invalidation for another or an unknown reason.
+	 */
+	atomic_uint_fast64_t stale;
+	atomic_uint_fast64_t stale_unmapped;
+	atomic_uint_fast64_t stale_invalidated;
+	/* Pages pinned by the cache's registrations now, in bytes. */
+	atomic_uint_fast64_t pinned_bytes;
 	atomic_uint_fast64_t peak_pinned_bytes;
 	atomic_uint_fast64_t reg_ns;		/* time inside real registrations */
 	atomic_uint_fast64_t dereg_ns;		/* time inside real deregistrations */

@@ -87,7 +87,7 @@ static int fm_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 	atomic_store(&m->dirty, false);
 	pthread_mutex_unlock(&m->lock);
 	for (int i = 0; i < n; i++)
-		fn(ctx, ev[i].cookie, ev[i].start, ev[i].end);
+		fn(ctx, ev[i].cookie, ev[i].start, ev[i].end, ev[i].flags);
 	free(ev);
 	return 0;
 }
@@ -114,7 +114,7 @@ void fake_monitor_init(struct fake_monitor *m)
 }
 
 static void queue_event(struct fake_monitor *m, uint64_t cookie,
-			uintptr_t start, uintptr_t end)
+			uintptr_t start, uintptr_t end, unsigned int flags)
 {
 	/* One pending event per watch, like the module (coalesced). */
 	for (int i = 0; i < m->n_events; i++)
@@ -122,19 +122,26 @@ static void queue_event(struct fake_monitor *m, uint64_t cookie,
 			return;
 	if (m->n_events < FAKE_MAX_EVENTS)
 		m->events[m->n_events++] =
-			(struct fake_event){ cookie, start, end };
+			(struct fake_event){ cookie, start, end, flags };
 }
 
 void fake_invalidate(struct fake_monitor *m, uintptr_t start, uintptr_t end)
 {
+	fake_invalidate_flags(m, start, end, 0);
+}
+
+void fake_invalidate_flags(struct fake_monitor *m, uintptr_t start,
+			   uintptr_t end, unsigned int flags)
+{
 	pthread_mutex_lock(&m->lock);
 	if (m->range_mode) {
-		queue_event(m, MONITOR_COOKIE_ANY, start, end);
+		queue_event(m, MONITOR_COOKIE_ANY, start, end, flags);
 	} else {
 		for (int i = 0; i < FAKE_MAX_WATCHES; i++)
 			if (m->watches[i].active && m->watches[i].start < end &&
 			    start < m->watches[i].end)
-				queue_event(m, m->watches[i].cookie, start, end);
+				queue_event(m, m->watches[i].cookie, start, end,
+					    flags);
 	}
 	atomic_store(&m->dirty, true);
 	pthread_mutex_unlock(&m->lock);

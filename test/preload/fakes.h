@@ -20,6 +20,7 @@
 struct fake_event {
 	uint64_t cookie;
 	uintptr_t start, end;
+	unsigned int flags;	/* MONITOR_INVAL_* */
 };
 
 struct fake_monitor {
@@ -45,6 +46,9 @@ struct fake_monitor {
 void fake_monitor_init(struct fake_monitor *m);
 /* The kernel side: the pages of [start, end) changed. */
 void fake_invalidate(struct fake_monitor *m, uintptr_t start, uintptr_t end);
+/* ... with what the kernel knows about the cause (MONITOR_INVAL_*). */
+void fake_invalidate_flags(struct fake_monitor *m, uintptr_t start,
+			   uintptr_t end, unsigned int flags);
 
 struct fake_mr {
 	uint32_t magic;

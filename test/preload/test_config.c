@@ -127,7 +127,7 @@ END_TEST
 START_TEST(max_entries_values)
 {
 	static const char *const bad[] = {
-		"0", "-1", "abc", "12x", "4K", "100000001",
+		"0", "-1", "abc", "12x", "4K", "1048577", "100000000",
 		"99999999999999999999999", NULL
 	};
 
@@ -135,7 +135,7 @@ START_TEST(max_entries_values)
 	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_ENTRIES", "4096").max_entries,
 			  4096);
 	ck_assert_uint_eq(parse1("UMMUSHIM_MAX_ENTRIES",
-				 "100000000").max_entries, 100000000);
+				 "1048576").max_entries, 1048576);
 	assert_all_invalid("UMMUSHIM_MAX_ENTRIES", "whole number", bad);
 }
 END_TEST

@@ -27,9 +27,12 @@ struct seen {
 	uintptr_t start[256], end[256];
 };
 
-static void record(void *ctx, uint64_t cookie, uintptr_t start, uintptr_t end)
+static void record(void *ctx, uint64_t cookie, uintptr_t start, uintptr_t end,
+		   unsigned int flags)
 {
 	struct seen *s = ctx;
+
+	(void)flags;
 
 	if (s->n < 256) {
 		s->cookie[s->n] = cookie;
@@ -46,7 +49,8 @@ static void setup(void)
 	ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
 	wfd = p[1];
 	counter = 5;
-	mon = monitor_ummunot_from_fd(p[0], &counter, 0);
+	mon = monitor_ummunot_from_fd(p[0], &counter, 0,
+				      UMMUNOT_FEATURE_REFUSE_UNWATCHABLE);
 	ck_assert_ptr_nonnull(mon);
 }
 
@@ -210,7 +214,7 @@ START_TEST(read_error_is_reported)
 	/* The write end of a pipe cannot be read: EBADF. */
 	ck_assert_int_eq(pipe2(p, O_NONBLOCK), 0);
 	close(p[0]);
-	bad = monitor_ummunot_from_fd(p[1], &c, 0);
+	bad = monitor_ummunot_from_fd(p[1], &c, 0, 0);
 	ck_assert_int_eq(bad->ops->drain(bad, record, &s), -EBADF);
 	bad->ops->close(bad);
 }

@@ -70,8 +70,10 @@ static char *map_touched(size_t len)
 	return p;
 }
 
-static void ignore_inval(void *ctx, uint64_t cookie, uintptr_t s, uintptr_t e)
+static void ignore_inval(void *ctx, uint64_t cookie, uintptr_t s, uintptr_t e,
+			 unsigned int flags)
 {
+	(void)flags;
 	(void)cookie;
 	(void)s;
 	(void)e;

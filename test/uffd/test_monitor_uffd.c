@@ -33,8 +33,10 @@ struct got {
 	bool bad_cookie;
 };
 
-static void collect(void *ctx, uint64_t cookie, uintptr_t start, uintptr_t end)
+static void collect(void *ctx, uint64_t cookie, uintptr_t start, uintptr_t end,
+		    unsigned int flags)
 {
+	(void)flags;
 	struct got *g = ctx;
 
 	if (cookie != MONITOR_COOKIE_ANY)

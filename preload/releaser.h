@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * A thread that releases invalidated idle registrations soon after the
+ * invalidation, even if the application never calls verbs again (a freed
+ * 1 GiB buffer is unpinned at once, not at the next registration).  It
+ * sleeps in poll() on the monitor's wait_fd() and, when it becomes
+ * readable, applies the pending invalidations through the cache's normal,
+ * locked path (cache_release_invalidated()), so it is safe against
+ * concurrent verbs calls.  It blocks every signal, exists only in the
+ * process that started it (not in a forked child), and stops at exit()
+ * before libraries are torn down.
+ */
+#ifndef UMMUSHIM_RELEASER_H
+#define UMMUSHIM_RELEASER_H
+
+struct cache;
+
+/* 0, or a negative errno when the thread cannot be started. */
+int releaser_start(struct cache *c, int wait_fd);
+
+#endif /* UMMUSHIM_RELEASER_H */
