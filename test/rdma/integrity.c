@@ -12,6 +12,13 @@
  * of the write (a stale MR would send the old pages) and target (a stale
  * MR would write into the old pages, invisible to the program).
  *
+ * --slices: the transfers use a slice of the buffer (from 8 bytes into
+ * its second page to 8 bytes before its last page) while the whole buffer
+ * was registered just before: under the shim with containment on
+ * (UMMUSHIM_SUBRANGE=all: these MRs allow remote writes), every slice
+ * registration before the replacement is served by the whole buffer's
+ * region, and the one after it must not be.
+ *
  * --expect fresh (default): every transfer must carry the new data.
  * --expect stale: the control run with a cache that ignores invalidations;
  * every method must then show stale data at least once, proving that the
@@ -44,6 +51,27 @@ struct method {
 };
 
 static size_t page_size;
+static bool slices;	/* --slices */
+
+/* The part of @r the transfers use: all of it, or the --slices slice. */
+static struct region used_part(const struct region *r)
+{
+	struct region u = *r;
+
+	if (slices) {
+		u.base = r->base + page_size + 8;
+		u.size = r->size - 2 * page_size - 16;
+	}
+	return u;
+}
+
+/*
+ * The registration before the replacement: with --slices the whole
+ * buffer is registered (and released: cached, idle) first, so that the
+ * slice's registration can be a containment hit.
+ */
+static struct ibv_mr *reg_before(struct rdma_dev *d, const struct region *r,
+				 int it);
 
 /* Every byte value this program ever wrote into a buffer. */
 static bool written[256];
@@ -156,6 +184,20 @@ static struct ibv_mr *reg(struct rdma_dev *d, void *buf, size_t len, int it)
 			  IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
 }
 
+static struct ibv_mr *reg_before(struct rdma_dev *d, const struct region *r,
+				 int it)
+{
+	struct region u = used_part(r);
+
+	if (slices) {
+		struct ibv_mr *whole = reg(d, r->base, r->size, it);
+
+		if (!whole || ibv_dereg_mr(whole))
+			return NULL;
+	}
+	return reg(d, u.base, u.size, it);
+}
+
 /*
  * FRESH: all bytes are @want.  STALE: the others are data this program
  * wrote earlier (an older generation of the buffer).  CORRUPT: anything
@@ -196,18 +238,19 @@ static int round_as_source(struct ctx *c, const struct method *m,
 			   struct region *r, int it, enum outcome *out)
 {
 	uint8_t oldv = (uint8_t)(0x10 + 2 * it), newv = (uint8_t)(oldv + 1);
+	struct region u = used_part(r);
 	enum outcome baseline;
 	struct ibv_mr *mr;
 
 	fill(r->base, oldv, r->size);
-	mr = reg(&c->dev, r->base, r->size, it);
+	mr = reg_before(&c->dev, r, it);
 	if (!mr)
 		return rdma_fail("ibv_reg_mr");
 	fill(c->peer, 0, c->size);
-	if (rdma_write(&c->loop, mr, r->base, c->peer_mr, c->peer, r->size))
+	if (rdma_write(&c->loop, mr, u.base, c->peer_mr, c->peer, u.size))
 		return -1;
 	/* Stale here too if an earlier replacement went unnoticed. */
-	baseline = classify(c->peer, r->size, oldv, "baseline");
+	baseline = classify(c->peer, u.size, oldv, "baseline");
 	if (ibv_dereg_mr(mr))
 		return rdma_fail("ibv_dereg_mr");
 
@@ -215,13 +258,13 @@ static int round_as_source(struct ctx *c, const struct method *m,
 		return -1;
 	fill(r->base, newv, r->size);
 
-	mr = reg(&c->dev, r->base, r->size, it);
+	mr = reg(&c->dev, u.base, u.size, it);
 	if (!mr)
 		return rdma_fail("ibv_reg_mr after replacement");
 	fill(c->peer, 0, c->size);
-	if (rdma_write(&c->loop, mr, r->base, c->peer_mr, c->peer, r->size))
+	if (rdma_write(&c->loop, mr, u.base, c->peer_mr, c->peer, u.size))
 		return -1;
-	*out = classify(c->peer, r->size, newv, m->name);
+	*out = classify(c->peer, u.size, newv, m->name);
 	if (baseline > *out)
 		*out = baseline;
 	if (ibv_dereg_mr(mr))
@@ -235,17 +278,18 @@ static int round_as_target(struct ctx *c, const struct method *m,
 {
 	uint8_t first = (uint8_t)(0x80 + 3 * it);
 	uint8_t filler = (uint8_t)(first + 1), second = (uint8_t)(first + 2);
+	struct region u = used_part(r);
 	enum outcome baseline;
 	struct ibv_mr *mr;
 
 	fill(r->base, 0, r->size);
-	mr = reg(&c->dev, r->base, r->size, it);
+	mr = reg_before(&c->dev, r, it);
 	if (!mr)
 		return rdma_fail("ibv_reg_mr");
 	fill(c->peer, first, c->size);
-	if (rdma_write(&c->loop, c->peer_mr, c->peer, mr, r->base, r->size))
+	if (rdma_write(&c->loop, c->peer_mr, c->peer, mr, u.base, u.size))
 		return -1;
-	baseline = classify(r->base, r->size, first, "baseline");
+	baseline = classify(u.base, u.size, first, "baseline");
 	if (ibv_dereg_mr(mr))
 		return rdma_fail("ibv_dereg_mr");
 
@@ -253,13 +297,13 @@ static int round_as_target(struct ctx *c, const struct method *m,
 		return -1;
 	fill(r->base, filler, r->size);
 
-	mr = reg(&c->dev, r->base, r->size, it);
+	mr = reg(&c->dev, u.base, u.size, it);
 	if (!mr)
 		return rdma_fail("ibv_reg_mr after replacement");
 	fill(c->peer, second, c->size);
-	if (rdma_write(&c->loop, c->peer_mr, c->peer, mr, r->base, r->size))
+	if (rdma_write(&c->loop, c->peer_mr, c->peer, mr, u.base, u.size))
 		return -1;
-	*out = classify(r->base, r->size, second, m->name);
+	*out = classify(u.base, u.size, second, m->name);
 	if (baseline > *out)
 		*out = baseline;
 	if (ibv_dereg_mr(mr))
@@ -290,7 +334,7 @@ static int region_init(struct region *r, const struct method *m, size_t size)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: rdma-integrity [--expect fresh|stale] [--iterations N] [--size BYTES]\n");
+	fprintf(stderr, "usage: rdma-integrity [--expect fresh|stale] [--iterations N] [--size BYTES] [--slices]\n");
 	exit(2);
 }
 
@@ -312,6 +356,8 @@ int main(int argc, char **argv)
 				usage();
 		} else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc) {
 			iterations = atoi(argv[++i]);
+		} else if (strcmp(argv[i], "--slices") == 0) {
+			slices = true;
 		} else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc) {
 			c.size = (size_t)strtoul(argv[++i], NULL, 0);
 		} else {
@@ -384,8 +430,8 @@ int main(int argc, char **argv)
 	rdma_loop_destroy(&c.loop);
 	rdma_dev_close(&c.dev);
 	free(c.peer);
-	printf("integrity: expect=%s total fresh=%d stale=%d corrupt=%d errors=%d failing_cases=%d\n",
-	       expect_stale ? "stale" : "fresh", total[FRESH], total[STALE],
+	printf("integrity: slices=%d expect=%s total fresh=%d stale=%d corrupt=%d errors=%d failing_cases=%d\n",
+	       slices, expect_stale ? "stale" : "fresh", total[FRESH], total[STALE],
 	       total[CORRUPT], errors, bad_methods);
 	printf("integrity: %s\n", bad_methods || errors ? "FAIL" : "PASS");
 	return bad_methods || errors ? 1 : 0;

@@ -2,7 +2,7 @@
 # VM tests of libummushim.so over Soft-RoCE with the real ummunot module.
 # Runs inside the test VM (scripts/vm/run-vm.sh --module ummunot.ko --rdma).
 # Usage: run-in-guest.sh SHIM.so CONTROL_SHIM.so INTEGRITY REG_CYCLES LIFECYCLE \
-#                        BYPASS UNMAP_RACE
+#                        BYPASS UNMAP_RACE SLICE_KEYS
 #
 # Every program run here is an ordinary verbs program (not linked against
 # the shim); the shim is preloaded and its exit statistics (UMMUSHIM_STATS=1,
@@ -16,6 +16,7 @@ REG_CYCLES=$4
 LIFECYCLE=$5
 BYPASS=$6
 UNMAP_RACE=$7
+SLICE_KEYS=$8
 
 DEV=rxe0
 SERVER_IP=192.0.2.1
@@ -106,6 +107,56 @@ else
 	not_ok "control run sees stale data with every method (the test can fail)"
 fi
 echo "# $(grep ' stats: ' "$(log_of control)")"
+
+# ---- containment hits (slices of a cached region) -----------------------------
+
+# Every method with the transfers on a slice of the buffer registered just
+# before: with UMMUSHIM_SUBRANGE=all (the MRs allow remote writes) each
+# slice before the replacement is a containment hit, the one after must
+# not be; with the default (local) they are exact registrations.
+for mode in all local; do
+	name=integrity-slices-$mode
+	if shim_run "$name" UMMUSHIM_SUBRANGE=$mode -- "$INTEGRITY" --slices --expect fresh --iterations 10; then
+		ok "integrity --slices (UMMUSHIM_SUBRANGE=$mode): new data every time"
+	else
+		not_ok "integrity --slices (UMMUSHIM_SUBRANGE=$mode): new data every time"
+	fi
+	echo "# $(grep ' stats: ' "$(log_of "$name")")"
+done
+hits=$(stat "$(log_of integrity-slices-all)" hits)
+check "integrity --slices, all: containment hits served ($hits)" test "${hits:-0}" -ge 140
+if env UMMUSHIM_STATS=1 UMMUSHIM_SUBRANGE=all UMMUSHIM_LOG_FILE="$TMP/control-slices.%p.log" \
+	LD_PRELOAD="$CONTROL" "$INTEGRITY" --slices --expect stale --iterations 5; then
+	ok "control run with slices sees stale data with every method (the test can fail)"
+else
+	not_ok "control run with slices sees stale data with every method (the test can fail)"
+fi
+
+# A slice's rkey reaches its region (UMMUSHIM_SUBRANGE=all), never past it.
+check "slice-keys reach: exact without the shim" "$SLICE_KEYS" reach exact
+for mode in local off; do
+	if shim_run "keys-$mode" UMMUSHIM_SUBRANGE=$mode -- "$SLICE_KEYS" reach exact; then
+		ok "slice-keys ($mode): a remote-access slice reaches only itself"
+	else
+		not_ok "slice-keys ($mode): a remote-access slice reaches only itself"
+	fi
+done
+if shim_run keys-all UMMUSHIM_SUBRANGE=all -- "$SLICE_KEYS" reach region; then
+	ok "slice-keys (all): the region, never the page past it"
+else
+	not_ok "slice-keys (all): the region, never the page past it"
+fi
+expect_stat "$(log_of keys-all)" hits 1 "slice-keys (all): the slice was a containment hit"
+# One page of one slice replaced: the region is gone for every slice.
+if shim_run keys-regions -- "$SLICE_KEYS" regions; then
+	ok "slice-keys regions: the replaced page's slice sends the new data"
+else
+	not_ok "slice-keys regions: the replaced page's slice sends the new data"
+fi
+log=$(log_of keys-regions)
+echo "# $(grep ' stats: ' "$log")"
+expect_stat "$log" hits 2 "regions: both slices hit before the replacement"
+expect_stat "$log" misses 4 "regions: after it, the untouched page's slice misses too"
 
 # ---- lifecycle -------------------------------------------------------------------
 
