@@ -491,7 +491,7 @@ void entry_pool_free(struct cache *c);	/* cache_destroy() */
 /*
  * Drop one reference on @e (generation @gen; 0: found under c->lock,
  * any) with c->lock held, the slow half of every dereg; unlocks c->lock.
- * @mr is what the application passed (for the log).  cache.c.
+ * @mr is what the application passed (for the log).  cache_dereg.c.
  */
 int dereg_entry_locked(struct cache *c, struct entry *e, uint64_t gen,
 		       void *mr);
