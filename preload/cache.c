@@ -245,18 +245,22 @@ static void *miss_register(struct cache *c, struct entry *e,
 	e->pending = false;
 	uncached = e->inval_pending;
 	*gen = ST_GEN(atomic_load(&e->state));
+	atomic_store(&e->state, *gen | 1);	/* ours; not usable yet */
 	if (uncached) {
-		atomic_store(&e->state, *gen | 1);
 		entry_uncache(c, e);
 	} else {
-		atomic_store(&e->state, *gen | ST_USABLE | 1);
 		list_add_head(&c->lru, &e->lru);	/* the clock list */
 		e->in_lru = true;
 		c->n_clock++;
 	}
 	entry_unlock(c, l);
-	if (!uncached && e->region)
-		region_publish(c, e, &victims, &igarbage);
+	if (!uncached) {
+		/* e->region is final before any hit can read it. */
+		if (e->region)
+			region_publish(c, e, &victims, &igarbage);
+		atomic_fetch_or_explicit(&e->state, ST_USABLE,
+					 memory_order_release);
+	}
 	enforce_limits(c, &victims);
 	pthread_cond_broadcast(&c->pending_done);
 	unlock_cache(c);
