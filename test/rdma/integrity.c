@@ -149,7 +149,8 @@ static int replace_brk(struct region *r, uint8_t fill_value)
 {
 	(void)fill_value;
 	if (sbrk(0) != r->base + r->size) {
-		fprintf(stderr, "brk moved: the region is no longer at the top of the heap\n");
+		fprintf(stderr, "brk moved: the region is no longer at the top of the heap (break %p, region end %p)\n",
+			sbrk(0), (void *)(r->base + r->size));
 		return -1;
 	}
 	if (sbrk(-(intptr_t)r->size) == (void *)-1)
@@ -372,11 +373,16 @@ int main(int argc, char **argv)
 	/*
 	 * The brk region must stay at the top of the heap: give malloc a
 	 * large top pad before it first grows the heap, and never let it
-	 * trim, so that it never moves the break again.
+	 * trim, so that it never moves the break again.  The heap may already
+	 * exist (a preloaded library's constructor allocated): a 32 MiB block
+	 * taken from the heap (no mmap) and freed leaves that much room at its
+	 * top either way.
 	 */
 	mallopt(M_TOP_PAD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 1 << 30);
-	free(malloc(1));
+	mallopt(M_MMAP_MAX, 0);
+	free(malloc(32 << 20));
+	mallopt(M_MMAP_MAX, 65536);	/* glibc's default */
 	if (region_init(&brk_region, &methods[N_METHODS - 1], c.size))
 		return 1;
 

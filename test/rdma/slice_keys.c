@@ -122,7 +122,7 @@ static int regions(struct rdma_dev *d)
 	if (!buf || !peer)
 		return rdma_fail("mmap");
 	last = buf + 3 * page;
-	peer_mr = ibv_reg_mr(d->pd, peer, page, IBV_ACCESS_LOCAL_WRITE);
+	peer_mr = ibv_reg_mr(d->pd, peer, page, ACCESS);	/* written to */
 	if (!peer_mr || rdma_loop_create(&l, d))
 		return rdma_fail("set-up");
 	m = ibv_reg_mr(d->pd, buf, 4 * page, IBV_ACCESS_LOCAL_WRITE);
