@@ -4,11 +4,8 @@
  *
  * Applications linked against libibverbs reference versioned symbols
  * (ibv_reg_mr@IBVERBS_1.1, ...).  This library defines the same names
- * with the same versions (SHIM_INTERPOSER below + ummushim.map), so a preloaded
- * copy is found first.  The real functions are looked up with their exact
- * versions at the first call: with dlvsym(RTLD_NEXT, ...), or, when
- * libibverbs was dlopen'ed in a local scope (MPI transport plugins),
- * through dlopen("libibverbs.so.1", RTLD_NOLOAD).
+ * with the same versions (SHIM_INTERPOSER, reals.h), so a preloaded copy
+ * is found first.  The real functions are found by reals.c.
  *
  * Re-entrance: libibverbs' own ibv_reg_mr and ibv_reg_mr_iova jump to
  * ibv_reg_mr_iova2 through its PLT, which lands in our ibv_reg_mr_iova2.
@@ -22,7 +19,6 @@
  * codes) are always returned unchanged.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -36,293 +32,12 @@
 
 #include "cache.h"
 #include "config.h"
-#include "gotpatch.h"
 #include "log.h"
 #include "monitor.h"
 #include "proc.h"
+#include "reals.h"
 #include "releaser.h"
 #include "stats.h"
-
-#define SHIM_EXPORT __attribute__((visibility("default")))
-
-/* ---- the real functions -------------------------------------------------- */
-
-enum real_id {
-	REAL_REG_MR,
-	REAL_REG_MR_IOVA,
-	REAL_REG_MR_IOVA2,
-	REAL_DEREG_MR,
-	REAL_REREG_MR,
-	REAL_DEALLOC_PD,
-	REAL_CLOSE_DEVICE,
-	REAL_COUNT
-};
-
-/*
- * Each interposed symbol's libibverbs version, written only here: the
- * real-function table below looks the real one up with it (dlvsym), and
- * SHIM_INTERPOSER() gives the shim's definition the same version
- * (.symver).  ummushim.map declares the version nodes and exports ibv_*.
- */
-#define SHIM_VERSION_ibv_reg_mr		"IBVERBS_1.1"
-#define SHIM_VERSION_ibv_reg_mr_iova	"IBVERBS_1.7"
-#define SHIM_VERSION_ibv_reg_mr_iova2	"IBVERBS_1.8"
-#define SHIM_VERSION_ibv_dereg_mr	"IBVERBS_1.1"
-#define SHIM_VERSION_ibv_rereg_mr	"IBVERBS_1.1"
-#define SHIM_VERSION_ibv_dealloc_pd	"IBVERBS_1.1"
-#define SHIM_VERSION_ibv_close_device	"IBVERBS_1.1"
-
-/*
- * Define the interposer of @name (returning @ret, taking the rest) as
- * shim_<name>, exported as <name>@@<its version>: the default version, so
- * the application's references (versioned or not) bind to it.
- */
-#define SHIM_INTERPOSER(name, ret, ...)					\
-	__asm__(".symver shim_" #name ", " #name "@@" SHIM_VERSION_##name); \
-	SHIM_EXPORT ret shim_##name(__VA_ARGS__)
-
-struct real_fn {
-	const char *name;
-	const char *version;
-	_Atomic(void *) addr;
-};
-
-#define REAL_FN(name) { #name, SHIM_VERSION_##name, NULL }
-
-/*
- * Global: the real libibverbs entry points are process-wide facts, looked
- * up once (idempotently, so concurrent first calls are harmless).
- */
-static struct real_fn real_fns[REAL_COUNT] = {
-	[REAL_REG_MR] = REAL_FN(ibv_reg_mr),
-	[REAL_REG_MR_IOVA] = REAL_FN(ibv_reg_mr_iova),
-	[REAL_REG_MR_IOVA2] = REAL_FN(ibv_reg_mr_iova2),
-	[REAL_DEREG_MR] = REAL_FN(ibv_dereg_mr),
-	[REAL_REREG_MR] = REAL_FN(ibv_rereg_mr),
-	[REAL_DEALLOC_PD] = REAL_FN(ibv_dealloc_pd),
-	[REAL_CLOSE_DEVICE] = REAL_FN(ibv_close_device),
-};
-
-#define IBVERBS_SONAME "libibverbs.so.1"
-#define REG_IDS ((1u << REAL_REG_MR) | (1u << REAL_REG_MR_IOVA) | \
-		 (1u << REAL_REG_MR_IOVA2))
-
-/*
- * Global, like real_fns: libibverbs itself, pinned (RTLD_NODELETE) so that
- * the cached real-function pointers and the patched GOT slots can never
- * dangle, and what is known about its internal calls of interposed
- * symbols (see resolve_reals()).  Written only by the thread that set
- * g_resolving; the state is read lock-free.
- *
- * g_resolving is a flag, not a lock: resolving calls dlopen/dlvsym and
- * dl_iterate_phdr, which take the dynamic loader's lock, and the first
- * verbs call may come from a library constructor that runs under that
- * lock; a thread that found another one resolving must not wait for it
- * (lock-order inversion), so it goes on without: real() falls back to
- * dlvsym(RTLD_NEXT), and registrations pass through until the state is
- * known.
- */
-static atomic_bool g_resolving;
-static void *g_ibverbs;
-enum internal_state {
-	INTERNAL_UNKNOWN,	/* libibverbs not seen yet */
-	INTERNAL_PATCHED,	/* its internal calls never reach the shim */
-	INTERNAL_UNPATCHED,	/* some may: see g_internal_unsafe */
-};
-static atomic_int g_internal = INTERNAL_UNKNOWN;
-/* real_id bits: libibverbs calls these through its GOT (patched or not). */
-static atomic_uint g_internal_relocs = REG_IDS;
-/* real_id bits: ... and the slot could not be patched. */
-static atomic_uint g_internal_unsafe;
-static char g_patch_note[256];	/* reported once logging is set up */
-static atomic_bool g_patch_note_ready;
-
-/* dlvsym through RTLD_NEXT (respects other preloaded wrappers), else
- * through libibverbs itself (loaded in a local scope by a plugin). */
-static void *lookup_real(const struct real_fn *r)
-{
-	void *p = dlvsym(RTLD_NEXT, r->name, r->version);
-
-	if (!p && g_ibverbs)
-		p = dlvsym(g_ibverbs, r->name, r->version);
-	return p;
-}
-
-/*
- * Make libibverbs' own calls of interposed functions (its ibv_reg_mr and
- * ibv_reg_mr_iova call ibv_reg_mr_iova2 through its GOT; it also calls
- * ibv_dereg_mr, ibv_dealloc_pd and ibv_close_device that way) go straight
- * to its own definitions.  Without this, an application that bypasses the
- * shim through its own dlopen handle (NCCL does) would see its
- * ibv_reg_mr cached by the shim's ibv_reg_mr_iova2 at depth 0 and its
- * ibv_dereg_mr free that MR behind the cache's back.
- */
-static void patch_internal_calls(void)
-{
-	struct got_patch_req reqs[REAL_COUNT];
-	unsigned int relocs = 0, unsafe = 0;
-	size_t used = 0;
-	int rc;
-
-	for (int i = 0; i < REAL_COUNT; i++) {
-		reqs[i].name = real_fns[i].name;
-		reqs[i].target = dlvsym(g_ibverbs, real_fns[i].name,
-					real_fns[i].version);
-	}
-	rc = got_patch(IBVERBS_SONAME, reqs, REAL_COUNT);
-	if (rc < 0) {
-		relocs = unsafe = REG_IDS;	/* unknown: assume the worst */
-	} else {
-		for (int i = 0; i < REAL_COUNT; i++) {
-			if (reqs[i].result != GOT_PATCH_ABSENT)
-				relocs |= 1u << i;
-			if (reqs[i].result == GOT_PATCH_FAILED)
-				unsafe |= 1u << i;
-		}
-		unsafe &= REG_IDS;
-	}
-	atomic_store(&g_internal_relocs, relocs);
-	atomic_store(&g_internal_unsafe, unsafe);
-	if (unsafe) {
-		used = (size_t)snprintf(g_patch_note, sizeof(g_patch_note),
-					"cannot rebind libibverbs' internal calls (%s); registrations through",
-					rc < 0 ? "its dynamic section is not understood" :
-						 "a GOT slot cannot be written");
-		for (int i = 0; i < REAL_COUNT && used < sizeof(g_patch_note); i++)
-			if (unsafe & (1u << i))
-				used += (size_t)snprintf(g_patch_note + used,
-							 sizeof(g_patch_note) - used,
-							 " %s", real_fns[i].name);
-		if (used < sizeof(g_patch_note))
-			snprintf(g_patch_note + used, sizeof(g_patch_note) - used,
-				 " pass through uncached");
-	}
-	atomic_store(&g_internal, unsafe ? INTERNAL_UNPATCHED : INTERNAL_PATCHED);
-}
-
-/*
- * Find libibverbs (without dlopen'ing anything that is not loaded yet,
- * and without a failing dl call when it is not there, so the
- * application's dlerror() state is left alone), pin it, look up the real
- * functions and patch its internal calls.  Once done, never again.
- */
-static void resolve_reals(void)
-{
-	char path[4096];
-	bool found = false;
-	int old;
-
-	if (atomic_load(&g_internal) != INTERNAL_UNKNOWN ||
-	    atomic_exchange(&g_resolving, true))
-		return;
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-	if (atomic_load(&g_internal) == INTERNAL_UNKNOWN &&
-	    got_object_path(IBVERBS_SONAME, path, sizeof(path))) {
-		found = true;
-		g_ibverbs = dlopen(path, RTLD_NOLOAD | RTLD_NODELETE | RTLD_LAZY);
-		for (int i = 0; i < REAL_COUNT; i++) {
-			void *p = lookup_real(&real_fns[i]);
-
-			if (p)
-				atomic_store(&real_fns[i].addr, p);
-		}
-		if (g_ibverbs) {
-			patch_internal_calls();
-		} else {
-			snprintf(g_patch_note, sizeof(g_patch_note),
-				 "cannot pin %.160s; registrations through ibv_reg_mr_iova2 pass through uncached",
-				 path);
-			atomic_store(&g_internal_unsafe, REG_IDS);
-			atomic_store(&g_internal, INTERNAL_UNPATCHED);
-		}
-		atomic_store(&g_patch_note_ready, true);
-	}
-	if (!found)	/* not loaded yet: a later call tries again */
-		atomic_store(&g_resolving, false);
-	pthread_setcancelstate(old, NULL);
-}
-
-/*
- * Whether a depth-0 call of entry point @id can only have come from the
- * application (so it may be cached), not from libibverbs calling itself.
- * A call arriving before the patch was applied may be such an internal
- * call (the slot was read before the patch): it passes through.
- */
-static bool call_is_from_application(enum real_id id)
-{
-	int st = atomic_load(&g_internal);
-
-	if (st == INTERNAL_PATCHED)
-		return true;
-	if (st == INTERNAL_UNPATCHED)
-		return !(atomic_load(&g_internal_unsafe) & (1u << id));
-	resolve_reals();
-	return !(atomic_load(&g_internal_relocs) & (1u << id));
-}
-
-/* The real function, or NULL with errno = ENOSYS (logged once per name). */
-static void *real(enum real_id id)
-{
-	static atomic_bool reported[REAL_COUNT];
-	struct real_fn *r = &real_fns[id];
-	void *p = atomic_load_explicit(&r->addr, memory_order_acquire);
-
-	if (p)
-		return p;
-	resolve_reals();
-	p = atomic_load_explicit(&r->addr, memory_order_acquire);
-	if (p)
-		return p;
-	/* Not named libibverbs.so.1: whatever provides the symbol. */
-	p = dlvsym(RTLD_NEXT, r->name, r->version);
-	if (p) {
-		atomic_store_explicit(&r->addr, p, memory_order_release);
-		return p;
-	}
-	if (!atomic_exchange(&reported[id], true))
-		log_error("cannot find the real %s@%s in libibverbs", r->name,
-			  r->version);
-	errno = ENOSYS;
-	return NULL;
-}
-
-typedef struct ibv_mr *(*reg_mr_fn)(struct ibv_pd *, void *, size_t, int);
-typedef struct ibv_mr *(*reg_mr_iova_fn)(struct ibv_pd *, void *, size_t,
-					 uint64_t, int);
-typedef struct ibv_mr *(*reg_mr_iova2_fn)(struct ibv_pd *, void *, size_t,
-					  uint64_t, unsigned int);
-typedef int (*dereg_mr_fn)(struct ibv_mr *);
-typedef int (*rereg_mr_fn)(struct ibv_mr *, int, struct ibv_pd *, void *,
-			   size_t, int);
-typedef int (*dealloc_pd_fn)(struct ibv_pd *);
-typedef int (*close_device_fn)(struct ibv_context *);
-
-/* Call the real entry point @how (enum real_id) the application called. */
-static struct ibv_mr *call_real_reg(int how, const struct cache_key *k)
-{
-	void *f = real((enum real_id)how);
-
-	if (!f)
-		return NULL;
-	switch (how) {
-	case REAL_REG_MR:
-		return ((reg_mr_fn)f)(k->pd, (void *)k->addr, k->length,
-				      (int)k->access);
-	case REAL_REG_MR_IOVA:
-		return ((reg_mr_iova_fn)f)(k->pd, (void *)k->addr, k->length,
-					   k->iova, (int)k->access);
-	default:
-		return ((reg_mr_iova2_fn)f)(k->pd, (void *)k->addr, k->length,
-					    k->iova, k->access);
-	}
-}
-
-static int call_real_dereg(struct ibv_mr *mr)
-{
-	dereg_mr_fn f = (dereg_mr_fn)real(REAL_DEREG_MR);
-
-	return f ? f(mr) : ENOSYS;
-}
 
 /* ---- process-wide shim state -------------------------------------------- */
 
@@ -502,11 +217,12 @@ static const char *env_get(const char *name)
 static void report_patch_note(void)
 {
 	static atomic_bool reported;
+	const char *note = reals_patch_note();
 
-	if (!atomic_load(&g_initialized) || !atomic_load(&g_patch_note_ready) ||
-	    !g_patch_note[0] || atomic_exchange(&reported, true))
+	if (!atomic_load(&g_initialized) || !note ||
+	    atomic_exchange(&reported, true))
 		return;
-	log_info("%s", g_patch_note);
+	log_info("%s", note);
 }
 
 static void install_atfork(void);
@@ -713,8 +429,11 @@ static int defer_dereg(struct ibv_mr *mr)
 	return 0;
 }
 
-/* At depth 1, so that a handler's deregs meanwhile are queued again. */
-static void run_deferred_deregs(void)
+/*
+ * At depth 1, so that a handler's deregs meanwhile are queued again.  Out
+ * of line: shim_leave() is on the hit path.
+ */
+__attribute__((noinline, cold)) static void run_deferred_deregs(void)
 {
 	int saved = errno;
 
@@ -738,7 +457,9 @@ static void run_deferred_deregs(void)
 	errno = saved;
 }
 
-static void shim_leave(struct shim_entry *s)
+/* Inlined: it is on the hit path. */
+static inline __attribute__((always_inline)) void
+shim_leave(struct shim_entry *s)
 {
 	if (shim_depth == 1 &&
 	    atomic_load_explicit(&deferred_n, memory_order_relaxed))
@@ -789,7 +510,7 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	} else {
 		mr = cache_reg(c, &key, pd->context, how);
 	}
-	if (atomic_load(&g_internal) == INTERNAL_UNPATCHED)
+	if (reals_internal_unpatched())
 		report_patch_note();
 	shim_leave(&se);
 	return mr;
@@ -846,7 +567,7 @@ SHIM_INTERPOSER(ibv_rereg_mr, int, struct ibv_mr *mr, int flags,
 		struct ibv_pd *pd, void *addr, size_t length, int access)
 {
 	struct cache *c = shim_cache_if_ready();
-	rereg_mr_fn f = (rereg_mr_fn)real(REAL_REREG_MR);
+	rereg_mr_fn f = (rereg_mr_fn)real_fn(REAL_REREG_MR);
 	struct shim_entry se;
 	int rc;
 
@@ -870,7 +591,7 @@ SHIM_INTERPOSER(ibv_rereg_mr, int, struct ibv_mr *mr, int flags,
 SHIM_INTERPOSER(ibv_dealloc_pd, int, struct ibv_pd *pd)
 {
 	struct cache *c = shim_cache_if_ready();
-	dealloc_pd_fn f = (dealloc_pd_fn)real(REAL_DEALLOC_PD);
+	dealloc_pd_fn f = (dealloc_pd_fn)real_fn(REAL_DEALLOC_PD);
 	struct shim_entry se;
 	int rc;
 
@@ -888,7 +609,7 @@ SHIM_INTERPOSER(ibv_dealloc_pd, int, struct ibv_pd *pd)
 SHIM_INTERPOSER(ibv_close_device, int, struct ibv_context *ctx)
 {
 	struct cache *c = shim_cache_if_ready();
-	close_device_fn f = (close_device_fn)real(REAL_CLOSE_DEVICE);
+	close_device_fn f = (close_device_fn)real_fn(REAL_CLOSE_DEVICE);
 	struct shim_entry se;
 	int rc;
 

@@ -180,13 +180,18 @@ else
 	grep -q 'cannot rebind' "$bylog" && fail "libibverbs' internal calls were not rebound"
 fi
 
-# 10. Cancellation, a fork without fork handlers, rereg of a shared MR.
-for c in cancel fork rereg; do
+# 10. Cancellation, a fork without fork handlers, rereg of a shared MR,
+# a fork before the first registration, a dereg from a signal handler.
+# One statistics line: the raw-fork child (case fork) exits with exit() and
+# must not print the parent's (forkfirst's child uses _exit()).
+for c in cancel fork rereg forkfirst sigdereg; do
 	rm -f "$tmp"/c.*.log
 	UMMUSHIM_MONITOR=uffd UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$tmp/c.%p.log" \
 		LD_PRELOAD="$shim" "$cacheprog" "$c" || fail "case $c under the shim"
 	cat "$tmp"/c.*.log
 	expect_stat "$(first_of "$tmp"/c.*.log)" monitor uffd "$c: caching on (uffd)"
+	[ "$(cat "$tmp"/c.*.log | grep -c ' stats: ')" = 1 ] ||
+		fail "case $c: expected one statistics line"
 done
 
 if [ "$fails" -ne 0 ]; then

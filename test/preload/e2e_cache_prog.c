@@ -12,6 +12,11 @@
  *           must never be deregistered from the child.
  *   rereg   ibv_rereg_mr of a cached MR held twice fails with EBUSY
  *           without reaching the library; held once, it goes through.
+ *   forkfirst  a child forked (with fork handlers) before the first
+ *           registration caches on its own.
+ *   sigdereg   a signal handler deregisters a cached MR while the thread
+ *           is inside the shim: the MR must not be freed behind the
+ *           cache (the next hit would return a dead MR).
  *
  * Prints "e2e-cache CASE: ok"; exits non-zero on failure.  A watchdog
  * alarm turns a hang into a failure.
@@ -154,8 +159,8 @@ static int case_fork(struct ibv_context *ctx)
 	fflush(NULL);
 	pid = (pid_t)syscall(SYS_fork);
 	CHECK(pid >= 0);
-	if (pid == 0)
-		_exit(child_after_raw_fork(ctx));
+	if (pid == 0)	/* exit(), not _exit(): destructors run (statistics) */
+		exit(child_after_raw_fork(ctx));
 	CHECK(waitpid(pid, &status, 0) == pid);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	/* The parent still has its cached MR. */
@@ -191,13 +196,86 @@ static int case_rereg(void)
 	return 0;
 }
 
+/* ---- forkfirst ------------------------------------------------------------ */
+
+static int child_caches(void)
+{
+	char *buf = new_buf();
+	struct ibv_mr *a, *b;
+	int regs;
+
+	CHECK(buf);
+	regs = fake_ibv_counts.reg_mr_iova2;
+	a = reg(buf);
+	CHECK(a && ibv_dereg_mr(a) == 0);
+	b = reg(buf);
+	CHECK(b == a);					/* a hit */
+	CHECK(fake_ibv_counts.reg_mr_iova2 == regs + 1);
+	CHECK(ibv_dereg_mr(b) == 0);
+	return 0;
+}
+
+static int case_forkfirst(void)
+{
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_caches());
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	return child_caches();	/* and the parent too */
+}
+
+/* ---- sigdereg ------------------------------------------------------------- */
+
+static struct ibv_mr *g_sig_mr;
+static volatile sig_atomic_t g_sig_rc = -1;
+
+static void dereg_in_handler(int sig)
+{
+	(void)sig;
+	g_sig_rc = ibv_dereg_mr(g_sig_mr);
+}
+
+static void raise_once(void)
+{
+	fake_ibv_reg_hook = NULL;
+	raise(SIGUSR1);
+}
+
+static int case_sigdereg(void)
+{
+	char *cached = new_buf(), *other = new_buf();
+	struct ibv_mr *mr, *again, *o;
+
+	CHECK(cached && other);
+	CHECK(signal(SIGUSR1, dereg_in_handler) != SIG_ERR);
+	mr = reg(cached);			/* cached, held once */
+	CHECK(mr);
+	g_sig_mr = mr;
+	/* The handler runs inside the real registration of @other. */
+	fake_ibv_reg_hook = raise_once;
+	o = reg(other);
+	CHECK(o && g_sig_rc == 0);
+	CHECK(fake_ibv_mr_is_live(mr));	/* not freed behind the cache */
+	again = reg(cached);
+	CHECK(again == mr && fake_ibv_mr_is_live(again));
+	CHECK(ibv_dereg_mr(again) == 0 && ibv_dereg_mr(o) == 0);
+	CHECK(fake_ibv_counts.dead_mr_calls == 0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ibv_context *ctx = fake_ibv_open();
 	int rc;
 
 	if (argc != 2) {
-		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg\n");
+		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg|forkfirst|sigdereg\n");
 		return 2;
 	}
 	alarm(30);	/* a hang is a failure */
@@ -210,6 +288,10 @@ int main(int argc, char **argv)
 		rc = case_fork(ctx);
 	else if (strcmp(argv[1], "rereg") == 0)
 		rc = case_rereg();
+	else if (strcmp(argv[1], "forkfirst") == 0)
+		rc = case_forkfirst();
+	else if (strcmp(argv[1], "sigdereg") == 0)
+		rc = case_sigdereg();
 	else
 		rc = 2;
 	if (rc == 0)

@@ -26,6 +26,8 @@
 struct fake_ibv_counts fake_ibv_counts;
 /* Global: when >= 0, ibv_reg_mr_iova2 reads one byte from it first. */
 int fake_ibv_reg_block_fd = -1;
+/* Global: a test's hook, called at the start of ibv_reg_mr_iova2. */
+void (*fake_ibv_reg_hook)(void);
 
 #define MR_LIVE 0x4c495645u	/* in mr->handle while registered */
 #define MR_DEAD 0xdeadbeefu	/* after ibv_dereg_mr */
@@ -79,6 +81,8 @@ struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
 	(void)iova;
 	(void)access;
 	__atomic_fetch_add(&fake_ibv_counts.reg_mr_iova2, 1, __ATOMIC_SEQ_CST);
+	if (fake_ibv_reg_hook)
+		fake_ibv_reg_hook();
 	maybe_block();
 	if (!addr) {
 		errno = EFAULT;

@@ -15,6 +15,8 @@ struct fake_ibv_counts {
 extern struct fake_ibv_counts fake_ibv_counts;
 /* >= 0: ibv_reg_mr_iova2 first reads a byte from it (a cancellation point). */
 extern int fake_ibv_reg_block_fd;
+/* Non-NULL: ibv_reg_mr_iova2 calls it first (e.g. to raise a signal). */
+extern void (*fake_ibv_reg_hook)(void);
 struct ibv_context *fake_ibv_open(void);
 /* 1 if @mr is registered, 0 if it was deregistered (or is not an MR). */
 int fake_ibv_mr_is_live(const struct ibv_mr *mr);

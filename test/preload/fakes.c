@@ -80,6 +80,12 @@ static int fm_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 	if (m->drain_errno)
 		return -m->drain_errno;
 	pthread_mutex_lock(&m->lock);
+	if (m->wake_rfd >= 0) {
+		char b[64];
+
+		while (read(m->wake_rfd, b, sizeof(b)) > 0)
+			;
+	}
 	n = m->n_events;
 	ev = malloc(sizeof(*ev) * (size_t)(n ? n : 1));
 	memcpy(ev, m->events, sizeof(*ev) * (size_t)n);
@@ -90,6 +96,11 @@ static int fm_drain(struct monitor *mon, monitor_inval_fn fn, void *ctx)
 		fn(ctx, ev[i].cookie, ev[i].start, ev[i].end, ev[i].flags);
 	free(ev);
 	return 0;
+}
+
+static int fm_wait_fd(struct monitor *mon)
+{
+	return to_fake(mon)->wake_rfd;
 }
 
 static void fm_close(struct monitor *mon)
@@ -103,6 +114,7 @@ static const struct monitor_ops fake_monitor_ops = {
 	.unwatch = fm_unwatch,
 	.changed = fm_changed,
 	.drain = fm_drain,
+	.wait_fd = fm_wait_fd,
 	.close = fm_close,
 };
 
@@ -110,6 +122,7 @@ void fake_monitor_init(struct fake_monitor *m)
 {
 	memset(m, 0, sizeof(*m));
 	m->base.ops = &fake_monitor_ops;
+	m->wake_wfd = m->wake_rfd = -1;
 	pthread_mutex_init(&m->lock, NULL);
 }
 
@@ -144,6 +157,8 @@ void fake_invalidate_flags(struct fake_monitor *m, uintptr_t start,
 					    flags);
 	}
 	atomic_store(&m->dirty, true);
+	if (m->wake_wfd >= 0 && write(m->wake_wfd, "", 1) < 0)
+		abort();	/* a non-blocking pipe with room: cannot fail */
 	pthread_mutex_unlock(&m->lock);
 }
 

@@ -39,6 +39,11 @@ struct fake_monitor {
 	struct fake_event events[FAKE_MAX_EVENTS];
 	int n_events;
 	atomic_int n_watch, n_unwatch, n_changed, n_drain, n_active;
+	/*
+	 * >= 0: the write end of a pipe whose read end is wait_fd(); an
+	 * invalidation writes a byte, drain() reads them.
+	 */
+	int wake_wfd, wake_rfd;
 	/* Called inside watch(), after the watch is in place. */
 	void (*on_watch)(struct fake_monitor *m, uintptr_t start, uintptr_t end);
 };

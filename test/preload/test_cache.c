@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include "cache.h"
 #include "fakes.h"
 #include "log.h"
+#include "releaser.h"
 #include "stats.h"
 
 #define PD1 ((void *)0x1000)
@@ -965,6 +967,268 @@ START_TEST(stalled_log_never_stalls_other_threads)
 }
 END_TEST
 
+
+/* ---- accounting, unwatchable memory, stale reports ------------------------- */
+
+START_TEST(misses_counted_only_after_success)
+{
+	fv->reg_errno = EFAULT;
+	ck_assert_ptr_null(reg(PD1, 0x10000, PAGE));
+	ck_assert_uint_eq(stats_get(&st->misses), 0);
+	fv->reg_errno = 0;
+	ck_assert_ptr_nonnull(reg(PD1, 0x10000, PAGE));
+	ck_assert_uint_eq(stats_get(&st->misses), 1);
+}
+END_TEST
+
+START_TEST(monitor_failure_counts_in_use_as_stale)
+{
+	void *busy = reg(PD1, 0x10000, PAGE);
+
+	fmon->drain_errno = EIO;
+	fake_invalidate(fmon, 0x90000, 0x91000);
+	reg(PD1, 0x30000, PAGE);
+	ck_assert(cache_is_broken(cache));
+	ck_assert_uint_eq(stats_get(&st->stale), 1);
+	ck_assert_int_eq(cache_dereg(cache, busy), 0);
+}
+END_TEST
+
+START_TEST(pinned_bytes_count_whole_pages)
+{
+	void *a = reg(PD1, 0x10000 + 100, 64);		/* one page */
+	void *b = reg(PD1, 0x20000 + PAGE - 8, 16);	/* straddles two */
+
+	ck_assert_uint_eq(stats_get(&st->pinned_bytes), 3 * PAGE);
+	cache_dereg(cache, a);
+	cache_dereg(cache, b);
+	ck_assert_uint_eq(stats_get(&st->pinned_bytes), 3 * PAGE);
+	fake_invalidate(fmon, 0x10000, 0x11000);
+	reg(PD1, 0x50000, PAGE);	/* drains */
+	ck_assert_uint_eq(stats_get(&st->pinned_bytes), 3 * PAGE);
+}
+END_TEST
+
+START_TEST(byte_limit_counts_pinned_pages)
+{
+	cache_destroy(cache);
+	make_cache(1000, 4 * PAGE);
+	/* 64-byte MRs: four fit the limit only by their pages. */
+	for (uintptr_t i = 0; i < 8; i++)
+		cache_dereg(cache, reg(PD1, 0x100000 + i * PAGE, 64));
+	ck_assert_uint_le(cache_registered_count(cache), 4);
+	ck_assert_uint_le(stats_get(&st->pinned_bytes), 4 * PAGE);
+}
+END_TEST
+
+START_TEST(uncached_registration_retries_after_enomem)
+{
+	struct cache_key k = key_of(PD1, 0x20000, PAGE, 7);
+	void *idle = reg(PD1, 0x10000, PAGE), *mr;
+
+	cache_dereg(cache, idle);
+	fv->max_live = 1;	/* the idle MR fills the limit */
+	mr = cache_reg_uncached(cache, &k, 0);
+	ck_assert_ptr_nonnull(mr);
+	ck_assert_int_eq(n_dereg(), 1);		/* the idle one made way */
+	ck_assert_uint_eq(stats_get(&st->passthrough), 1);
+	ck_assert_int_eq(cache_dereg(cache, mr), 0);
+}
+END_TEST
+
+START_TEST(unwatchable_range_passes_through)
+{
+	void *a, *b;
+
+	fmon->watch_errno = ENXIO;	/* device memory */
+	a = reg(PD1, 0x10000, PAGE);
+	b = reg(PD1, 0x10000, PAGE);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_ne(a, b);			/* never cached */
+	ck_assert_uint_eq(stats_get(&st->unwatchable), 2);
+	ck_assert_uint_eq(stats_get(&st->passthrough), 2);
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	ck_assert_int_eq(cache_dereg(cache, b), 0);
+	ck_assert_int_eq(n_dereg(), 2);		/* really deregistered */
+}
+END_TEST
+
+/* The log file's contents (the test's log goes there). */
+static char *log_to_file(char *path)
+{
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	log_init(LOG_LEVEL_WARN, path);
+	return path;
+}
+
+static char *read_log(const char *path)
+{
+	static char buf[1 << 16];
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	log_reset();
+	unlink(path);
+	return buf;
+}
+
+static int count_of(const char *text, const char *what)
+{
+	int n = 0;
+
+	for (const char *p = text; (p = strstr(p, what)); p++)
+		n++;
+	return n;
+}
+
+/* Every stale MR of a burst is accounted for in the log (none dropped). */
+START_TEST(stale_burst_reports_every_mr)
+{
+	char path[] = "/tmp/ummushim-test-log-XXXXXX";
+	void *mr[50];
+	unsigned long more = 0;
+	char *text, *p;
+
+	for (int i = 0; i < 50; i++)
+		mr[i] = reg(PD1, 0x100000 + (uintptr_t)i * PAGE, PAGE);
+	log_to_file(path);
+	fake_invalidate(fmon, 0x100000, 0x100000 + 50 * PAGE);
+	reg(PD1, 0x900000, PAGE);	/* drains */
+	text = read_log(path);
+	ck_assert_uint_eq(stats_get(&st->stale), 50);
+	p = strstr(text, " more MRs in use were invalidated");
+	ck_assert_msg(p, "no summary line; %d stale MRs named, %d 'dropped' notes",
+		      count_of(text, "in-use MR") + count_of(text, "still uses"),
+		      count_of(text, "dropped"));
+	while (p > text && p[-1] >= '0' && p[-1] <= '9')
+		p--;
+	more = strtoul(p, NULL, 10);
+	ck_assert_uint_eq(count_of(text, "invalidation over an in-use MR") +
+			  more, 50);
+	ck_assert_int_eq(count_of(text, "dropped"), 0);
+	for (int i = 0; i < 50; i++)
+		ck_assert_int_eq(cache_dereg(cache, mr[i]), 0);
+}
+END_TEST
+
+START_TEST(stale_warning_says_what_is_known)
+{
+	char path[] = "/tmp/ummushim-test-log-XXXXXX";
+	void *a = reg(PD1, 0x10000, PAGE), *b = reg(PD1, 0x20000, PAGE);
+	char *text;
+
+	log_to_file(path);
+	fake_invalidate_flags(fmon, 0x10000, 0x11000, MONITOR_INVAL_UNMAPPED);
+	fake_invalidate(fmon, 0x20000, 0x21000);
+	reg(PD1, 0x90000, PAGE);
+	text = read_log(path);
+	ck_assert_int_eq(count_of(text, "the application unmapped memory it still had registered"), 1);
+	ck_assert_int_eq(count_of(text, "the kernel reported an invalidation over an in-use MR"), 1);
+	ck_assert_int_eq(count_of(text, "changed while the application still uses"), 0);
+	ck_assert_uint_eq(stats_get(&st->stale_unmapped), 1);
+	ck_assert_uint_eq(stats_get(&st->stale_invalidated), 1);
+	ck_assert_uint_eq(stats_get(&st->stale), 2);
+	cache_dereg(cache, a);
+	cache_dereg(cache, b);
+}
+END_TEST
+
+/* Rate limit: lines over it are counted and said, never dropped silently. */
+START_TEST(stale_rate_limit_says_what_it_suppressed)
+{
+	char path[] = "/tmp/ummushim-test-log-XXXXXX";
+	char *text;
+
+	log_to_file(path);
+	for (int i = 0; i < 40; i++) {
+		uintptr_t at = 0x100000 + (uintptr_t)i * PAGE;
+		void *m = reg(PD1, at, PAGE);
+
+		fake_invalidate(fmon, at, at + PAGE);
+		reg(PD1, 0x900000, PAGE);
+		cache_dereg(cache, m);
+	}
+	cache_report_suppressed(cache);
+	text = read_log(path);
+	ck_assert_uint_eq(stats_get(&st->stale), 40);
+	ck_assert_int_eq(count_of(text, "over an in-use MR"), 20);
+	ck_assert_msg(strstr(text, "20 stale-MR warnings were suppressed"),
+		      "%s", text);
+}
+END_TEST
+
+/* ---- releaser thread ------------------------------------------------------- */
+
+/*
+ * An invalidated idle MR is deregistered by the releaser thread although
+ * the application makes no further call (without it: at the next one).
+ */
+START_TEST(releaser_releases_without_application_calls)
+{
+	int p[2];
+	void *a = reg(PD1, 0x10000, PAGE);
+	struct timespec t0, now;
+
+	ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	fmon->wake_rfd = p[0];
+	fmon->wake_wfd = p[1];
+	cache_dereg(cache, a);				/* idle */
+	ck_assert_int_eq(releaser_start(cache, p[0]), 0);
+	fake_invalidate(fmon, 0x10000, 0x11000);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ck_assert_msg(now.tv_sec - t0.tv_sec < 20, "never released");
+		usleep(1000);
+	} while (n_dereg() == 0);
+	ck_assert_int_eq(n_dereg(), 1);
+	ck_assert_uint_eq(cache_registered_count(cache), 0);
+	usleep(50000);	/* let the thread return to poll() before teardown */
+}
+END_TEST
+
+/* ---- clone(CLONE_VM) ------------------------------------------------------- */
+
+static int clone_vm_child(void *arg)
+{
+	(void)arg;
+	reg(PD1, 0x70000, PAGE);	/* a miss: the slow path looks at the pid */
+	return 0;
+}
+
+/*
+ * A child sharing the parent's memory (clone(CLONE_VM) without
+ * CLONE_THREAD, e.g. posix_spawn's vfork) must not turn the parent's
+ * cache off.
+ */
+START_TEST(clone_vm_child_does_not_stop_parent_caching)
+{
+	size_t stack_size = 1 << 20;
+	char *stack = malloc(stack_size);
+	int status;
+	pid_t pid;
+	void *a;
+
+	ck_assert_ptr_nonnull(stack);
+	pid = clone(clone_vm_child, stack + stack_size, CLONE_VM | SIGCHLD,
+		    NULL);
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	free(stack);
+	a = reg(PD1, 0x10000, PAGE);
+	cache_dereg(cache, a);
+	ck_assert_ptr_eq(reg(PD1, 0x10000, PAGE), a);	/* still caching */
+	ck_assert_uint_ge(stats_hits(st), 1);
+}
+END_TEST
+
 static Suite *cache_suite(void)
 {
 	Suite *s = suite_create("cache");
@@ -1008,6 +1272,17 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, concurrent_failed_miss_lets_waiters_retry);
 	tcase_add_test(tc, hits_proceed_during_slow_miss);
 	tcase_add_test(tc, threads_reg_dereg_while_invalidating);
+	tcase_add_test(tc, misses_counted_only_after_success);
+	tcase_add_test(tc, monitor_failure_counts_in_use_as_stale);
+	tcase_add_test(tc, pinned_bytes_count_whole_pages);
+	tcase_add_test(tc, byte_limit_counts_pinned_pages);
+	tcase_add_test(tc, uncached_registration_retries_after_enomem);
+	tcase_add_test(tc, unwatchable_range_passes_through);
+	tcase_add_test(tc, stale_burst_reports_every_mr);
+	tcase_add_test(tc, stale_warning_says_what_is_known);
+	tcase_add_test(tc, stale_rate_limit_says_what_it_suppressed);
+	tcase_add_test(tc, clone_vm_child_does_not_stop_parent_caching);
+	tcase_add_test(tc, releaser_releases_without_application_calls);
 	suite_add_tcase(s, tc);
 	return s;
 }
