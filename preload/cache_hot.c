@@ -18,11 +18,8 @@
  */
 static atomic_uint_fast64_t next_cache_id = 1;
 
-/* Per thread: its hot for the cache whose id is tls_hot_id. */
-static __thread struct hot *tls_hot
-	__attribute__((tls_model("initial-exec")));
-static __thread uint64_t tls_hot_id
-	__attribute__((tls_model("initial-exec")));
+__thread struct hot *tls_hot __attribute__((tls_model("initial-exec")));
+__thread uint64_t tls_hot_id __attribute__((tls_model("initial-exec")));
 
 /* pthread key destructor: the thread is gone, another may take its hot. */
 static void hot_release(void *arg)
@@ -52,11 +49,6 @@ void hot_fini(struct cache *c)
 		tls_hot_id = 0;
 }
 
-struct hot *hot_peek(struct cache *c)
-{
-	return tls_hot_id == c->id ? tls_hot : NULL;
-}
-
 struct hot *hot_get(struct cache *c)
 {
 	struct hot *h = hot_peek(c);
@@ -73,7 +65,7 @@ struct hot *hot_get(struct cache *c)
 	if (!h) {
 		h = calloc(1, sizeof(*h));
 		if (h) {
-			h->shard = c->n_hots++;
+			h->shard = ++c->n_hots;	/* 0: shared */
 			atomic_init(&h->in_use, true);
 			h->next_hot = c->hots;
 			c->hots = h;
@@ -118,7 +110,11 @@ static bool range_contains(const struct cache_key *region,
 
 void count_hit(struct cache *c, struct hot *h)
 {
-	stats_hit(c->stats, h ? h->shard : 0);
+	/* A hot's own shard (1..) has one writer: its thread. */
+	if (h && h->shard && h->shard < STATS_HIT_SHARDS)
+		stats_hit_owned(c->stats, h->shard);
+	else
+		stats_hit(c->stats, h ? h->shard : 0);
 }
 
 void *make_slice(struct cache *c, struct hot *h, struct entry *e,
@@ -165,8 +161,9 @@ void *hot_serve(struct cache *c, struct hot *h, struct entry *e,
 
 void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key)
 {
-	for (unsigned int i = 0; i < HOT_SLOTS; i++) {
-		struct hot_slot *s = &h->slot[i];
+	/* The most recent first: a thread tends to reuse its last buffer. */
+	for (unsigned int i = 1; i <= HOT_SLOTS; i++) {
+		struct hot_slot *s = &h->slot[(h->next - i) % HOT_SLOTS];
 		bool exact;
 		void *mr;
 
@@ -198,13 +195,11 @@ void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key)
 	return NULL;
 }
 
-void after_idle(struct cache *c, void *mr)
+void after_idle_slow(struct cache *c, void *mr)
 {
 	struct entry *victims = NULL;
 	int old;
 
-	if (!log_enabled(LOG_LEVEL_DEBUG) && !over_limits(c))
-		return;
 	/* Lazy deregistration: kept for the next lookup. */
 	old = nocancel_begin();
 	log_debug("dereg (kept) mr=%p", mr);
@@ -234,6 +229,12 @@ int slice_dereg(struct cache *c, struct slice_hdr *sh, void *mr)
 	}
 	done = entry_put_fast(e, gen);
 	h = hot_peek(c);
+	if (done && h) {	/* the fast path: no lock, no cancellation point */
+		slice_put(&c->slices, &h->slices, sh);
+		if (done == 2)
+			after_idle(c, mr);
+		return 0;
+	}
 	old = nocancel_begin();
 	if (!h)
 		h = hot_get(c);

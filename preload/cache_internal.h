@@ -513,8 +513,19 @@ void evict_all_idle(struct cache *c, struct entry **victims);
 
 int hot_init(struct cache *c);		/* cache_create() */
 void hot_fini(struct cache *c);		/* cache_destroy() */
+/*
+ * Per thread: its hot for the cache whose id is tls_hot_id (cache_hot.c;
+ * global so that the hit path reads it inline).
+ */
+extern __thread struct hot *tls_hot __attribute__((tls_model("initial-exec")));
+extern __thread uint64_t tls_hot_id __attribute__((tls_model("initial-exec")));
+
 /* This thread's hot for @c if it has one (no allocation). */
-struct hot *hot_peek(struct cache *c);
+static inline struct hot *hot_peek(struct cache *c)
+{
+	return tls_hot_id == c->id ? tls_hot : NULL;
+}
+
 /* ... or a new one (slow paths; NULL when out of memory). */
 struct hot *hot_get(struct cache *c);
 /* Remember a hit on (or a registration of) @e, generation @gen. */
@@ -535,7 +546,13 @@ void *make_slice(struct cache *c, struct hot *h, struct entry *e,
 /* ibv_dereg_mr of a slice object (no lock held). */
 int slice_dereg(struct cache *c, struct slice_hdr *sh, void *mr);
 /* After a lock-free dereg left an entry idle: the limits may want it. */
-void after_idle(struct cache *c, void *mr);
+void after_idle_slow(struct cache *c, void *mr);
+
+static inline void after_idle(struct cache *c, void *mr)
+{
+	if (log_enabled(LOG_LEVEL_DEBUG) || over_limits(c))
+		after_idle_slow(c, mr);
+}
 
 /* ---- regions (cache_region.c; under c->lock) ------------------------------ */
 
