@@ -333,6 +333,23 @@ static int region_init(struct region *r, const struct method *m, size_t size)
 	return 0;
 }
 
+/*
+ * The brk region must stay at the top of the heap: give malloc a large top
+ * pad and room at the top, and never let it trim, so that it never moves
+ * the break again.  Made last, when the verbs library and any preloaded
+ * one have done their own first allocations.
+ */
+static int brk_region_init(struct region *r, const struct method *m,
+			   size_t size)
+{
+	mallopt(M_TOP_PAD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
+	mallopt(M_MMAP_MAX, 0);
+	free(malloc(32 << 20));
+	mallopt(M_MMAP_MAX, 65536);	/* glibc's default */
+	return region_init(r, m, size);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: rdma-integrity [--expect fresh|stale] [--iterations N] [--size BYTES] [--slices]\n");
@@ -370,22 +387,6 @@ int main(int argc, char **argv)
 		usage();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
-	/*
-	 * The brk region must stay at the top of the heap: give malloc a
-	 * large top pad before it first grows the heap, and never let it
-	 * trim, so that it never moves the break again.  The heap may already
-	 * exist (a preloaded library's constructor allocated): a 32 MiB block
-	 * taken from the heap (no mmap) and freed leaves that much room at its
-	 * top either way.
-	 */
-	mallopt(M_TOP_PAD, 64 << 20);
-	mallopt(M_TRIM_THRESHOLD, 1 << 30);
-	mallopt(M_MMAP_MAX, 0);
-	free(malloc(32 << 20));
-	mallopt(M_MMAP_MAX, 65536);	/* glibc's default */
-	if (region_init(&brk_region, &methods[N_METHODS - 1], c.size))
-		return 1;
-
 	if (rdma_dev_open(&c.dev, NULL) || rdma_loop_create(&c.loop, &c.dev))
 		return 1;
 	c.peer = aligned_alloc(page_size, c.size);
@@ -401,6 +402,9 @@ int main(int argc, char **argv)
 			int count[3] = { 0, 0, 0 }, err = 0;
 			struct region r;
 
+			if (m->brk && !brk_region.base &&
+			    brk_region_init(&brk_region, m, c.size))
+				return 1;
 			if (m->brk)
 				r = brk_region;
 			else if (region_init(&r, m, c.size))
