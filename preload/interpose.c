@@ -417,7 +417,7 @@ static void shim_enter(struct shim_entry *s, bool nocancel)
 }
 
 /* Queue @mr (see deferred_mr); EAGAIN when the queue is full. */
-static int defer_dereg(struct ibv_mr *mr)
+__attribute__((noinline, cold)) static int defer_dereg(struct ibv_mr *mr)
 {
 	unsigned int n = atomic_load(&deferred_n);
 
@@ -461,8 +461,9 @@ __attribute__((noinline, cold)) static void run_deferred_deregs(void)
 static inline __attribute__((always_inline)) void
 shim_leave(struct shim_entry *s)
 {
-	if (shim_depth == 1 &&
-	    atomic_load_explicit(&deferred_n, memory_order_relaxed))
+	if (__builtin_expect(atomic_load_explicit(&deferred_n,
+						  memory_order_relaxed) != 0, 0) &&
+	    shim_depth == 1)
 		run_deferred_deregs();
 	shim_depth--;
 	if (s->nocancel)	/* keeps errno */
@@ -510,7 +511,7 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	} else {
 		mr = cache_reg(c, &key, pd->context, how);
 	}
-	if (reals_internal_unpatched())
+	if (!atomic_load(&reals_patched) && reals_internal_unpatched())
 		report_patch_note();
 	shim_leave(&se);
 	return mr;
@@ -537,16 +538,25 @@ SHIM_INTERPOSER(ibv_reg_mr_iova2, struct ibv_mr *, struct ibv_pd *pd,
 			     REAL_REG_MR_IOVA2);
 }
 
-SHIM_INTERPOSER(ibv_dereg_mr, int, struct ibv_mr *mr)
+/* NULL, or called while this thread is already inside the shim. */
+__attribute__((noinline, cold)) static int dereg_nested(struct ibv_mr *mr)
 {
 	struct cache *c = shim_cache_if_ready();
+
+	if (mr && c)	/* a signal handler, or libibverbs itself */
+		return defer_dereg(mr);
+	return call_real_dereg(mr);
+}
+
+SHIM_INTERPOSER(ibv_dereg_mr, int, struct ibv_mr *mr)
+{
+	struct cache *c;
 	struct shim_entry se;
 	int rc;
 
-	if (!mr)
-		return call_real_dereg(mr);
-	if (shim_depth > 0)	/* a signal handler, or libibverbs itself */
-		return c ? defer_dereg(mr) : call_real_dereg(mr);
+	if (!mr || shim_depth > 0)
+		return dereg_nested(mr);
+	c = shim_cache_if_ready();
 	shim_enter(&se, false);
 	if (c) {
 		rc = cache_dereg(c, mr);

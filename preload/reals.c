@@ -134,6 +134,8 @@ static void patch_internal_calls(void)
 				 " pass through uncached");
 	}
 	atomic_store(&g_internal, unsafe ? INTERNAL_UNPATCHED : INTERNAL_PATCHED);
+	if (!unsafe)
+		atomic_store(&reals_patched, true);
 }
 
 /*
@@ -184,7 +186,9 @@ void resolve_reals(void)
  * A call arriving before the patch was applied may be such an internal
  * call (the slot was read before the patch): it passes through.
  */
-bool call_is_from_application(enum real_id id)
+atomic_bool reals_patched;
+
+bool call_is_from_application_slow(enum real_id id)
 {
 	int st = atomic_load(&g_internal);
 

@@ -7,6 +7,7 @@
 #ifndef UMMUSHIM_REALS_H
 #define UMMUSHIM_REALS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include <infiniband/verbs.h>
@@ -69,10 +70,23 @@ typedef int (*close_device_fn)(struct ibv_context *);
 void resolve_reals(void);
 
 /*
+ * Global (hidden): libibverbs' internal calls of every interposed symbol
+ * were rebound, so no call can reach the shim from inside it.  Set once;
+ * read on every registration, hence inline.
+ */
+extern atomic_bool reals_patched;
+
+bool call_is_from_application_slow(enum real_id id);
+
+/*
  * Whether a depth-0 call of entry point @id can only have come from the
  * application (so it may be cached), not from libibverbs calling itself.
  */
-bool call_is_from_application(enum real_id id);
+static inline bool call_is_from_application(enum real_id id)
+{
+	return atomic_load(&reals_patched) ||
+	       call_is_from_application_slow(id);
+}
 
 /* The real function, or NULL with errno = ENOSYS (logged once per name). */
 void *real_fn(enum real_id id);
