@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSD-2-Clause
 /*
- * Registration cache: creation, the registration and deregistration paths
- * (hit path, miss, release of stale MRs) and the fork handlers.  See
+ * Registration cache: creation, the registration path (remembered and
+ * plain hits, containment, miss, pending entries) and the fork handlers
+ * (deregistration: cache_dereg.c).  See
  * cache.h for the semantics and cache_internal.h for the structures and
  * the locking rules.
  */
@@ -41,6 +42,16 @@ struct cache *cache_create(const struct cache_ops *ops, struct monitor *mon,
 		free(c);
 		return NULL;
 	}
+	if (hot_init(c) || slice_pool_init(&c->slices, ops->slice_init ?
+					   ops->slice_size : 0)) {
+		htab_free(&c->by_key);
+		htab_free(&c->by_mr);
+		htab_free(&c->by_cookie);
+		free(c);
+		return NULL;
+	}
+	region_index_init(&c->regions);
+	pthread_mutex_init(&c->pool_lock, NULL);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->mon_lock, NULL);
 	pthread_cond_init(&c->pending_done, NULL);
@@ -70,8 +81,7 @@ void cache_destroy(struct cache *c)
 	while (!list_empty(&c->all)) {
 		struct entry *e = container_of(c->all.next, struct entry, all);
 		struct elock l = entry_lock(c, e);
-		bool idle_mr = e->registered && atomic_load(&e->refs) == 0 &&
-			       !child;
+		bool idle_mr = e->registered && entry_refs(e) == 0 && !child;
 
 		entry_clear_registered(c, e);
 		entry_retire(c, e, idle_mr ? &idle : &rest);
@@ -83,8 +93,13 @@ void cache_destroy(struct cache *c)
 		n = e->next_victim;
 		if (!child)
 			monitor_unwatch(c, e);
-		free(e);
+		entry_free(c, e);
 	}
+	entry_pool_free(c);
+	hot_fini(c);
+	slice_pool_fini(&c->slices);
+	region_index_fini(&c->regions);
+	pthread_mutex_destroy(&c->pool_lock);
 	htab_free(&c->by_key);
 	htab_free(&c->by_mr);
 	htab_free(&c->by_cookie);
@@ -167,17 +182,27 @@ static void abandon_pending(struct cache *c, struct entry *e)
 	unlock_cache(c);
 }
 
-/* Register for the pending entry @e created by cache_reg(). */
-static void *miss_register(struct cache *c, struct entry *e, int how)
+/*
+ * Register for the pending entry @e created by cache_reg() on behalf of
+ * the request @req (@e's key, or the region around it).  The MR with one
+ * reference of generation *@gen; or, *@gen 0, when @e cannot be watched,
+ * @req's own registration passed through, and when a widened @e cannot
+ * be registered, @req's own answer, passed through too.
+ */
+static void *miss_register(struct cache *c, struct entry *e,
+			   const struct cache_key *req, int how,
+			   uint64_t *gen)
 {
 	struct entry *victims = NULL;
+	bool widened = !key_equal(&e->key, req);
+	void *garbage = NULL, *igarbage = NULL;
 	struct cache_key key;
-	void *garbage = NULL;
 	struct elock l;
 	bool uncached;
 	void *mr;
 	int rc, err;
 
+	*gen = 0;
 	/* Watch first, so that an invalidation racing with the pinning is seen. */
 	rc = monitor_watch(c, e);
 	if (rc < 0) {
@@ -185,10 +210,9 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 			stats_inc(&c->stats->unwatchable);
 		log_debug("cannot watch [%#" PRIxPTR ", +%zu): %s; not cached",
 			  e->key.addr, e->key.length, strerror(-rc));
-		key = e->key;
 		abandon_pending(c, e);
-		free(e);
-		return passthrough_reg(c, &key, how);
+		entry_free(c, e);
+		return passthrough_reg(c, req, how);
 	}
 	e->watched = true;
 
@@ -199,7 +223,9 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 		err = errno;
 		abandon_pending(c, e);
 		monitor_unwatch(c, e);
-		free(e);
+		entry_free(c, e);
+		if (widened)	/* the request's own answer */
+			return passthrough_reg(c, req, how);
 		errno = err;
 		return NULL;
 	}
@@ -215,10 +241,11 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 	grow_striped(c, &c->by_mr, &garbage);
 	e->mstripe = (unsigned int)(mr_hash(mr) & STRIPE_MASK);
 	l = stripes_lock2(c, e->kstripe, e->mstripe);
-	atomic_store(&e->refs, 1);
 	entry_set_registered(c, e, mr);
 	e->pending = false;
 	uncached = e->inval_pending;
+	*gen = ST_GEN(atomic_load(&e->state));
+	atomic_store(&e->state, *gen | 1);	/* ours; not usable yet */
 	if (uncached) {
 		entry_uncache(c, e);
 	} else {
@@ -227,6 +254,13 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 		c->n_clock++;
 	}
 	entry_unlock(c, l);
+	if (!uncached) {
+		/* e->region is final before any hit can read it. */
+		if (e->region)
+			region_publish(c, e, &victims, &igarbage);
+		atomic_fetch_or_explicit(&e->state, ST_USABLE,
+					 memory_order_release);
+	}
 	enforce_limits(c, &victims);
 	pthread_cond_broadcast(&c->pending_done);
 	unlock_cache(c);
@@ -235,6 +269,7 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
 		  key.addr, key.length, key.access,
 		  uncached ? " (invalidated while registering: not cached)" : "");
 	free(garbage);
+	free(igarbage);
 	release_victims(c, victims);
 	return mr;
 }
@@ -245,25 +280,27 @@ static void *miss_register(struct cache *c, struct entry *e, int how)
  * take the slow path.  A ready entry in by_key is registered: it leaves
  * by_key (under this stripe) before it stops being registered.
  */
-static void *try_hit(struct cache *c, const struct cache_key *key)
+static void *try_hit(struct cache *c, struct hot *hot,
+		     const struct cache_key *key)
 {
 	uint64_t h = key_hash(key);
 	unsigned int st = (unsigned int)(h & STRIPE_MASK);
 	struct entry *e;
+	uint64_t gen;
 	void *mr = NULL;
 
 	stripe_lock(c, st);
 	e = find_by_key_h(c, key, h);
-	if (e && !e->pending) {
-		atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+	if (e && (gen = entry_get(e, 0)) != 0) {
 		if (!atomic_load_explicit(&e->referenced, memory_order_relaxed))
 			atomic_store_explicit(&e->referenced, true,
 					      memory_order_relaxed);
 		mr = e->mr;
+		hot_remember(hot, e, gen);
 	}
 	stripe_unlock(c, st);
 	if (mr) {
-		stats_hit(c->stats, st);
+		count_hit(c, hot);
 		if (log_enabled(LOG_LEVEL_DEBUG)) {
 			int old = nocancel_begin();	/* the reference is ours */
 
@@ -275,17 +312,51 @@ static void *try_hit(struct cache *c, const struct cache_key *key)
 	return mr;
 }
 
+/*
+ * Under c->lock: what a miss of @key registers (@key itself, or with
+ * containment the region around it), unless a cached region already
+ * contains @key: then that hit is returned (c->lock released).
+ */
+static void *lookup_or_widen(struct cache *c, struct hot *h,
+			     const struct cache_key *key, bool *widen,
+			     struct cache_key *rk)
+{
+	bool found = false;
+	void *mr;
+
+	*rk = *key;
+	if (!*widen)
+		return NULL;
+	mr = region_hit_locked(c, h, key, &found);
+	if (mr) {
+		unlock_cache(c);
+		log_debug("hit (inside %p) addr=%#" PRIxPTR " len=%zu", mr,
+			  key->addr, key->length);
+		return mr;
+	}
+	if (found)	/* no slice object to be had: an exact miss */
+		*widen = false;
+	else
+		*rk = widened_key(c, key);
+	return NULL;
+}
+
 static void *reg_slow(struct cache *c, const struct cache_key *key,
 		      void *dev_ctx, int how)
 {
 	void *garbage[2] = { NULL, NULL };
 	struct entry *e, *fresh = NULL;
+	bool widen = widen_ok(c, key);
+	struct cache_key rk;
+	struct hot *h;
+	uint64_t gen;
 	void *mr;
 
 	/* A failed check queues the range for the drain in cache_sync(). */
 	(void)monitor_check(c->mon, key->addr, key->addr + key->length);
 	cache_sync(c);
-	mr = try_hit(c, key);
+	h = hot_get(c);
+	mr = try_hit(c, h, key);
 	if (mr)
 		return mr;
 
@@ -293,22 +364,25 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 	for (;;) {
 		if (atomic_load(&c->broken))
 			goto unlock_passthrough;
-		e = find_by_key(c, key);
-		if (e && !e->pending) {
+		mr = lookup_or_widen(c, h, key, &widen, &rk);
+		if (mr) {
+			if (fresh)
+				entry_free(c, fresh);
+			return mr;
+		}
+		e = find_by_key(c, &rk);
+		if (e && !e->pending && (gen = entry_get(e, 0)) != 0) {
 			/* Became ready meanwhile: a hit (c->lock keeps it). */
-			unsigned int st = e->kstripe;
-
-			stripe_lock(c, st);
-			atomic_fetch_add(&e->refs, 1);
-			atomic_store(&e->referenced, true);
 			mr = e->mr;
-			stripe_unlock(c, st);
+			atomic_store(&e->referenced, true);
+			hot_remember(h, e, gen);
 			unlock_cache(c);
-			stats_hit(c->stats, st);
+			count_hit(c, h);
 			log_debug("hit mr=%p addr=%#" PRIxPTR " len=%zu", mr,
 				  key->addr, key->length);
-			free(fresh);
-			return mr;
+			if (fresh)
+				entry_free(c, fresh);
+			return hot_serve(c, h, e, gen, mr, key);
 		}
 		if (e) {
 			/* Another thread is registering this key: wait for it. */
@@ -321,17 +395,18 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 		unlock_cache(c);
 		if (cache_in_child(c))	/* no watch of the parent's monitor */
 			return passthrough_reg(c, key, how);
-		fresh = calloc(1, sizeof(*fresh));
+		fresh = entry_alloc(c);
 		if (!fresh)
 			return passthrough_reg(c, key, how);
 		lock_cache(c);
 	}
 	e = fresh;
-	e->key = *key;
+	e->key = rk;
 	e->ctx = dev_ctx;
 	e->cookie = c->next_cookie++;
-	e->kstripe = (unsigned int)(key_hash(key) & STRIPE_MASK);
+	e->kstripe = (unsigned int)(key_hash(&rk) & STRIPE_MASK);
 	e->pending = true;
+	e->region = widen;
 	list_init(&e->lru);
 	list_add_head(&c->all, &e->all);
 	grow_striped(c, &c->by_key, &garbage[0]);
@@ -341,11 +416,16 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 	stripe_unlock(c, e->kstripe);
 	unlock_cache(c);
 	free_garbage(garbage, 2);
-	return miss_register(c, e, how);
+	mr = miss_register(c, e, key, how, &gen);
+	if (!gen)	/* passed through, or failed */
+		return mr;
+	hot_remember(h, e, gen);
+	return hot_serve(c, h, e, gen, mr, key);
 
 unlock_passthrough:
 	unlock_cache(c);
-	free(fresh);
+	if (fresh)
+		entry_free(c, fresh);
 	return passthrough_reg(c, key, how);
 }
 
@@ -357,9 +437,16 @@ void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 
 	if (atomic_load(&c->child) || atomic_load(&c->broken))
 		return passthrough_reg(c, key, how);
-	/* The fast path: nothing to drain, a plain hit. */
+	/* The fast paths: nothing to drain, a remembered or a plain hit. */
 	if (monitor_check(c->mon, key->addr, key->addr + key->length)) {
-		mr = try_hit(c, key);
+		struct hot *h = hot_peek(c);
+
+		if (h) {
+			mr = hot_hit(c, h, key);
+			if (mr)
+				return mr;
+		}
+		mr = try_hit(c, h, key);
 		if (mr)
 			return mr;
 	}
@@ -367,126 +454,6 @@ void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 	mr = reg_slow(c, key, dev_ctx, how);
 	nocancel_end(old);
 	return mr;
-}
-
-/*
- * The dereg fast path: drop a reference under the MR's stripe alone.
- * True when done (*@idle: that was the last reference); false when the
- * slow path must decide (not a cached MR, the last reference to an entry
- * that is no longer cached, a double dereg).  References are only added
- * concurrently (hits, under the key's stripe), and "cached" only changes
- * under this stripe too, so the checks hold until the decrement.
- */
-static bool try_fast_dereg(struct cache *c, void *mr, bool *idle)
-{
-	uint64_t h = mr_hash(mr);
-	unsigned int st = (unsigned int)(h & STRIPE_MASK);
-	struct entry *e;
-	bool done = false;
-
-	stripe_lock(c, st);
-	e = find_by_mr_h(c, mr, h);
-	if (e) {
-		unsigned long r = atomic_load(&e->refs);
-
-		if (r > 1 || (r == 1 && e->cached)) {
-			*idle = atomic_fetch_sub(&e->refs, 1) == 1;
-			done = true;
-		}
-	}
-	stripe_unlock(c, st);
-	return done;
-}
-
-static int dereg_slow(struct cache *c, void *mr)
-{
-	struct entry *victims = NULL;
-	bool child = cache_in_child(c);
-	struct entry *e;
-	struct elock l;
-	unsigned long r;
-	int rc;
-
-	lock_cache(c);
-	e = find_by_mr(c, mr);
-	if (!e) {
-		unlock_cache(c);
-		rc = c->ops.dereg(c->ops.arg, mr);
-		log_debug("dereg (not cached) mr=%p rc=%d", mr, rc);
-		return rc;
-	}
-	l = entry_lock(c, e);
-	r = atomic_load(&e->refs);
-	if (child) {
-		/* The parent's registration: never touch it from here. */
-		if (r)
-			atomic_fetch_sub(&e->refs, 1);
-		entry_unlock(c, l);
-		unlock_cache(c);
-		return 0;
-	}
-	if (r == 0) {
-		entry_unlock(c, l);
-		unlock_cache(c);
-		log_warn("ibv_dereg_mr(%p): MR already deregistered by the application; ignored",
-			 mr);
-		return EINVAL;
-	}
-	if (atomic_fetch_sub(&e->refs, 1) > 1) {
-		entry_unlock(c, l);
-		unlock_cache(c);
-		return 0;
-	}
-	if (e->cached) {
-		/* Lazy deregistration: keep it for the next lookup. */
-		entry_unlock(c, l);
-		enforce_limits(c, &victims);
-		unlock_cache(c);
-		log_debug("dereg (kept) mr=%p", mr);
-		release_victims(c, victims);
-		return 0;
-	}
-	/* Stale or detached: it goes now. */
-	entry_clear_registered(c, e);
-	entry_unlock(c, l);
-	list_del(&e->all);
-	unlock_cache(c);
-	log_debug("dereg (released) mr=%p", mr);
-	if (cache_in_child(c)) {
-		free(e);	/* the parent's MR: never deregistered here */
-		return 0;
-	}
-	rc = real_dereg(c, e);
-	monitor_unwatch(c, e);
-	free(e);
-	return rc;
-}
-
-int cache_dereg(struct cache *c, void *mr)
-{
-	struct entry *victims = NULL;
-	bool idle = false;
-	int old, rc;
-
-	if (!atomic_load(&c->child) && try_fast_dereg(c, mr, &idle)) {
-		if (idle && (log_enabled(LOG_LEVEL_DEBUG) || over_limits(c))) {
-			/* Lazy deregistration: kept for the next lookup. */
-			old = nocancel_begin();
-			log_debug("dereg (kept) mr=%p", mr);
-			if (over_limits(c)) {
-				lock_cache(c);
-				enforce_limits(c, &victims);
-				unlock_cache(c);
-				release_victims(c, victims);
-			}
-			nocancel_end(old);
-		}
-		return 0;
-	}
-	old = nocancel_begin();
-	rc = dereg_slow(c, mr);
-	nocancel_end(old);
-	return rc;
 }
 
 /* Every lock, so that the child finds none held by a vanished thread. */
@@ -544,7 +511,7 @@ size_t cache_idle_count(struct cache *c)
 	for (struct list *l = c->lru.next; l != &c->lru; l = l->next) {
 		struct entry *e = container_of(l, struct entry, lru);
 
-		n += atomic_load(&e->refs) == 0;
+		n += entry_refs(e) == 0;
 	}
 	unlock_cache(c);
 	return n;

@@ -9,6 +9,14 @@
  * Semantics:
  *  - Key (pd, addr, length, iova, access).  A hit returns the same MR
  *    pointer the real library returned and takes a reference.
+ *  - Containment (limits.subrange): a miss registers the page-aligned
+ *    region around the request, merged with the cached regions of the
+ *    same (pd, access, iova - addr) it overlaps or touches (up to half of
+ *    max_bytes); a later request inside a cached region takes a reference
+ *    on it and gets a pooled per-request object (ops.slice_init) with its
+ *    own address and length and the region's keys.  Dereg of that object
+ *    drops the region's reference.  An invalidation of any page of a
+ *    region drops the whole region, for every slice.
  *  - cache_dereg() drops a reference; an unreferenced (idle) MR stays
  *    registered until it is evicted (clock, an approximation of LRU,
  *    bounded by count and pinned bytes) or invalidated.
@@ -54,11 +62,34 @@ struct cache_ops {
 	/* Real deregistration: 0 or a positive errno value. */
 	int (*dereg)(void *arg, void *mr);
 	void *arg;
+	/*
+	 * Containment hits: the object handed out for a request served by a
+	 * larger cached region is @slice_size bytes, filled by slice_init()
+	 * from the region's real MR for the request @key (the request's
+	 * address and length, the region's keys).  0 / NULL: no containment.
+	 */
+	size_t slice_size;
+	void (*slice_init)(void *slice, const void *region_mr,
+			   const struct cache_key *key);
+};
+
+/*
+ * Which registrations may be served by, or widened into, a larger region
+ * (page-aligned, merged with the cached regions it overlaps or touches):
+ * none, those without any of the @remote_access bits (a region's rkey
+ * lets a peer reach all of it, not only the slice asked for), or all.
+ */
+enum cache_subrange {
+	CACHE_SUBRANGE_OFF,
+	CACHE_SUBRANGE_LOCAL,
+	CACHE_SUBRANGE_ALL,
 };
 
 struct cache_limits {
 	uint64_t max_entries;	/* registered MRs held by the cache */
 	uint64_t max_bytes;	/* bytes of those MRs */
+	enum cache_subrange subrange;	/* zero: off */
+	unsigned int remote_access;	/* access bits of remote access */
 };
 
 struct cache;

@@ -106,6 +106,8 @@ void entry_uncache(struct cache *c, struct entry *e)
 {
 	if (!e->cached)
 		return;
+	entry_unpublish(e);
+	region_unindex(c, e);
 	htab_remove(&c->by_key, &e->by_key);
 	htab_remove(&c->by_cookie, &e->by_cookie);
 	e->cached = false;
@@ -213,7 +215,55 @@ void release_victims(struct cache *c, struct entry *victims)
 				real_dereg(c, e);
 			monitor_unwatch(c, e);
 		}
+		entry_free(c, e);
+	}
+}
+
+/* ---- the entry pool ------------------------------------------------------ */
+
+/*
+ * Entries are never freed before the cache: a thread may still remember
+ * a retired one (struct hot_slot) and look at its state word, whose
+ * generation tells it that the entry is no longer the one it knew.
+ */
+struct entry *entry_alloc(struct cache *c)
+{
+	struct entry *e;
+
+	pthread_mutex_lock(&c->pool_lock);
+	e = c->free_entries;
+	if (e)
+		c->free_entries = e->next_victim;
+	pthread_mutex_unlock(&c->pool_lock);
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (e)
+			atomic_init(&e->state, ST_GEN_ONE);
+		return e;
+	}
+	/* Everything but the state word, which lock-free readers may load. */
+	memset((char *)e + sizeof(e->state), 0, sizeof(*e) - sizeof(e->state));
+	return e;
+}
+
+/* Back to the pool as a new generation (nobody holds a reference). */
+void entry_free(struct cache *c, struct entry *e)
+{
+	uint64_t s = atomic_load(&e->state);
+
+	atomic_store(&e->state, ST_GEN(s) + ST_GEN_ONE);
+	pthread_mutex_lock(&c->pool_lock);
+	e->next_victim = c->free_entries;
+	c->free_entries = e;
+	pthread_mutex_unlock(&c->pool_lock);
+}
+
+void entry_pool_free(struct cache *c)
+{
+	for (struct entry *e = c->free_entries, *n; e; e = n) {
+		n = e->next_victim;
 		free(e);
 	}
+	c->free_entries = NULL;
 }
 

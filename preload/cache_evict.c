@@ -29,8 +29,9 @@ void enforce_limits(struct cache *c, struct entry **victims)
 	while (over_limits(c) && !list_empty(&c->lru) && budget-- > 0) {
 		struct entry *e = container_of(c->lru.prev, struct entry, lru);
 		struct elock l = entry_lock(c, e);
-		bool keep = atomic_load(&e->refs) > 0 ||
-			    atomic_exchange(&e->referenced, false);
+		bool keep = entry_refs(e) > 0 ||
+			    atomic_exchange(&e->referenced, false) ||
+			    !entry_try_evict(e);
 
 		if (!keep) {
 			log_debug("evict mr=%p addr=%#" PRIxPTR " len=%zu",
@@ -62,7 +63,7 @@ static void evict_idle_matching(struct cache *c, struct entry **victims,
 		if (match && !match(e, what))
 			continue;
 		el = entry_lock(c, e);
-		if (atomic_load(&e->refs) == 0) {
+		if (entry_try_evict(e)) {
 			entry_evict(c, e, victims);
 			if (evictions)
 				stats_inc(&c->stats->evictions);
@@ -137,7 +138,7 @@ void cache_forget_ctx(struct cache *c, void *dev_ctx)
 	for (struct entry *e = gone, *n; e; e = n) {
 		n = e->next_victim;
 		monitor_unwatch(c, e);
-		free(e);
+		entry_free(c, e);
 	}
 }
 
@@ -148,18 +149,25 @@ int cache_detach(struct cache *c, void *mr)
 
 	if (cache_in_child(c))
 		return 0;
+	/* A slice object: the region's keys, shared with its other users. */
+	if (slice_of(&c->slices, mr))
+		return -EBUSY;
 	lock_cache(c);
 	e = find_by_mr(c, mr);
 	if (e) {
 		struct elock l = entry_lock(c, e);
+		uint64_t s = atomic_load(&e->state);
 
-		if (atomic_load(&e->refs) > 1) {
-			rc = -EBUSY;	/* other holders keep what they asked for */
-		} else if (e->cached) {
-			if (atomic_load(&e->refs) == 0)
-				atomic_store(&e->refs, 1);	/* in use again */
+		do {
+			if ((s & ST_REFS) > 1) {
+				rc = -EBUSY;	/* other holders keep what they asked for */
+				break;
+			}
+			/* Unusable from now on, and in use again if idle. */
+		} while (!atomic_compare_exchange_weak(&e->state, &s,
+						       ST_GEN(s) | 1));
+		if (!rc)
 			entry_uncache(c, e);
-		}
 		entry_unlock(c, l);
 	}
 	unlock_cache(c);

@@ -14,7 +14,9 @@
  *  3. c->stripes[i], i = a hash's low bits: the hit path (a lookup by key)
  *     and the dereg fast path (a lookup by MR) take only the stripe of
  *     the hash they look up, and no global lock and no shared counter, so
- *     threads using different entries do not contend.  Every change of a
+ *     threads using different entries do not contend.  (Before that, a
+ *     thread tries the hits it remembers, with no lock at all: see
+ *     "References" below.)  Every change of a
  *     by_key or by_mr bucket, and of an entry's cached/registered/pending
  *     state, holds c->lock and the stripes of that entry (entry_lock(): its
  *     key's and, once registered, its MR's), taken in index order; a
@@ -31,6 +33,20 @@
  * before it can take a lock, own a pending entry or queue victims, until
  * it has let go of all of them; the fast paths reach no cancellation point
  * while holding their stripe.
+ *
+ * References (struct entry's state word): an entry's application
+ * references, whether a lookup may take one (USABLE: cached, registered,
+ * not pending) and its generation, bumped whenever the entry goes back to
+ * the entry pool, are one atomic word.  Taking or dropping a reference is
+ * a compare-and-swap that also checks USABLE and the generation, so a
+ * thread that remembered (entry, generation) from an earlier hit (struct
+ * hot) takes it with no lock, and an entry that was dropped or reused
+ * meanwhile fails the check.  Entries (and slice objects) are pooled and
+ * freed only with the cache, so a remembered pointer always points at an
+ * entry.  Whoever makes an entry unusable does it with a compare-and-swap
+ * too (entry_try_evict(), entry_drop_if_idle(), entry_unpublish()), so an
+ * idle entry is either evicted or hit, never both; references of an
+ * unusable entry are only dropped under c->lock (dereg_entry_locked()).
  *
  * Each field below says what guards it: "const" (set before the object is
  * shared, never changed), a lock, "atomic" (with who writes it), or
@@ -50,6 +66,14 @@
 #include "htab.h"
 #include "list.h"
 #include "log.h"
+#include "region_index.h"
+#include "slice_pool.h"
+
+/* The state word: see "References" above. */
+#define ST_REFS 0x7fffffffULL
+#define ST_USABLE (1ULL << 31)
+#define ST_GEN_ONE (1ULL << 32)
+#define ST_GEN(s) ((s) & ~(ST_USABLE | ST_REFS))
 
 /*
  * A cached registration.  It lives in up to three hash indexes and two
@@ -65,7 +89,13 @@
  * its last cache_dereg().
  */
 struct entry {
-	struct cache_key key;	/* const */
+	/*
+	 * References, USABLE and generation (see above).  Atomic; first, so
+	 * that entry_alloc() can clear the rest while lock-free readers of
+	 * a remembered entry load it.
+	 */
+	_Atomic uint64_t state;
+	struct cache_key key;	/* const (per generation) */
 	void *ctx;		/* const: device context of key.pd */
 	/*
 	 * The real MR, NULL while pending.  Written once, under c->lock and
@@ -74,12 +104,6 @@ struct entry {
 	 */
 	void *mr;
 	uint64_t cookie;	/* const: monitor watch id, unique per cache */
-	/*
-	 * Application references.  Atomic: added by hits under the key's
-	 * stripe, dropped by the dereg fast path under the MR's stripe,
-	 * otherwise changed under c->lock and the entry's stripes.
-	 */
-	atomic_ulong refs;
 	/* Hit since the clock hand last passed.  Atomic: set by hits,
 	 * cleared by the clock hand under c->lock and the entry's stripes. */
 	atomic_bool referenced;
@@ -94,6 +118,8 @@ struct entry {
 	bool inval_pending;	/* invalidated while being registered */
 	/* c->lock: */
 	bool in_lru;		/* in the clock list (cached and registered) */
+	bool region;		/* may serve containment hits once ready */
+	bool indexed;		/* in c->regions */
 	/* owner: */
 	bool watched;		/* the monitor watches it */
 
@@ -101,8 +127,37 @@ struct entry {
 	struct hlink by_mr;	/* c->lock + MR's stripe */
 	struct hlink by_cookie;	/* c->lock */
 	struct list all, lru;	/* c->lock */
-	/* Victim queue: c->lock while queued, then owner. */
+	/* Victim queue: c->lock while queued, then owner; pool: pool_lock. */
 	struct entry *next_victim;
+};
+
+/*
+ * What a thread remembers of its last hits: the entry, its generation at
+ * the time and copies of its key and MR (the entry's own fields change
+ * once it is retired; the copies and the generation check make that
+ * harmless).
+ */
+#define HOT_SLOTS 4
+
+struct hot_slot {
+	struct entry *e;	/* NULL: empty */
+	uint64_t gen;
+	void *mr;		/* the entry's real MR */
+	struct cache_key key;	/* the entry's key */
+	bool region;		/* may serve requests inside the key's range */
+};
+
+/*
+ * One per thread and cache ("owner": only the thread that has it in use
+ * touches it; handed to another thread through in_use).
+ */
+struct hot {
+	struct hot_slot slot[HOT_SLOTS];	/* owner */
+	unsigned int next;			/* owner: slot to replace */
+	unsigned int shard;			/* const: hit counter shard */
+	struct slice_cache slices;		/* owner: free slice objects */
+	struct hot *next_hot;			/* c->lock (c->hots) */
+	atomic_bool in_use;			/* atomic: a live thread has it */
 };
 
 #define N_STRIPES 64
@@ -150,6 +205,15 @@ struct cache {
 	 * the parent too.
 	 */
 	atomic_bool child;
+
+	uint64_t id;			/* const: unique, for the thread's hot */
+	struct region_index regions;	/* lock: ready regions */
+	struct slice_pool slices;	/* its own locks: per-request objects */
+	pthread_mutex_t pool_lock;	/* guards free_entries */
+	struct entry *free_entries;	/* pool_lock: retired, for reuse */
+	struct hot *hots;		/* lock: every thread's hot */
+	unsigned int n_hots;		/* lock */
+	pthread_key_t hot_key;		/* const: releases a hot at thread exit */
 
 	/* Atomic: the stale-warning rate limit (cache_inval.c). */
 	_Atomic uint64_t stale_window_start;
@@ -322,6 +386,85 @@ static inline bool over_limits(const struct cache *c)
 	       c->bytes_registered > c->limits.max_bytes;
 }
 
+/* ---- references (the state word) ---------------------------------------- */
+
+static inline unsigned long entry_refs(struct entry *e)
+{
+	return (unsigned long)(atomic_load(&e->state) & ST_REFS);
+}
+
+/*
+ * Take a reference on @e if a lookup may use it and, unless @gen is 0
+ * (any: the caller holds a lock that keeps @e), it is still incarnation
+ * @gen.  Returns the generation taken, or 0 (never a valid generation).
+ */
+static inline uint64_t entry_get(struct entry *e, uint64_t gen)
+{
+	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
+
+	do {
+		if (!(s & ST_USABLE) || (gen && ST_GEN(s) != gen) ||
+		    (s & ST_REFS) == ST_REFS)
+			return 0;
+	} while (!atomic_compare_exchange_weak_explicit(&e->state, &s, s + 1,
+							memory_order_acquire,
+							memory_order_relaxed));
+	return ST_GEN(s);
+}
+
+/*
+ * Drop a reference on a usable @e of generation @gen without a lock.
+ * 0: not done (take the slow path: not usable any more, another
+ * generation, no reference to drop); 1: done; 2: done, @e is idle now.
+ */
+static inline int entry_put_fast(struct entry *e, uint64_t gen)
+{
+	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
+
+	do {
+		if (!(s & ST_USABLE) || ST_GEN(s) != gen || !(s & ST_REFS))
+			return 0;
+	} while (!atomic_compare_exchange_weak_explicit(&e->state, &s, s - 1,
+							memory_order_release,
+							memory_order_relaxed));
+	return ((s - 1) & ST_REFS) ? 1 : 2;
+}
+
+/* Idle and usable: make it unusable, so that no hit can take it. */
+static inline bool entry_try_evict(struct entry *e)
+{
+	uint64_t s = atomic_load(&e->state);
+
+	do {
+		if (!(s & ST_USABLE) || (s & ST_REFS))
+			return false;
+	} while (!atomic_compare_exchange_weak(&e->state, &s, ST_GEN(s)));
+	return true;
+}
+
+/* No lookup may take @e any more; the references it has stay. */
+static inline void entry_unpublish(struct entry *e)
+{
+	atomic_fetch_and(&e->state, ~ST_USABLE);
+}
+
+/*
+ * An invalidation or a failed monitor: an idle @e is made unusable
+ * (true: evict it), a busy one only unusable (false: it is released at
+ * its last dereg), atomically against lock-free hits and derefs.
+ */
+static inline bool entry_drop_if_idle(struct entry *e)
+{
+	uint64_t s = atomic_load(&e->state);
+
+	for (;;) {
+		uint64_t n = (s & ST_REFS) ? (s & ~ST_USABLE) : ST_GEN(s);
+
+		if (atomic_compare_exchange_weak(&e->state, &s, n))
+			return !(s & ST_REFS);
+	}
+}
+
 /* ---- process ------------------------------------------------------------ */
 
 /*
@@ -340,6 +483,19 @@ void entry_clear_registered(struct cache *c, struct entry *e);
 void entry_retire(struct cache *c, struct entry *e, struct entry **victims);
 void entry_evict(struct cache *c, struct entry *e, struct entry **victims);
 
+/* The entry pool (no lock held): see "References". */
+struct entry *entry_alloc(struct cache *c);
+void entry_free(struct cache *c, struct entry *e);
+void entry_pool_free(struct cache *c);	/* cache_destroy() */
+
+/*
+ * Drop one reference on @e (generation @gen; 0: found under c->lock,
+ * any) with c->lock held, the slow half of every dereg; unlocks c->lock.
+ * @mr is what the application passed (for the log).  cache_dereg.c.
+ */
+int dereg_entry_locked(struct cache *c, struct entry *e, uint64_t gen,
+		       void *mr);
+
 /* Monitor calls for @e (take mon_lock; no other lock held). */
 int monitor_watch(struct cache *c, struct entry *e);
 void monitor_unwatch(struct cache *c, struct entry *e);
@@ -352,6 +508,66 @@ void release_victims(struct cache *c, struct entry *victims);
 
 void enforce_limits(struct cache *c, struct entry **victims);
 void evict_all_idle(struct cache *c, struct entry **victims);
+
+/* ---- each thread's hot and slices (cache_hot.c) --------------------------- */
+
+int hot_init(struct cache *c);		/* cache_create() */
+void hot_fini(struct cache *c);		/* cache_destroy() */
+/*
+ * Per thread: its hot for the cache whose id is tls_hot_id (cache_hot.c;
+ * global so that the hit path reads it inline).
+ */
+extern __thread struct hot *tls_hot __attribute__((tls_model("initial-exec")));
+extern __thread uint64_t tls_hot_id __attribute__((tls_model("initial-exec")));
+
+/* This thread's hot for @c if it has one (no allocation). */
+static inline struct hot *hot_peek(struct cache *c)
+{
+	return tls_hot_id == c->id ? tls_hot : NULL;
+}
+
+/* ... or a new one (slow paths; NULL when out of memory). */
+struct hot *hot_get(struct cache *c);
+/* Remember a hit on (or a registration of) @e, generation @gen. */
+void hot_remember(struct hot *h, struct entry *e, uint64_t gen);
+/* The lock-free hit on a remembered entry; NULL: take the next path. */
+void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key);
+void count_hit(struct cache *c, struct hot *h);
+/*
+ * What a hit on @e (a reference of generation @gen held, no lock) returns
+ * for @key: @mr when @key is @e's own key, else a slice object; NULL, the
+ * reference dropped, when there is no slice object to be had.
+ */
+void *hot_serve(struct cache *c, struct hot *h, struct entry *e,
+		uint64_t gen, void *mr, const struct cache_key *key);
+/* A slice object for @key (reference held), NULL if none. */
+void *make_slice(struct cache *c, struct hot *h, struct entry *e,
+		 uint64_t gen, void *region_mr, const struct cache_key *key);
+/* ibv_dereg_mr of a slice object (no lock held). */
+int slice_dereg(struct cache *c, struct slice_hdr *sh, void *mr);
+/* After a lock-free dereg left an entry idle: the limits may want it. */
+void after_idle_slow(struct cache *c, void *mr);
+
+static inline void after_idle(struct cache *c, void *mr)
+{
+	if (log_enabled(LOG_LEVEL_DEBUG) || over_limits(c))
+		after_idle_slow(c, mr);
+}
+
+/* ---- regions (cache_region.c; under c->lock) ------------------------------ */
+
+/* Containment and widening apply to @key (see enum cache_subrange). */
+bool widen_ok(const struct cache *c, const struct cache_key *key);
+/* The region a miss of @key registers: its pages, merged with neighbours. */
+struct cache_key widened_key(struct cache *c, const struct cache_key *key);
+/* A containment hit; *@found: a region contains @key (NULL: no slice). */
+void *region_hit_locked(struct cache *c, struct hot *h,
+			const struct cache_key *key, bool *found);
+/* The new region @e becomes findable; the ones inside it are dropped. */
+void region_publish(struct cache *c, struct entry *e, struct entry **victims,
+		    void **garbage);
+/* @e leaves the index (entry_uncache()). */
+void region_unindex(struct cache *c, struct entry *e);
 
 /* ---- invalidation (cache_inval.c) ---------------------------------------- */
 

@@ -152,7 +152,7 @@ static void invalidate_entry(struct drain_ctx *d, struct entry *e,
 		e->inval_pending = true;
 		log_debug("invalidate pending addr=%#" PRIxPTR " len=%zu",
 			  e->key.addr, e->key.length);
-	} else if (atomic_load(&e->refs) == 0) {
+	} else if (entry_drop_if_idle(e)) {
 		log_debug("invalidate idle mr=%p addr=%#" PRIxPTR " len=%zu",
 			  e->mr, e->key.addr, e->key.length);
 		entry_evict(c, e, &d->victims);
@@ -228,7 +228,7 @@ static void cache_break(struct cache *c, int err, struct entry **victims)
 		el = entry_lock(c, e);
 		if (e->pending) {
 			e->inval_pending = true;
-		} else if (atomic_load(&e->refs) == 0) {
+		} else if (entry_drop_if_idle(e)) {
 			entry_evict(c, e, victims);
 		} else {
 			entry_uncache(c, e);

@@ -178,6 +178,27 @@ static void parse_monitor(struct shim_config *cfg, config_getenv_fn get)
 	config_error(cfg, name, v, "auto, ummunot, uffd or none");
 }
 
+static void parse_subrange(struct shim_config *cfg, config_getenv_fn get)
+{
+	static const char *const names[] = {
+		[CONFIG_SUBRANGE_OFF] = "off",
+		[CONFIG_SUBRANGE_LOCAL] = "local",
+		[CONFIG_SUBRANGE_ALL] = "all",
+	};
+	const char *name = "UMMUSHIM_SUBRANGE";
+	const char *v = value_of(get, name);
+
+	if (!v)
+		return;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcmp(v, names[i]) == 0) {
+			cfg->subrange = (enum config_subrange)i;
+			return;
+		}
+	}
+	config_error(cfg, name, v, "local, all or off");
+}
+
 void config_parse(struct shim_config *cfg, config_getenv_fn get)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -186,6 +207,7 @@ void config_parse(struct shim_config *cfg, config_getenv_fn get)
 	cfg->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
 	cfg->log_level = LOG_LEVEL_WARN;
 	strcpy(cfg->monitor, "auto");
+	cfg->subrange = CONFIG_SUBRANGE_LOCAL;
 	cfg->valid = true;
 
 	parse_bool(cfg, get, "UMMUSHIM_ENABLE", &cfg->enable);
@@ -195,4 +217,5 @@ void config_parse(struct shim_config *cfg, config_getenv_fn get)
 	parse_log_file(cfg, get);
 	parse_bool(cfg, get, "UMMUSHIM_STATS", &cfg->stats);
 	parse_monitor(cfg, get);
+	parse_subrange(cfg, get);
 }

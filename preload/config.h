@@ -22,6 +22,13 @@
 #define CONFIG_DEFAULT_MAX_ENTRIES 4096
 #define CONFIG_DEFAULT_MAX_BYTES (1ULL << 30)
 
+/* UMMUSHIM_SUBRANGE: which registrations containment hits may serve. */
+enum config_subrange {
+	CONFIG_SUBRANGE_OFF,	/* none: exact matches only */
+	CONFIG_SUBRANGE_LOCAL,	/* local-only access (the default) */
+	CONFIG_SUBRANGE_ALL,	/* also remote access: exposes whole regions */
+};
+
 struct shim_config {
 	bool enable;			/* UMMUSHIM_ENABLE */
 	uint64_t max_entries;		/* UMMUSHIM_MAX_ENTRIES */
@@ -31,6 +38,7 @@ struct shim_config {
 	char log_file[CONFIG_PATH_LEN];	/* UMMUSHIM_LOG_FILE, "" = stderr */
 	bool stats;			/* UMMUSHIM_STATS */
 	char monitor[16];		/* UMMUSHIM_MONITOR: auto|ummunot|uffd|none */
+	enum config_subrange subrange;	/* UMMUSHIM_SUBRANGE */
 
 	bool valid;			/* false: some value was invalid */
 	int n_errors;

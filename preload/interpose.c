@@ -118,6 +118,36 @@ static int ops_dereg(void *arg, void *mr)
 }
 
 /*
+ * A containment hit's MR: the region's (context, pd, handle, lkey, rkey)
+ * with the address and length the application asked for.
+ */
+static void ops_slice_init(void *slice, const void *region_mr,
+			   const struct cache_key *k)
+{
+	struct ibv_mr *mr = slice;
+
+	*mr = *(const struct ibv_mr *)region_mr;
+	mr->addr = (void *)k->addr;
+	mr->length = k->length;
+}
+
+/* Access that lets a peer in (a memory window bound to the MR, too). */
+#define REMOTE_ACCESS (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | \
+		       IBV_ACCESS_REMOTE_ATOMIC | IBV_ACCESS_MW_BIND)
+
+static enum cache_subrange cache_subrange_of(enum config_subrange s)
+{
+	switch (s) {
+	case CONFIG_SUBRANGE_ALL:
+		return CACHE_SUBRANGE_ALL;
+	case CONFIG_SUBRANGE_LOCAL:
+		return CACHE_SUBRANGE_LOCAL;
+	default:
+		return CACHE_SUBRANGE_OFF;
+	}
+}
+
+/*
  * Invalidation sources, tried in this order by UMMUSHIM_MONITOR=auto.
  * A new backend is one more line here.
  */
@@ -202,6 +232,8 @@ static void shim_init(void)
 	static const struct cache_ops ops = {
 		.reg = ops_reg,
 		.dereg = ops_dereg,
+		.slice_size = sizeof(struct ibv_mr),
+		.slice_init = ops_slice_init,
 	};
 	struct cache_limits limits;
 	struct cache *c;
@@ -228,6 +260,8 @@ static void shim_init(void)
 		return;
 	}
 	limits.max_entries = g_cfg.max_entries;
+	limits.subrange = cache_subrange_of(g_cfg.subrange);
+	limits.remote_access = REMOTE_ACCESS;
 	limits.max_bytes = g_cfg.max_bytes_set ?
 			   g_cfg.max_bytes : default_max_bytes(g_cfg.max_bytes);
 	c = cache_create(&ops, g_monitor, &limits, &g_stats);
@@ -243,8 +277,10 @@ static void shim_init(void)
 	atomic_store(&g_cache, c);
 	pthread_mutex_unlock(&g_publish_lock);
 	log_info("caching registrations: monitor=%s max_entries=%" PRIu64
-		 " max_bytes=%" PRIu64, g_monitor_name, limits.max_entries,
-		 limits.max_bytes);
+		 " max_bytes=%" PRIu64 " subrange=%s", g_monitor_name,
+		 limits.max_entries, limits.max_bytes,
+		 limits.subrange == CACHE_SUBRANGE_ALL ? "all" :
+		 limits.subrange == CACHE_SUBRANGE_LOCAL ? "local" : "off");
 	if (g_monitor->ops->wait_fd) {
 		int rc = releaser_start(c, g_monitor->ops->wait_fd(g_monitor));
 
@@ -549,7 +585,7 @@ SHIM_INTERPOSER(ibv_rereg_mr, int, struct ibv_mr *mr, int flags,
 		return f(mr, flags, pd, addr, length, access);
 	shim_enter(&se, true);
 	if (cache_detach(c, mr) == -EBUSY) {
-		log_warn("ibv_rereg_mr(%p): refused (EBUSY), the cached MR is shared by several registrations of the same memory",
+		log_warn("ibv_rereg_mr(%p): refused (EBUSY), the cached MR is shared by several registrations of the same memory or is a slice of a larger cached region",
 			 (void *)mr);
 		shim_leave(&se);
 		errno = EBUSY;

@@ -51,12 +51,20 @@
 
 static struct ibv_pd *g_pd;
 
+/*
+ * A buffer with an inaccessible page on either side, so that two buffers
+ * never touch (the cache would merge touching regions of one PD).
+ */
 static char *new_buf(void)
 {
-	char *b = mmap(NULL, LEN, PROT_READ | PROT_WRITE,
+	long page = sysconf(_SC_PAGESIZE);
+	char *b = mmap(NULL, LEN + 2 * (size_t)page, PROT_NONE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (b == MAP_FAILED)
+		return NULL;
+	b += page;
+	if (mprotect(b, LEN, PROT_READ | PROT_WRITE))
 		return NULL;
 	memset(b, 1, LEN);
 	return b;

@@ -171,6 +171,9 @@ static void *fv_reg(void *arg, const struct cache_key *key, int how)
 
 	atomic_fetch_add(&v->n_reg, 1);
 	atomic_store(&v->last_how, how);
+	pthread_mutex_lock(&v->lock);
+	v->last_key = *key;
+	pthread_mutex_unlock(&v->lock);
 	if (v->reg_delay_us)
 		usleep(v->reg_delay_us);
 	if (v->on_reg)
@@ -239,9 +242,24 @@ void fake_verbs_free_all(struct fake_verbs *v)
 	pthread_mutex_unlock(&v->lock);
 }
 
+/* A slice: the region's serial (its "keys"), the request's range. */
+static void fv_slice_init(void *slice, const void *region_mr,
+			  const struct cache_key *key)
+{
+	struct fake_mr *s = slice;
+	const struct fake_mr *r = region_mr;
+
+	memset(s, 0, sizeof(*s));
+	s->magic = FAKE_SLICE_MAGIC;
+	s->key = *key;
+	s->serial = r->serial;
+}
+
 void fake_verbs_ops(struct fake_verbs *v, struct cache_ops *ops)
 {
 	ops->reg = fv_reg;
 	ops->dereg = fv_dereg;
+	ops->slice_size = sizeof(struct fake_mr);
+	ops->slice_init = fv_slice_init;
 	ops->arg = v;
 }

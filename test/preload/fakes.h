@@ -63,6 +63,7 @@ struct fake_mr {
 };
 
 #define FAKE_MR_MAGIC 0x4d524d52u
+#define FAKE_SLICE_MAGIC 0x534c4943u	/* a containment hit's object */
 
 struct fake_verbs {
 	atomic_int n_reg, n_dereg, live;
@@ -72,6 +73,7 @@ struct fake_verbs {
 	int max_live;		/* >0: reg fails with ENOMEM beyond this */
 	unsigned reg_delay_us;	/* slow registration, for races */
 	atomic_int last_how;
+	struct cache_key last_key;	/* under lock: the last reg's key */
 	/* Called inside reg() before it returns (e.g. to invalidate). */
 	void (*on_reg)(struct fake_verbs *v, const struct cache_key *key);
 	void *hook_arg;

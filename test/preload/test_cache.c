@@ -38,7 +38,8 @@ static struct cache *cache;
 static void make_cache(uint64_t max_entries, uint64_t max_bytes)
 {
 	struct cache_ops ops;
-	struct cache_limits lim = { max_entries, max_bytes };
+	struct cache_limits lim = { .max_entries = max_entries,
+				    .max_bytes = max_bytes };
 
 	fake_verbs_ops(fv, &ops);
 	cache = cache_create(&ops, &fmon->base, &lim, st);

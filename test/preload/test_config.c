@@ -81,6 +81,7 @@ START_TEST(defaults)
 	ck_assert_str_eq(cfg.log_file, "");
 	ck_assert(!cfg.stats);
 	ck_assert_str_eq(cfg.monitor, "auto");
+	ck_assert_int_eq(cfg.subrange, CONFIG_SUBRANGE_LOCAL);
 }
 END_TEST
 
@@ -90,7 +91,7 @@ START_TEST(empty_values_count_as_unset)
 		"UMMUSHIM_ENABLE", "", "UMMUSHIM_MAX_ENTRIES", "",
 		"UMMUSHIM_MAX_BYTES", "", "UMMUSHIM_LOG_LEVEL", "",
 		"UMMUSHIM_LOG_FILE", "", "UMMUSHIM_STATS", "",
-		"UMMUSHIM_MONITOR", "", NULL
+		"UMMUSHIM_MONITOR", "", "UMMUSHIM_SUBRANGE", "", NULL
 	};
 	struct shim_config cfg;
 
@@ -98,6 +99,7 @@ START_TEST(empty_values_count_as_unset)
 	ck_assert(cfg.valid);
 	ck_assert(cfg.enable);
 	ck_assert_str_eq(cfg.monitor, "auto");
+	ck_assert_int_eq(cfg.subrange, CONFIG_SUBRANGE_LOCAL);
 }
 END_TEST
 
@@ -227,18 +229,33 @@ START_TEST(monitor_values)
 }
 END_TEST
 
+START_TEST(subrange_values)
+{
+	static const char *const bad[] = { "LOCAL", "remote", "1", NULL };
+
+	ck_assert_int_eq(parse1("UMMUSHIM_SUBRANGE", "off").subrange,
+			 CONFIG_SUBRANGE_OFF);
+	ck_assert_int_eq(parse1("UMMUSHIM_SUBRANGE", "local").subrange,
+			 CONFIG_SUBRANGE_LOCAL);
+	ck_assert_int_eq(parse1("UMMUSHIM_SUBRANGE", "all").subrange,
+			 CONFIG_SUBRANGE_ALL);
+	assert_all_invalid("UMMUSHIM_SUBRANGE", "local, all or off", bad);
+}
+END_TEST
+
 START_TEST(every_bad_value_is_reported)
 {
 	const char *env[] = {
 		"UMMUSHIM_ENABLE", "x", "UMMUSHIM_MAX_ENTRIES", "x",
 		"UMMUSHIM_MAX_BYTES", "x", "UMMUSHIM_LOG_LEVEL", "x",
-		"UMMUSHIM_STATS", "x", "UMMUSHIM_MONITOR", "x", NULL
+		"UMMUSHIM_STATS", "x", "UMMUSHIM_MONITOR", "x",
+		"UMMUSHIM_SUBRANGE", "x", NULL
 	};
 	struct shim_config cfg;
 
 	parse(&cfg, env);
 	ck_assert(!cfg.valid);
-	ck_assert_int_eq(cfg.n_errors, 6);
+	ck_assert_int_eq(cfg.n_errors, 7);
 	/* Valid neighbours are still taken (e.g. the log destination). */
 	{
 		const char *env2[] = { "UMMUSHIM_STATS", "bad",
@@ -372,6 +389,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, log_level_values);
 	tcase_add_test(tc, log_file_values);
 	tcase_add_test(tc, monitor_values);
+	tcase_add_test(tc, subrange_values);
 	tcase_add_test(tc, every_bad_value_is_reported);
 	tcase_add_test(tc, long_values_are_truncated_in_the_message);
 	tcase_add_test(tc, parse_bytes_helper);

@@ -80,8 +80,10 @@ static struct shim_stats stats;
 
 static void make_cache(uint64_t max_entries)
 {
-	static const struct cache_ops ops = { fake_reg, fake_dereg, NULL };
-	struct cache_limits lim = { max_entries, 1ULL << 40 };
+	static const struct cache_ops ops = { .reg = fake_reg,
+					      .dereg = fake_dereg };
+	struct cache_limits lim = { .max_entries = max_entries,
+				    .max_bytes = 1ULL << 40 };
 
 	mon = monitor_uffd_open();
 	ck_assert_msg(mon, "monitor_uffd_open: %s", strerror(errno));

@@ -12,6 +12,13 @@
  * of the write (a stale MR would send the old pages) and target (a stale
  * MR would write into the old pages, invisible to the program).
  *
+ * --slices: the transfers use a slice of the buffer (from 8 bytes into
+ * its second page to 8 bytes before its last page) while the whole buffer
+ * was registered just before: under the shim with containment on
+ * (UMMUSHIM_SUBRANGE=all: these MRs allow remote writes), every slice
+ * registration before the replacement is served by the whole buffer's
+ * region, and the one after it must not be.
+ *
  * --expect fresh (default): every transfer must carry the new data.
  * --expect stale: the control run with a cache that ignores invalidations;
  * every method must then show stale data at least once, proving that the
@@ -44,6 +51,27 @@ struct method {
 };
 
 static size_t page_size;
+static bool slices;	/* --slices */
+
+/* The part of @r the transfers use: all of it, or the --slices slice. */
+static struct region used_part(const struct region *r)
+{
+	struct region u = *r;
+
+	if (slices) {
+		u.base = r->base + page_size + 8;
+		u.size = r->size - 2 * page_size - 16;
+	}
+	return u;
+}
+
+/*
+ * The registration before the replacement: with --slices the whole
+ * buffer is registered (and released: cached, idle) first, so that the
+ * slice's registration can be a containment hit.
+ */
+static struct ibv_mr *reg_before(struct rdma_dev *d, const struct region *r,
+				 int it);
 
 /* Every byte value this program ever wrote into a buffer. */
 static bool written[256];
@@ -121,7 +149,8 @@ static int replace_brk(struct region *r, uint8_t fill_value)
 {
 	(void)fill_value;
 	if (sbrk(0) != r->base + r->size) {
-		fprintf(stderr, "brk moved: the region is no longer at the top of the heap\n");
+		fprintf(stderr, "brk moved: the region is no longer at the top of the heap (break %p, region end %p)\n",
+			sbrk(0), (void *)(r->base + r->size));
 		return -1;
 	}
 	if (sbrk(-(intptr_t)r->size) == (void *)-1)
@@ -154,6 +183,20 @@ static struct ibv_mr *reg(struct rdma_dev *d, void *buf, size_t len, int it)
 		return ibv_reg_mr(d->pd, buf, len, access_var);
 	return ibv_reg_mr(d->pd, buf, len,
 			  IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+}
+
+static struct ibv_mr *reg_before(struct rdma_dev *d, const struct region *r,
+				 int it)
+{
+	struct region u = used_part(r);
+
+	if (slices) {
+		struct ibv_mr *whole = reg(d, r->base, r->size, it);
+
+		if (!whole || ibv_dereg_mr(whole))
+			return NULL;
+	}
+	return reg(d, u.base, u.size, it);
 }
 
 /*
@@ -196,18 +239,19 @@ static int round_as_source(struct ctx *c, const struct method *m,
 			   struct region *r, int it, enum outcome *out)
 {
 	uint8_t oldv = (uint8_t)(0x10 + 2 * it), newv = (uint8_t)(oldv + 1);
+	struct region u = used_part(r);
 	enum outcome baseline;
 	struct ibv_mr *mr;
 
 	fill(r->base, oldv, r->size);
-	mr = reg(&c->dev, r->base, r->size, it);
+	mr = reg_before(&c->dev, r, it);
 	if (!mr)
 		return rdma_fail("ibv_reg_mr");
 	fill(c->peer, 0, c->size);
-	if (rdma_write(&c->loop, mr, r->base, c->peer_mr, c->peer, r->size))
+	if (rdma_write(&c->loop, mr, u.base, c->peer_mr, c->peer, u.size))
 		return -1;
 	/* Stale here too if an earlier replacement went unnoticed. */
-	baseline = classify(c->peer, r->size, oldv, "baseline");
+	baseline = classify(c->peer, u.size, oldv, "baseline");
 	if (ibv_dereg_mr(mr))
 		return rdma_fail("ibv_dereg_mr");
 
@@ -215,13 +259,13 @@ static int round_as_source(struct ctx *c, const struct method *m,
 		return -1;
 	fill(r->base, newv, r->size);
 
-	mr = reg(&c->dev, r->base, r->size, it);
+	mr = reg(&c->dev, u.base, u.size, it);
 	if (!mr)
 		return rdma_fail("ibv_reg_mr after replacement");
 	fill(c->peer, 0, c->size);
-	if (rdma_write(&c->loop, mr, r->base, c->peer_mr, c->peer, r->size))
+	if (rdma_write(&c->loop, mr, u.base, c->peer_mr, c->peer, u.size))
 		return -1;
-	*out = classify(c->peer, r->size, newv, m->name);
+	*out = classify(c->peer, u.size, newv, m->name);
 	if (baseline > *out)
 		*out = baseline;
 	if (ibv_dereg_mr(mr))
@@ -235,17 +279,18 @@ static int round_as_target(struct ctx *c, const struct method *m,
 {
 	uint8_t first = (uint8_t)(0x80 + 3 * it);
 	uint8_t filler = (uint8_t)(first + 1), second = (uint8_t)(first + 2);
+	struct region u = used_part(r);
 	enum outcome baseline;
 	struct ibv_mr *mr;
 
 	fill(r->base, 0, r->size);
-	mr = reg(&c->dev, r->base, r->size, it);
+	mr = reg_before(&c->dev, r, it);
 	if (!mr)
 		return rdma_fail("ibv_reg_mr");
 	fill(c->peer, first, c->size);
-	if (rdma_write(&c->loop, c->peer_mr, c->peer, mr, r->base, r->size))
+	if (rdma_write(&c->loop, c->peer_mr, c->peer, mr, u.base, u.size))
 		return -1;
-	baseline = classify(r->base, r->size, first, "baseline");
+	baseline = classify(u.base, u.size, first, "baseline");
 	if (ibv_dereg_mr(mr))
 		return rdma_fail("ibv_dereg_mr");
 
@@ -253,13 +298,13 @@ static int round_as_target(struct ctx *c, const struct method *m,
 		return -1;
 	fill(r->base, filler, r->size);
 
-	mr = reg(&c->dev, r->base, r->size, it);
+	mr = reg(&c->dev, u.base, u.size, it);
 	if (!mr)
 		return rdma_fail("ibv_reg_mr after replacement");
 	fill(c->peer, second, c->size);
-	if (rdma_write(&c->loop, c->peer_mr, c->peer, mr, r->base, r->size))
+	if (rdma_write(&c->loop, c->peer_mr, c->peer, mr, u.base, u.size))
 		return -1;
-	*out = classify(r->base, r->size, second, m->name);
+	*out = classify(u.base, u.size, second, m->name);
 	if (baseline > *out)
 		*out = baseline;
 	if (ibv_dereg_mr(mr))
@@ -288,9 +333,26 @@ static int region_init(struct region *r, const struct method *m, size_t size)
 	return 0;
 }
 
+/*
+ * The brk region must stay at the top of the heap: give malloc a large top
+ * pad and room at the top, and never let it trim, so that it never moves
+ * the break again.  Made last, when the verbs library and any preloaded
+ * one have done their own first allocations.
+ */
+static int brk_region_init(struct region *r, const struct method *m,
+			   size_t size)
+{
+	mallopt(M_TOP_PAD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
+	mallopt(M_MMAP_MAX, 0);
+	free(malloc(32 << 20));
+	mallopt(M_MMAP_MAX, 65536);	/* glibc's default */
+	return region_init(r, m, size);
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: rdma-integrity [--expect fresh|stale] [--iterations N] [--size BYTES]\n");
+	fprintf(stderr, "usage: rdma-integrity [--expect fresh|stale] [--iterations N] [--size BYTES] [--slices]\n");
 	exit(2);
 }
 
@@ -312,6 +374,8 @@ int main(int argc, char **argv)
 				usage();
 		} else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc) {
 			iterations = atoi(argv[++i]);
+		} else if (strcmp(argv[i], "--slices") == 0) {
+			slices = true;
 		} else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc) {
 			c.size = (size_t)strtoul(argv[++i], NULL, 0);
 		} else {
@@ -322,17 +386,6 @@ int main(int argc, char **argv)
 	if (iterations < 1 || c.size < 4 * page_size || c.size % page_size)
 		usage();
 	setvbuf(stdout, NULL, _IOLBF, 0);
-
-	/*
-	 * The brk region must stay at the top of the heap: give malloc a
-	 * large top pad before it first grows the heap, and never let it
-	 * trim, so that it never moves the break again.
-	 */
-	mallopt(M_TOP_PAD, 64 << 20);
-	mallopt(M_TRIM_THRESHOLD, 1 << 30);
-	free(malloc(1));
-	if (region_init(&brk_region, &methods[N_METHODS - 1], c.size))
-		return 1;
 
 	if (rdma_dev_open(&c.dev, NULL) || rdma_loop_create(&c.loop, &c.dev))
 		return 1;
@@ -349,6 +402,9 @@ int main(int argc, char **argv)
 			int count[3] = { 0, 0, 0 }, err = 0;
 			struct region r;
 
+			if (m->brk && !brk_region.base &&
+			    brk_region_init(&brk_region, m, c.size))
+				return 1;
 			if (m->brk)
 				r = brk_region;
 			else if (region_init(&r, m, c.size))
@@ -384,8 +440,8 @@ int main(int argc, char **argv)
 	rdma_loop_destroy(&c.loop);
 	rdma_dev_close(&c.dev);
 	free(c.peer);
-	printf("integrity: expect=%s total fresh=%d stale=%d corrupt=%d errors=%d failing_cases=%d\n",
-	       expect_stale ? "stale" : "fresh", total[FRESH], total[STALE],
+	printf("integrity: slices=%d expect=%s total fresh=%d stale=%d corrupt=%d errors=%d failing_cases=%d\n",
+	       slices, expect_stale ? "stale" : "fresh", total[FRESH], total[STALE],
 	       total[CORRUPT], errors, bad_methods);
 	printf("integrity: %s\n", bad_methods || errors ? "FAIL" : "PASS");
 	return bad_methods || errors ? 1 : 0;

@@ -4,7 +4,7 @@
 #   uffd:    the module NOT loaded (run-vm.sh --rdma); userfaultfd, also
 #            picked by UMMUSHIM_MONITOR=auto.
 # Usage: run-in-guest.sh MONITOR SHIM.so CONTROL_SHIM.so INTEGRITY REG_CYCLES \
-#                        LIFECYCLE BYPASS UNMAP_RACE
+#                        LIFECYCLE BYPASS UNMAP_RACE SLICE_KEYS
 #
 # Every program run here is an ordinary verbs program (not linked against
 # the shim); the shim is preloaded with UMMUSHIM_MONITOR=MONITOR and its
@@ -20,6 +20,7 @@ REG_CYCLES=$5
 LIFECYCLE=$6
 BYPASS=$7
 UNMAP_RACE=$8
+SLICE_KEYS=$9
 
 DEV=rxe0
 SERVER_IP=192.0.2.1
@@ -128,6 +129,56 @@ else
 	not_ok "control run sees stale data with every method (the test can fail)"
 fi
 echo "# $(stats_line "$(log_of control)")"
+
+# ---- containment hits (slices of a cached region) -----------------------------
+
+# Every method with the transfers on a slice of the buffer registered just
+# before: with UMMUSHIM_SUBRANGE=all (the MRs allow remote writes) each
+# slice before the replacement is a containment hit, the one after must
+# not be; with the default (local) they are exact registrations.
+for mode in all local; do
+	name=integrity-slices-$mode
+	if shim_run "$name" UMMUSHIM_SUBRANGE=$mode -- "$INTEGRITY" --slices --expect fresh --iterations 10; then
+		ok "integrity --slices (UMMUSHIM_SUBRANGE=$mode): new data every time"
+	else
+		not_ok "integrity --slices (UMMUSHIM_SUBRANGE=$mode): new data every time"
+	fi
+	echo "# $(stats_line "$(log_of "$name")")"
+done
+hits=$(stat_of "$(log_of integrity-slices-all)" hits)
+check "integrity --slices, all: containment hits served ($hits)" test "${hits:-0}" -ge 140
+if env UMMUSHIM_STATS=1 UMMUSHIM_SUBRANGE=all UMMUSHIM_LOG_FILE="$TMP/control-slices.%p.log" \
+	LD_PRELOAD="$CONTROL" "$INTEGRITY" --slices --expect stale --iterations 5; then
+	ok "control run with slices sees stale data with every method (the test can fail)"
+else
+	not_ok "control run with slices sees stale data with every method (the test can fail)"
+fi
+
+# A slice's rkey reaches its region (UMMUSHIM_SUBRANGE=all), never past it.
+check "slice-keys reach: exact without the shim" "$SLICE_KEYS" reach exact
+for mode in local off; do
+	if shim_run "keys-$mode" UMMUSHIM_SUBRANGE=$mode -- "$SLICE_KEYS" reach exact; then
+		ok "slice-keys ($mode): a remote-access slice reaches only itself"
+	else
+		not_ok "slice-keys ($mode): a remote-access slice reaches only itself"
+	fi
+done
+if shim_run keys-all UMMUSHIM_SUBRANGE=all -- "$SLICE_KEYS" reach region; then
+	ok "slice-keys (all): the region, never the page past it"
+else
+	not_ok "slice-keys (all): the region, never the page past it"
+fi
+expect_stat "$(log_of keys-all)" hits 1 "slice-keys (all): the slice was a containment hit"
+# One page of one slice replaced: the region is gone for every slice.
+if shim_run keys-regions -- "$SLICE_KEYS" regions; then
+	ok "slice-keys regions: the replaced page's slice sends the new data"
+else
+	not_ok "slice-keys regions: the replaced page's slice sends the new data"
+fi
+log=$(log_of keys-regions)
+echo "# $(stats_line "$log")"
+expect_stat "$log" hits 2 "regions: both slices hit before the replacement"
+expect_stat "$log" misses 4 "regions: after it, the untouched page's slice misses too"
 
 # ---- lifecycle -------------------------------------------------------------------
 

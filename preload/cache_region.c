@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * Regions: which registrations may be served by a larger cached region,
+ * what a miss registers (the request's pages, merged with the cached
+ * regions it overlaps or touches), containment lookups, and keeping the
+ * index of ready regions.  All under c->lock; the rules are in
+ * cache_internal.h.
+ */
+#define _GNU_SOURCE
+#include "cache_internal.h"
+
+bool widen_ok(const struct cache *c, const struct cache_key *key)
+{
+	if (!c->ops.slice_init)
+		return false;
+	switch (c->limits.subrange) {
+	case CACHE_SUBRANGE_ALL:
+		return true;
+	case CACHE_SUBRANGE_LOCAL:
+		return !(key->access & c->limits.remote_access);
+	default:
+		return false;
+	}
+}
+
+static struct region_group group_of(const struct cache_key *k)
+{
+	return (struct region_group){ k->pd, k->access, k->iova - k->addr };
+}
+
+struct span {
+	uintptr_t start, end;
+};
+
+static void span_extend(void *owner, void *arg)
+{
+	struct entry *e = owner;
+	struct span *sp = arg;
+
+	if (e->key.addr < sp->start)
+		sp->start = e->key.addr;
+	if (e->key.addr + e->key.length > sp->end)
+		sp->end = e->key.addr + e->key.length;
+}
+
+/*
+ * The merged region stays within half of the byte limit, so that one
+ * region can never crowd everything else out of the cache.
+ */
+struct cache_key widened_key(struct cache *c, const struct cache_key *key)
+{
+	struct cache_key rk = *key;
+	struct span page = {
+		key->addr & ~c->page_mask,
+		(key->addr + key->length + c->page_mask) & ~c->page_mask,
+	};
+	struct span merged = page;
+	struct region_group g = group_of(key);
+
+	if (page.end <= page.start)	/* wraps: leave it alone */
+		return rk;
+	region_index_neighbours(&c->regions, &g, page.start, page.end,
+				span_extend, &merged);
+	if (merged.end - merged.start > c->limits.max_bytes / 2)
+		merged = page;
+	rk.addr = merged.start;
+	rk.length = merged.end - merged.start;
+	rk.iova = key->iova - (key->addr - merged.start);
+	return rk;
+}
+
+void *region_hit_locked(struct cache *c, struct hot *h,
+			const struct cache_key *key, bool *found)
+{
+	struct region_group g = group_of(key);
+	struct entry *e;
+	uint64_t gen;
+	void *mr;
+
+	*found = false;
+	if (key->addr + key->length < key->addr)
+		return NULL;
+	e = region_index_find(&c->regions, &g, key->addr,
+			      key->addr + key->length);
+	if (!e || !(gen = entry_get(e, 0)))
+		return NULL;
+	*found = true;
+	atomic_store_explicit(&e->referenced, true, memory_order_relaxed);
+	if (key_equal(&e->key, key)) {
+		mr = e->mr;
+	} else {
+		mr = make_slice(c, h, e, gen, e->mr, key);
+		if (!mr) {
+			/* Usable, and ours: not the last reference. */
+			atomic_fetch_sub(&e->state, 1);
+			return NULL;
+		}
+	}
+	hot_remember(h, e, gen);
+	count_hit(c, h);
+	return mr;
+}
+
+static void collect(void *owner, void *arg)
+{
+	struct entry **list = arg;
+	struct entry *e = owner;
+
+	e->next_victim = *list;
+	*list = e;
+}
+
+/*
+ * The cached regions @e contains (merged into it) are dropped: idle ones
+ * released, busy ones released at their last dereg.  A region that
+ * overlaps @e without being inside it (another thread's registration
+ * raced with this one) keeps its place, and @e serves exact hits only.
+ */
+void region_publish(struct cache *c, struct entry *e, struct entry **victims,
+		    void **garbage)
+{
+	struct region_group g = group_of(&e->key);
+	uintptr_t start = e->key.addr, end = e->key.addr + e->key.length;
+	struct entry *near = NULL, *n;
+
+	region_index_neighbours(&c->regions, &g, start, end, collect, &near);
+	for (struct entry *o = near; o; o = n) {
+		n = o->next_victim;
+		o->next_victim = NULL;
+		if (o->key.addr >= start &&
+		    o->key.addr + o->key.length <= end) {
+			struct elock l = entry_lock(c, o);
+
+			if (entry_try_evict(o))
+				entry_evict(c, o, victims);
+			else
+				entry_uncache(c, o);
+			entry_unlock(c, l);
+		}
+	}
+	if (region_index_add(&c->regions, &g, start, end, e, garbage) == 0)
+		e->indexed = true;
+	else
+		e->region = false;
+}
+
+void region_unindex(struct cache *c, struct entry *e)
+{
+	struct region_group g;
+
+	if (!e->indexed)
+		return;
+	g = group_of(&e->key);
+	region_index_remove(&c->regions, &g, e->key.addr, e);
+	e->indexed = false;
+}

@@ -1,0 +1,474 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * Unit tests of containment hits (cache_region.c, cache_hot.c): regions,
+ * merging, slice objects, UMMUSHIM_SUBRANGE's policies, invalidation of
+ * a region through one slice's page, and the lock-free remembered hits,
+ * against the test doubles of the monitor and of the real functions.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "fakes.h"
+#include "stats.h"
+
+#define PD1 ((void *)0x1000)
+#define CTX1 ((void *)0xc1)
+#define PAGE 4096UL
+#define BASE 0x100000UL		/* page-aligned */
+#define P(n) (BASE + (n) * PAGE)
+#define LOCAL 0x1u		/* access bits of the tests: local ... */
+#define REMOTE 0x6u		/* ... and remote (limits.remote_access) */
+
+static struct fake_monitor *fmon;
+static struct fake_verbs *fv;
+static struct shim_stats *st;
+static struct cache *cache;
+
+static void make_cache(enum cache_subrange mode, uint64_t max_bytes)
+{
+	struct cache_ops ops;
+	struct cache_limits lim = {
+		.max_entries = 1000,
+		.max_bytes = max_bytes,
+		.subrange = mode,
+		.remote_access = REMOTE,
+	};
+
+	if (cache)
+		cache_destroy(cache);
+	fake_verbs_ops(fv, &ops);
+	cache = cache_create(&ops, &fmon->base, &lim, st);
+	ck_assert_ptr_nonnull(cache);
+}
+
+static void setup(void)
+{
+	fmon = malloc(sizeof(*fmon));
+	fv = malloc(sizeof(*fv));
+	st = calloc(1, sizeof(*st));
+	fake_monitor_init(fmon);
+	fake_verbs_init(fv);
+	cache = NULL;
+	make_cache(CACHE_SUBRANGE_LOCAL, 1ULL << 40);
+}
+
+static void teardown(void)
+{
+	cache_destroy(cache);
+	fake_verbs_free_all(fv);
+	free(st);
+	free(fv);
+	free(fmon);
+}
+
+static struct fake_mr *reg_a(uintptr_t addr, size_t len, unsigned int access)
+{
+	struct cache_key k = { PD1, addr, len, addr, access };
+
+	return cache_reg(cache, &k, CTX1, 0);
+}
+
+static struct fake_mr *reg(uintptr_t addr, size_t len)
+{
+	return reg_a(addr, len, LOCAL);
+}
+
+static int n_reg(void)
+{
+	return atomic_load(&fv->n_reg);
+}
+
+static int n_dereg(void)
+{
+	return atomic_load(&fv->n_dereg);
+}
+
+static struct cache_key last_key(void)
+{
+	struct cache_key k;
+
+	pthread_mutex_lock(&fv->lock);
+	k = fv->last_key;
+	pthread_mutex_unlock(&fv->lock);
+	return k;
+}
+
+/* @m is a slice object for exactly [addr, addr + len) of region @r. */
+static void assert_slice(const struct fake_mr *m, uintptr_t addr, size_t len,
+			 const struct fake_mr *r)
+{
+	ck_assert_ptr_nonnull(m);
+	ck_assert_ptr_ne(m, r);
+	ck_assert_uint_eq(m->magic, FAKE_SLICE_MAGIC);
+	ck_assert_uint_eq(m->key.addr, addr);
+	ck_assert_uint_eq(m->key.length, len);
+	ck_assert_int_eq(m->serial, r->serial);	/* the region's keys */
+}
+
+/* ---- containment hits ----------------------------------------------------- */
+
+START_TEST(miss_registers_the_page_aligned_region)
+{
+	struct fake_mr *a = reg(P(1) + 100, 200);
+	struct cache_key k = last_key();
+
+	ck_assert_int_eq(n_reg(), 1);
+	ck_assert_uint_eq(k.addr, P(1));
+	ck_assert_uint_eq(k.length, PAGE);
+	ck_assert_uint_eq(k.iova, P(1));
+	/* The application sees what it asked for. */
+	ck_assert_uint_eq(a->magic, FAKE_SLICE_MAGIC);
+	ck_assert_uint_eq(a->key.addr, P(1) + 100);
+	ck_assert_uint_eq(a->key.length, 200);
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	ck_assert_int_eq(n_dereg(), 0);
+}
+END_TEST
+
+START_TEST(containment_hit_returns_a_slice_with_the_regions_keys)
+{
+	struct fake_mr *r = reg(P(0), 8 * PAGE);
+	struct fake_mr *s1 = reg(P(2) + 8, 100);
+	struct fake_mr *s2 = reg(P(0), 8 * PAGE - 1);
+
+	ck_assert_uint_eq(r->magic, FAKE_MR_MAGIC);	/* its own: the real MR */
+	assert_slice(s1, P(2) + 8, 100, r);
+	assert_slice(s2, P(0), 8 * PAGE - 1, r);
+	ck_assert_ptr_ne(s1, s2);
+	ck_assert_int_eq(n_reg(), 1);
+	ck_assert_uint_eq(stats_hits(st), 2);
+	ck_assert_uint_eq(stats_get(&st->misses), 1);
+	/* Not inside: a miss. */
+	reg(P(7), 2 * PAGE);
+	ck_assert_int_eq(n_reg(), 2);
+}
+END_TEST
+
+START_TEST(slice_dereg_drops_the_regions_reference)
+{
+	struct fake_mr *r = reg(P(0), 4 * PAGE);
+	struct fake_mr *s = reg(P(1), PAGE);
+
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	ck_assert_uint_eq(cache_idle_count(cache), 0);	/* s holds it */
+	ck_assert_int_eq(cache_dereg(cache, s), 0);
+	ck_assert_uint_eq(cache_idle_count(cache), 1);	/* lazy: kept */
+	ck_assert_int_eq(n_dereg(), 0);
+	/* Twice: refused, nothing released. */
+	ck_assert_int_eq(cache_dereg(cache, s), EINVAL);
+	ck_assert_int_eq(n_dereg(), 0);
+	/* And it is hit again. */
+	s = reg(P(2), 10);
+	assert_slice(s, P(2), 10, r);
+	ck_assert_int_eq(n_reg(), 1);
+}
+END_TEST
+
+START_TEST(slice_rereg_is_refused)
+{
+	reg(P(0), 4 * PAGE);
+	ck_assert_int_eq(cache_detach(cache, reg(P(1), 16)), -EBUSY);
+}
+END_TEST
+
+START_TEST(iova_offset_must_match)
+{
+	struct cache_key whole = { PD1, P(0), 4 * PAGE, 0, LOCAL };
+	struct cache_key inside = { PD1, P(1), PAGE, PAGE, LOCAL };
+	struct cache_key shifted = { PD1, P(1), PAGE, P(1), LOCAL };
+	struct fake_mr *r = cache_reg(cache, &whole, CTX1, 0);
+	struct fake_mr *s = cache_reg(cache, &inside, CTX1, 0);
+
+	assert_slice(s, P(1), PAGE, r);
+	ck_assert_int_eq(n_reg(), 1);
+	cache_reg(cache, &shifted, CTX1, 0);
+	ck_assert_int_eq(n_reg(), 2);
+}
+END_TEST
+
+/* ---- merging --------------------------------------------------------------- */
+
+START_TEST(touching_regions_are_merged)
+{
+	struct fake_mr *a = reg(P(0), 2 * PAGE), *b, *s;
+	struct cache_key k;
+
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	b = reg(P(2), 2 * PAGE);
+	k = last_key();
+	ck_assert_uint_eq(k.addr, P(0));
+	ck_assert_uint_eq(k.length, 4 * PAGE);
+	ck_assert_int_eq(n_dereg(), 1);		/* a: merged into b's, idle */
+	ck_assert_uint_eq(b->magic, FAKE_SLICE_MAGIC);	/* of the merged one */
+	ck_assert_uint_eq(b->key.addr, P(2));
+	ck_assert_uint_eq(b->key.length, 2 * PAGE);
+	/* Across the old boundary: one registration serves it. */
+	s = reg(P(1), 2 * PAGE);
+	ck_assert_uint_eq(s->magic, FAKE_SLICE_MAGIC);
+	ck_assert_int_eq(s->serial, b->serial);
+	ck_assert_int_eq(n_reg(), 2);
+}
+END_TEST
+
+START_TEST(merged_away_region_in_use_is_released_at_its_last_dereg)
+{
+	struct fake_mr *a = reg(P(0), 2 * PAGE);	/* kept busy */
+	struct fake_mr *b = reg(P(1), 2 * PAGE);	/* overlaps: merged */
+
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(last_key().length, 3 * PAGE);
+	ck_assert_int_eq(n_dereg(), 0);
+	ck_assert_uint_eq(stats_get(&st->stale), 0);	/* not an invalidation */
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	ck_assert_int_eq(n_dereg(), 1);
+	ck_assert_int_eq(cache_dereg(cache, b), 0);
+	ck_assert_int_eq(n_dereg(), 1);
+	reg(P(0), 10);				/* the merged region */
+	ck_assert_int_eq(n_reg(), 2);
+}
+END_TEST
+
+START_TEST(merging_is_bounded_by_the_byte_limit)
+{
+	struct fake_mr *a;
+
+	make_cache(CACHE_SUBRANGE_LOCAL, 6 * PAGE);	/* merged: <= 3 pages */
+	a = reg(P(0), 2 * PAGE);
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	reg(P(2), 2 * PAGE);		/* 4 pages merged: too big */
+	ck_assert_uint_eq(last_key().addr, P(2));
+	ck_assert_uint_eq(last_key().length, 2 * PAGE);
+	ck_assert_int_eq(n_dereg(), 0);
+	/* Both still serve their own slices. */
+	reg(P(0) + 5, 5);
+	reg(P(3) + 5, 5);
+	ck_assert_int_eq(n_reg(), 2);
+}
+END_TEST
+
+/* ---- invalidation --------------------------------------------------------- */
+
+START_TEST(invalidating_one_slices_page_drops_the_region_for_every_slice)
+{
+	struct fake_mr *r = reg(P(0), 8 * PAGE);
+	struct fake_mr *s1 = reg(P(1), 100), *s6 = reg(P(6), 100), *again;
+
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	fake_invalidate(fmon, P(6), P(6) + PAGE);	/* s6's page only */
+	again = reg(P(1), 100);				/* s1's range */
+	ck_assert_int_eq(n_reg(), 2);			/* a miss */
+	ck_assert_int_ne(again->serial, r->serial);
+	ck_assert_uint_eq(stats_get(&st->stale), 1);	/* in use: stale */
+	ck_assert_int_eq(n_dereg(), 0);			/* held by slices */
+	ck_assert_int_eq(cache_dereg(cache, s1), 0);
+	ck_assert_int_eq(n_dereg(), 0);
+	ck_assert_int_eq(cache_dereg(cache, s6), 0);
+	ck_assert_int_eq(n_dereg(), 1);			/* at the last one */
+}
+END_TEST
+
+START_TEST(invalidated_idle_region_is_never_hit_again)
+{
+	struct fake_mr *r = reg(P(0), 8 * PAGE), *s;
+	int serial = r->serial;		/* r is freed when released */
+
+	s = reg(P(3), 100);		/* remembered by this thread */
+	ck_assert_int_eq(cache_dereg(cache, s), 0);
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	fake_invalidate(fmon, P(7), P(8));
+	s = reg(P(3), 100);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_int_eq(n_dereg(), 1);
+	ck_assert_int_ne(s->serial, serial);
+}
+END_TEST
+
+START_TEST(remembered_exact_hit_is_dropped_with_its_entry)
+{
+	struct fake_mr *a, *b;
+
+	make_cache(CACHE_SUBRANGE_OFF, 1ULL << 40);
+	a = reg(P(0), PAGE);
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	a = reg(P(0), PAGE);		/* a remembered hit */
+	ck_assert_int_eq(cache_dereg(cache, a), 0);
+	fake_invalidate(fmon, P(0), P(1));
+	b = reg(P(0), PAGE);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_int_eq(b->serial, 1);	/* the second real registration */
+	/* The entry was reused for the new registration: still exact. */
+	ck_assert_int_eq(cache_dereg(cache, b), 0);
+	ck_assert_int_eq(cache_dereg(cache, b), EINVAL);
+}
+END_TEST
+
+/* ---- UMMUSHIM_SUBRANGE ---------------------------------------------------- */
+
+START_TEST(off_matches_exactly)
+{
+	struct fake_mr *r, *s;
+
+	make_cache(CACHE_SUBRANGE_OFF, 1ULL << 40);
+	r = reg(P(0), 8 * PAGE);
+	s = reg(P(1) + 3, 100);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(s->magic, FAKE_MR_MAGIC);
+	ck_assert_uint_eq(last_key().addr, P(1) + 3);	/* not widened */
+	ck_assert_uint_eq(last_key().length, 100);
+	ck_assert_ptr_ne(r, s);
+}
+END_TEST
+
+START_TEST(local_keeps_remote_access_exact)
+{
+	struct fake_mr *r = reg_a(P(0), 8 * PAGE, LOCAL | 0x2), *s;
+
+	s = reg_a(P(1) + 3, 100, LOCAL | 0x2);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(s->magic, FAKE_MR_MAGIC);
+	ck_assert_uint_eq(last_key().addr, P(1) + 3);
+	ck_assert_uint_eq(last_key().length, 100);
+	ck_assert_ptr_ne(r, s);
+	/* Local-only access in the same range is served as slices. */
+	r = reg(P(0), 8 * PAGE);
+	assert_slice(reg(P(2), 8), P(2), 8, r);
+	ck_assert_int_eq(n_reg(), 3);
+}
+END_TEST
+
+START_TEST(all_serves_remote_access_too)
+{
+	struct fake_mr *r, *s;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	r = reg_a(P(0), 8 * PAGE, LOCAL | 0x4);
+	s = reg_a(P(1) + 3, 100, LOCAL | 0x4);
+	assert_slice(s, P(1) + 3, 100, r);
+	ck_assert_int_eq(n_reg(), 1);
+	/* Other access flags: another group. */
+	reg_a(P(1), 100, LOCAL | 0x2);
+	ck_assert_int_eq(n_reg(), 2);
+}
+END_TEST
+
+/* ---- releases and fork ---------------------------------------------------- */
+
+START_TEST(release_pd_waits_for_slices)
+{
+	struct fake_mr *r = reg(P(0), 4 * PAGE), *s = reg(P(1), 8);
+
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	cache_release_pd(cache, PD1);
+	ck_assert_int_eq(n_dereg(), 0);			/* s holds it */
+	ck_assert_int_eq(cache_dereg(cache, s), 0);
+	cache_release_pd(cache, PD1);
+	ck_assert_int_eq(n_dereg(), 1);
+}
+END_TEST
+
+START_TEST(fork_child_never_touches_slices)
+{
+	struct fake_mr *s;
+
+	reg(P(0), 4 * PAGE);
+	s = reg(P(1), 8);
+	cache_fork_prepare(cache);
+	cache_fork_child(cache);
+	ck_assert_int_eq(cache_dereg(cache, s), 0);
+	ck_assert_int_eq(n_dereg(), 0);
+	/* A child's registration of the same range passes through. */
+	reg(P(1), 8);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(stats_get(&st->passthrough), 1);
+}
+END_TEST
+
+/* ---- threads ---------------------------------------------------------------- */
+
+#define ROUNDS 20000
+
+static void *slice_loop(void *arg)
+{
+	uintptr_t base = (uintptr_t)arg;
+	struct fake_mr *whole = reg(base, 16 * PAGE);
+	long bad = !whole;
+
+	for (long i = 0; i < ROUNDS && !bad; i++) {
+		uintptr_t a = base + (uintptr_t)(i % 15) * PAGE + 8;
+		struct fake_mr *m = (i & 1) ? reg(a, 64) : reg(base, 16 * PAGE);
+
+		bad = !m || (i & 1 ? m->key.addr != a : m != whole) ||
+		      cache_dereg(cache, m) != 0;
+	}
+	if (whole && cache_dereg(cache, whole) != 0)
+		bad = 1;
+	return (void *)bad;
+}
+
+START_TEST(counters_are_exact_under_two_threads)
+{
+	pthread_t t[2];
+	void *bad;
+	uint64_t calls = 2 * (ROUNDS + 1);
+
+	/* Far apart: never merged, one registration each. */
+	ck_assert_int_eq(pthread_create(&t[0], NULL, slice_loop,
+					(void *)P(0)), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, slice_loop,
+					(void *)P(64)), 0);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(pthread_join(t[i], &bad), 0);
+		ck_assert_ptr_null(bad);
+	}
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(stats_get(&st->misses), 2);
+	ck_assert_uint_eq(stats_hits(st), calls - 2);
+	ck_assert_uint_eq(cache_idle_count(cache), 2);
+	ck_assert_int_eq(n_dereg(), 0);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("cache_subrange");
+	TCase *tc = tcase_create("subrange");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, miss_registers_the_page_aligned_region);
+	tcase_add_test(tc, containment_hit_returns_a_slice_with_the_regions_keys);
+	tcase_add_test(tc, slice_dereg_drops_the_regions_reference);
+	tcase_add_test(tc, slice_rereg_is_refused);
+	tcase_add_test(tc, iova_offset_must_match);
+	tcase_add_test(tc, touching_regions_are_merged);
+	tcase_add_test(tc, merged_away_region_in_use_is_released_at_its_last_dereg);
+	tcase_add_test(tc, merging_is_bounded_by_the_byte_limit);
+	tcase_add_test(tc, invalidating_one_slices_page_drops_the_region_for_every_slice);
+	tcase_add_test(tc, invalidated_idle_region_is_never_hit_again);
+	tcase_add_test(tc, remembered_exact_hit_is_dropped_with_its_entry);
+	tcase_add_test(tc, off_matches_exactly);
+	tcase_add_test(tc, local_keeps_remote_access_exact);
+	tcase_add_test(tc, all_serves_remote_access_too);
+	tcase_add_test(tc, release_pd_waits_for_slices);
+	tcase_add_test(tc, fork_child_never_touches_slices);
+	tcase_add_test(tc, counters_are_exact_under_two_threads);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
