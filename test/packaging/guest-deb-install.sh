@@ -46,6 +46,11 @@ mount -t tmpfs -o size=1200m tmpfs "$ov/upper" || bail "tmpfs for the overlay"
 mkdir -p "$ov/upper/u" "$ov/upper/w"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$ov/upper/u,workdir=$ov/upper/w" "$root" ||
 	bail "cannot mount an overlay over the host root"
+# What udev would have created at boot: dkms uses <(...), which needs /dev/fd.
+for fd in 0:stdin 1:stdout 2:stderr; do
+	[ -e "/dev/${fd#*:}" ] || ln -s "/proc/self/fd/${fd%:*}" "/dev/${fd#*:}"
+done
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 for fs in proc sys dev dev/pts; do
 	mount --bind "/$fs" "$root/$fs" || bail "bind /$fs"
 done
