@@ -1,7 +1,7 @@
 #!/bin/bash
 # Packaging test (host): the generated man pages render without a single
 # groff warning (groff -ww, and man --warnings as man -l renders them), and
-# they document what the code defines: every UMMUSHIM_* variable the shim
+# they document what the code defines, each in a table row: every UMMUSHIM_* variable the shim
 # reads (preload/config.c) and every statistics field it prints
 # (preload/stats.c) in libummushim(7), every ioctl of include/ummunot.h in
 # ummunot(4), every option of `ummushim run` in ummushim(1).
@@ -29,19 +29,21 @@ done
 
 # The text of a page as a reader sees it (no font escapes, no break points).
 rendered() {
-	MANWIDTH=200 man -l "$1" 2>/dev/null | col -b
+	LC_ALL=C.UTF-8 MANWIDTH=200 man -l "$1" 2>/dev/null | col -bx
 }
 
-# documents PAGE WHAT NAME...: each NAME appears in PAGE.
+# documents PAGE WHAT NAME...: each NAME starts a row of a table in PAGE
+# (alone or in a list "a, b"), as the README's tables have them.
 documents() {
 	local page=$1 what=$2 text name
 	shift 2
 	text=$(rendered "$page")
 	[ $# -gt 0 ] || fail "found no $what to look for"
 	for name in "$@"; do
-		grep -qF -- "$name" <<<"$text" || fail "$(basename "$page") does not document $what $name"
+		grep -Eq -- "│ ?([A-Za-z_-]+, )*$name( |,|│)" <<<"$text" ||
+			fail "$(basename "$page") has no table row for $what $name"
 	done
-	echo "$(basename "$page"): documents all $# $what"
+	echo "$(basename "$page"): a table row for each of the $# $what"
 }
 
 # shellcheck disable=SC2046 # word lists extracted from the sources
