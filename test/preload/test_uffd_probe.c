@@ -278,8 +278,8 @@ static struct shim_stats stats;
 
 static void setup_cache(void)
 {
-	static const struct cache_ops ops = { fake_reg, fake_dereg, NULL };
-	struct cache_limits lim = { 1000, 1ULL << 40 };
+	static const struct cache_ops ops = { .reg = fake_reg, .dereg = fake_dereg };
+	struct cache_limits lim = { .max_entries = 1000, .max_bytes = 1ULL << 40 };
 
 	setup();
 	memset(&stats, 0, sizeof(stats));
