@@ -250,8 +250,12 @@ struct entry *entry_alloc(struct cache *c)
 void entry_free(struct cache *c, struct entry *e)
 {
 	uint64_t s = atomic_load(&e->state);
+	uint64_t next = ST_GEN(s) + ST_GEN_ONE;
 
-	atomic_store(&e->state, ST_GEN(s) + ST_GEN_ONE);
+	/* Generation 0 means "no entry" to entry_get(): skip it on wrap. */
+	if (!next)
+		next = ST_GEN_ONE;
+	atomic_store(&e->state, next);
 	pthread_mutex_lock(&c->pool_lock);
 	e->next_victim = c->free_entries;
 	c->free_entries = e;

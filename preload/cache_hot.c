@@ -9,6 +9,7 @@
 #include "cache_internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 
 /*
@@ -28,6 +29,15 @@ static void hot_release(void *arg)
 
 	for (unsigned int i = 0; i < HOT_SLOTS; i++)
 		h->slot[i].e = NULL;
+	/*
+	 * Destructors of other libraries may still call verbs in this thread:
+	 * forget the hot first, so such a call takes a fresh one through
+	 * hot_get() instead of sharing this one with its next owner.
+	 */
+	if (tls_hot == h) {
+		tls_hot = NULL;
+		tls_hot_id = 0;
+	}
 	atomic_store_explicit(&h->in_use, false, memory_order_release);
 }
 
@@ -190,6 +200,8 @@ void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key)
 			}
 		}
 		count_hit(c, h);
+		log_debug("hit mr=%p addr=%#" PRIxPTR " len=%zu", mr,
+			  key->addr, key->length);
 		return mr;
 	}
 	return NULL;

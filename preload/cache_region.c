@@ -63,6 +63,9 @@ struct cache_key widened_key(struct cache *c, const struct cache_key *key)
 				span_extend, &merged);
 	if (merged.end - merged.start > c->limits.max_bytes / 2)
 		merged = page;
+	/* An IOVA below the widening would wrap: keep the exact request. */
+	if (key->iova < key->addr - merged.start)
+		return rk;
 	rk.addr = merged.start;
 	rk.length = merged.end - merged.start;
 	rk.iova = key->iova - (key->addr - merged.start);
