@@ -55,6 +55,7 @@ struct cache *cache_create(const struct cache_ops *ops, struct monitor *mon,
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->mon_lock, NULL);
 	pthread_cond_init(&c->pending_done, NULL);
+	pthread_cond_init(&c->released, NULL);
 	for (unsigned int i = 0; i < N_STRIPES; i++)
 		pthread_mutex_init(&c->stripes[i].lock, NULL);
 	c->ops = *ops;
@@ -104,6 +105,7 @@ void cache_destroy(struct cache *c)
 	htab_free(&c->by_mr);
 	htab_free(&c->by_cookie);
 	pthread_cond_destroy(&c->pending_done);
+	pthread_cond_destroy(&c->released);
 	for (unsigned int i = 0; i < N_STRIPES; i++)
 		pthread_mutex_destroy(&c->stripes[i].lock);
 	pthread_mutex_destroy(&c->mon_lock);

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proc.h"
 
@@ -156,6 +157,10 @@ void entry_retire(struct cache *c, struct entry *e, struct entry **victims)
 void entry_evict(struct cache *c, struct entry *e, struct entry **victims)
 {
 	entry_clear_registered(c, e);
+	if (e->mr && !e->releasing) {
+		e->releasing = true;
+		atomic_fetch_add(&c->releasing, 1);
+	}
 	entry_retire(c, e, victims);
 }
 
@@ -215,8 +220,44 @@ void release_victims(struct cache *c, struct entry *victims)
 				real_dereg(c, e);
 			monitor_unwatch(c, e);
 		}
+		if (e->releasing) {
+			e->releasing = false;
+			release_done(c);
+		}
 		entry_free(c, e);
 	}
+}
+
+/* One counted deregistration finished: wake cache_wait_releases(). */
+void release_done(struct cache *c)
+{
+	if (atomic_fetch_sub(&c->releasing, 1) != 1)
+		return;
+	lock_cache(c);
+	pthread_cond_broadcast(&c->released);
+	unlock_cache(c);
+}
+
+/*
+ * Wait until no evicted MR is being deregistered by another thread.  The
+ * timed wait re-checks the counter, so a wake-up lost between the check
+ * and the wait costs at most 10 ms, never a hang.
+ */
+void cache_wait_releases(struct cache *c)
+{
+	lock_cache(c);
+	while (atomic_load(&c->releasing)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000 * 1000 * 1000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000 * 1000 * 1000;
+		}
+		pthread_cond_timedwait(&c->released, &c->lock, &ts);
+	}
+	unlock_cache(c);
 }
 
 /* ---- the entry pool ------------------------------------------------------ */

@@ -92,6 +92,8 @@ static void release_matching(struct cache *c, void *what,
 	evict_idle_matching(c, &victims, match, what, false);
 	unlock_cache(c);
 	release_victims(c, victims);
+	/* MRs of this PD/device that another thread is deregistering now. */
+	cache_wait_releases(c);
 }
 
 static bool match_pd(const struct entry *e, void *pd)

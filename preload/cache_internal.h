@@ -122,6 +122,12 @@ struct entry {
 	bool indexed;		/* in c->regions */
 	/* owner: */
 	bool watched;		/* the monitor watches it */
+	/*
+	 * Counted in cache.releasing: evicted, its real deregistration not
+	 * done yet.  Set under lock by entry_evict(); read and cleared by the
+	 * thread that owns the victim list (the entry is on no list then).
+	 */
+	bool releasing;
 
 	struct hlink by_key;	/* c->lock + key's stripe */
 	struct hlink by_mr;	/* c->lock + MR's stripe */
@@ -173,6 +179,15 @@ struct cache {
 	pthread_mutex_t lock;		/* the structure: see above */
 	pthread_mutex_t mon_lock;	/* serialises monitor calls */
 	pthread_cond_t pending_done;	/* with lock: a pending entry resolved */
+	/*
+	 * Evicted MRs whose real deregistration is still running in some
+	 * thread (the releaser, a drain, an eviction).  ibv_dealloc_pd and
+	 * ibv_close_device wait for it to reach 0, so the PD or device is
+	 * never freed under a deregistration in flight.  Atomic; `released'
+	 * (with lock) is broadcast when it falls to 0.
+	 */
+	atomic_ulong releasing;
+	pthread_cond_t released;
 	struct stripe stripes[N_STRIPES];
 
 	struct cache_ops ops;		/* const */
@@ -503,6 +518,8 @@ void monitor_unwatch(struct cache *c, struct entry *e);
 /* No lock held: deregister, unwatch and free retired entries. */
 int real_dereg(struct cache *c, struct entry *e);
 void release_victims(struct cache *c, struct entry *victims);
+void release_done(struct cache *c);
+void cache_wait_releases(struct cache *c);
 
 /* ---- limits (cache_evict.c; under c->lock) -------------------------------- */
 
