@@ -215,7 +215,7 @@ for line in bad:
 for name, count in suites.items():
     print("suite", name, count)
 for name, result in results:
-    print("result", name.split(":")[-1].strip(), result)
+    print("result", name.split(" / ")[-1].split(":")[-1].strip(), result)
 PYTHON
 }
 
