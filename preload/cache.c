@@ -343,6 +343,20 @@ static void *lookup_or_widen(struct cache *c, struct hot *h,
 	return NULL;
 }
 
+/*
+ * Hand out the region's MR for @key; when a slice object cannot be had
+ * (pool exhausted, no memory), register the request itself, uncached,
+ * rather than fail a registration the application may rightly expect.
+ */
+static void *serve_or_pass(struct cache *c, struct hot *h, struct entry *e,
+			   uint64_t gen, void *mr, const struct cache_key *key,
+			   int how)
+{
+	void *ret = hot_serve(c, h, e, gen, mr, key);
+
+	return ret ? ret : passthrough_reg(c, key, how);
+}
+
 static void *reg_slow(struct cache *c, const struct cache_key *key,
 		      void *dev_ctx, int how)
 {
@@ -384,7 +398,7 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 				  key->addr, key->length);
 			if (fresh)
 				entry_free(c, fresh);
-			return hot_serve(c, h, e, gen, mr, key);
+			return serve_or_pass(c, h, e, gen, mr, key, how);
 		}
 		if (e) {
 			/* Another thread is registering this key: wait for it. */
@@ -422,7 +436,7 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 	if (!gen)	/* passed through, or failed */
 		return mr;
 	hot_remember(h, e, gen);
-	return hot_serve(c, h, e, gen, mr, key);
+	return serve_or_pass(c, h, e, gen, mr, key, how);
 
 unlock_passthrough:
 	unlock_cache(c);
