@@ -22,6 +22,7 @@
  * alarm turns a hang into a failure.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -145,6 +146,52 @@ static int child_after_raw_fork(struct ibv_context *ctx)
 	return 0;
 }
 
+/* Is every other thread of this process asleep (state S) right now? */
+static int others_asleep(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	pid_t self = (pid_t)syscall(SYS_gettid);
+	struct dirent *t;
+	int asleep = 1;
+
+	if (!d)
+		return 0;
+	while (asleep && (t = readdir(d))) {
+		char path[300], buf[256], *rp;
+		FILE *f;
+
+		if (t->d_name[0] == '.' || atoi(t->d_name) == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", t->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;	/* exited meanwhile */
+		rp = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		asleep = rp && rp[1] == ' ' && rp[2] == 'S';
+		fclose(f);
+	}
+	closedir(d);
+	return asleep;
+}
+
+/*
+ * A raw SYS_fork child inherits every lock another thread held at that
+ * instant (the shim's reader and releaser threads, just started by the
+ * first registration, may still be inside the C library's or a
+ * sanitizer's thread start-up).  Fork once they are parked in poll() or
+ * read(): seen asleep twice, 10 ms apart (at most 2 s).
+ */
+static void wait_shim_threads_parked(void)
+{
+	const struct timespec tick = { 0, 10 * 1000 * 1000 };
+	int seen = 0;
+
+	for (int i = 0; i < 200 && seen < 2; i++) {
+		seen = others_asleep() ? seen + 1 : 0;
+		nanosleep(&tick, NULL);
+	}
+}
+
 static int case_fork(struct ibv_context *ctx)
 {
 	char *idle_buf = new_buf(), *busy_buf = new_buf();
@@ -156,6 +203,7 @@ static int case_fork(struct ibv_context *ctx)
 	idle = reg(idle_buf);
 	busy = reg(busy_buf);
 	CHECK(idle && busy && ibv_dereg_mr(idle) == 0);
+	wait_shim_threads_parked();
 	fflush(NULL);
 	pid = (pid_t)syscall(SYS_fork);
 	CHECK(pid >= 0);
