@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /* Shared helpers for the ummunot kernel-module tests (see ktest.h). */
 #include "ktest.h"
+#include "slab_count.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SLAB_NAME "ummunot_region"
 #define PARAM_DIR "/sys/module/ummunot/parameters/"
 
 size_t kt_page(void)
@@ -261,28 +261,7 @@ static int write_file(const char *path, const char *text)
 
 long kt_slab_objects(void)
 {
-	char line[512];
-	long active = -1;
-	FILE *f;
-
-	/* Flush per-CPU slabs so active_objs is exact. */
-	if (write_file("/sys/kernel/slab/" SLAB_NAME "/shrink", "1") != 0)
-		return -1;
-	f = fopen("/proc/slabinfo", "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		char name[64];
-		long objs;
-
-		if (sscanf(line, "%63s %ld", name, &objs) == 2 &&
-		    strcmp(name, SLAB_NAME) == 0) {
-			active = objs;
-			break;
-		}
-	}
-	fclose(f);
-	return active;
+	return slab_count_active();
 }
 
 long kt_slab_settle(long expected)

@@ -39,7 +39,8 @@
 
 #include <ummunot.h>
 
-#define SLAB_NAME "ummunot_region"
+#include "slab_count.h"
+
 #define MAX_THREADS 16
 #define ARENA_PAGES 128
 #define NREG 48               /* cookies per thread and fd */
@@ -390,33 +391,6 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static long slab_objects(void)
-{
-	char line[512];
-	long active = -1;
-	FILE *f = fopen("/sys/kernel/slab/" SLAB_NAME "/shrink", "we");
-
-	if (f) {
-		fputs("1", f);
-		fclose(f);
-	}
-	f = fopen("/proc/slabinfo", "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		char name[64];
-		long objs;
-
-		if (sscanf(line, "%63s %ld", name, &objs) == 2 &&
-		    !strcmp(name, SLAB_NAME)) {
-			active = objs;
-			break;
-		}
-	}
-	fclose(f);
-	return active;
-}
-
 int main(int argc, char **argv)
 {
 	static struct worker w[MAX_THREADS];
@@ -441,10 +415,10 @@ int main(int argc, char **argv)
 	}
 	pg = (size_t)sysconf(_SC_PAGESIZE);
 	ops_per_thread = (total + nthreads - 1) / nthreads;
-	slab0 = slab_objects();
+	slab0 = slab_count_active();
 	if (slab0 < 0) {
 		fprintf(stderr, "kernel-stress: no %s slab (module loaded?)\n",
-			SLAB_NAME);
+			UMMUNOT_SLAB_NAME);
 		return 1;
 	}
 	printf("kernel-stress: %llu operations, %u threads, seed %u\n",
@@ -482,16 +456,16 @@ int main(int argc, char **argv)
 		printf(" %llu", (unsigned long long)(w[0].op_ns[i] / 1000000));
 	printf("\n");
 	close(shared_fd);
-	slab1 = slab_objects();
+	slab1 = slab_count_active();
 	for (int i = 0; i < 500 && slab1 != slab0; i++) {
 		nanosleep(&nap, NULL);
-		slab1 = slab_objects();
+		slab1 = slab_count_active();
 	}
 	printf("kernel-stress: %llu private events checked over %llu drains; slab %ld -> %ld\n",
 	       (unsigned long long)events, (unsigned long long)drains, slab0,
 	       slab1);
 	if (slab1 != slab0)
-		fail(NULL, "slab %s: %ld objects, started at %ld", SLAB_NAME,
+		fail(NULL, "slab %s: %ld objects, started at %ld", UMMUNOT_SLAB_NAME,
 		     slab1, slab0);
 	return atomic_load(&failed) ? 1 : 0;
 }
