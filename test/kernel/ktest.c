@@ -18,6 +18,14 @@
 
 #define PARAM_DIR "/sys/module/ummunot/parameters/"
 
+unsigned int kt_time_factor(void)
+{
+	const char *s = getenv("CK_TIMEOUT_MULTIPLIER");
+	unsigned long f = s ? strtoul(s, NULL, 10) : 1;
+
+	return f >= 1 && f <= 100 ? (unsigned int)f : 1;
+}
+
 size_t kt_page(void)
 {
 	return (size_t)sysconf(_SC_PAGESIZE);

@@ -33,6 +33,13 @@ struct kt_expect {
 	uint64_t hint_end;
 };
 
+/*
+ * CK_TIMEOUT_MULTIPLIER (the harness sets it on slow kernels, e.g. KASAN
+ * under TCG), at least 1: tests that run "until enough was done" stretch
+ * their own time limits by it, as Check stretches KT_TIMEOUT.
+ */
+unsigned int kt_time_factor(void);
+
 size_t kt_page(void);
 uintptr_t kt_pg(const void *base, size_t n); /* base + n pages */
 

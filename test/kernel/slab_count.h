@@ -11,7 +11,8 @@
 
 /*
  * Flushes the cache's per-CPU slabs (so active_objs is exact) and returns
- * its active objects from /proc/slabinfo; -1 if either step fails.
+ * its active objects from /proc/slabinfo plus those KFENCE holds; -1 if
+ * the cache cannot be flushed or is not listed.
  */
 long slab_count_active(void);
 
