@@ -21,7 +21,6 @@
 #include "cache_fixture.h"
 #include "fakes.h"
 #include "log.h"
-#include "releaser.h"
 #include "stats.h"
 
 #define PD1 ((void *)0x1000)
@@ -1134,36 +1133,6 @@ START_TEST(stale_rate_limit_says_what_it_suppressed)
 }
 END_TEST
 
-/* ---- releaser thread ------------------------------------------------------- */
-
-/*
- * An invalidated idle MR is deregistered by the releaser thread although
- * the application makes no further call (without it: at the next one).
- */
-START_TEST(releaser_releases_without_application_calls)
-{
-	int p[2];
-	void *a = reg(PD1, 0x10000, PAGE);
-	struct timespec t0, now;
-
-	ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
-	fmon->wake_rfd = p[0];
-	fmon->wake_wfd = p[1];
-	cache_dereg(cache, a);				/* idle */
-	ck_assert_int_eq(releaser_start(cache, p[0]), 0);
-	fake_invalidate(fmon, 0x10000, 0x11000);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	do {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		ck_assert_msg(now.tv_sec - t0.tv_sec < 20, "never released");
-		usleep(1000);
-	} while (n_dereg() == 0);
-	ck_assert_int_eq(n_dereg(), 1);
-	ck_assert_uint_eq(cache_registered_count(cache), 0);
-	usleep(50000);	/* let the thread return to poll() before teardown */
-}
-END_TEST
-
 /* ---- clone(CLONE_VM) ------------------------------------------------------- */
 
 static int clone_vm_child(void *arg)
@@ -1252,7 +1221,6 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, stale_warning_says_what_is_known);
 	tcase_add_test(tc, stale_rate_limit_says_what_it_suppressed);
 	tcase_add_test(tc, clone_vm_child_does_not_stop_parent_caching);
-	tcase_add_test(tc, releaser_releases_without_application_calls);
 	suite_add_tcase(s, tc);
 	return s;
 }
