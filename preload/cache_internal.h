@@ -428,6 +428,14 @@ static inline unsigned long entry_refs(struct entry *e)
  */
 static inline uint64_t entry_get(struct entry *e, uint64_t gen)
 {
+	/*
+	 * Relaxed: only a guess for the compare-and-swap, which checks it
+	 * (USABLE, generation) and, on success, acquires: what the entry's
+	 * publisher wrote before setting USABLE with release (key, MR,
+	 * region) is visible after.  The caller's monitor check before
+	 * (acquire, see monitor.h) orders it after the invalidations that
+	 * check accounted for.
+	 */
 	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
 
 	do {
