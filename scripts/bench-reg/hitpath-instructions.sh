@@ -30,11 +30,13 @@ trap 'rm -rf "$tmp"' EXIT
 
 # Total instructions (Ir) of one run of @pairs pairs.
 count() { # shim mode pairs
-	env LD_PRELOAD="$1" UMMUSHIM_MONITOR="$monitor" \
+	env LD_PRELOAD="$1" UMMUSHIM_MONITOR="$monitor" UMMUSHIM_STATS=1 \
 		valgrind --tool=cachegrind --cache-sim=no \
 		--cachegrind-out-file="$tmp/out" "$bench" 1 "$3" "$2" \
 		>/dev/null 2>"$tmp/err" ||
 		{ cat "$tmp/err" >&2; echo "hitpath-instructions.sh: run failed" >&2; exit 1; }
+	grep -q " stats: monitor=$monitor " "$tmp/err" ||
+		{ cat "$tmp/err" >&2; echo "hitpath-instructions.sh: $1 did not use monitor $monitor" >&2; exit 1; }
 	sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$tmp/out"
 }
 

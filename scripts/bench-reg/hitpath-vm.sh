@@ -18,7 +18,9 @@
 #   in order, then this build.
 # Environment: HIT_ITERS (pairs per thread and run, default 300000),
 #   HIT_RUNS (rounds, default 5), UMMUNOT_KVER (kernel to boot, default
-#   6.1.0-57-amd64).
+#   6.1.0-57-amd64), HIT_INSTRUCTIONS (1, the default: also count each
+#   shim's instructions per pair with /dev/ummunot, hitpath-instructions.sh,
+#   in the guest; 0: not).
 # Internal: hitpath-vm.sh --guest ITERS RUNS BENCH SHIM... runs the rounds
 # (in the guest).
 set -eu -o pipefail
@@ -86,6 +88,11 @@ guest() {
 	done
 	for i in "${!shims[@]}"; do echo "# shim$i: ${shims[$i]}"; done
 	echo "# guest load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+	if [ "${HIT_INSTRUCTIONS:-1}" = 1 ]; then
+		echo "# instructions per pair (cachegrind, 1 thread, monitor ummunot):"
+		HIT_MONITOR=ummunot "$(dirname "$0")/hitpath-instructions.sh" \
+			"$(dirname "$(dirname "$(dirname "$bench")")")" "${shims[@]}" | sed 's/^/# /'
+	fi
 	rm -rf "$tmp"
 }
 
@@ -115,7 +122,8 @@ done
 shims+=("$build/preload/libummushim.so")
 export UMMUNOT_KVER=${UMMUNOT_KVER:-6.1.0-57-amd64}
 echo "# host load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$src/scripts/vm/run-vm.sh" --module "$ko" --timeout 1800 -- \
+"$src/scripts/vm/run-vm.sh" --module "$ko" --timeout 1800 \
+	--env "HIT_INSTRUCTIONS=${HIT_INSTRUCTIONS:-1}" -- \
 	"$src/scripts/bench-reg/hitpath-vm.sh" --guest "${HIT_ITERS:-300000}" \
 	"${HIT_RUNS:-5}" "$bench" "${shims[@]}"
 echo "# host load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
