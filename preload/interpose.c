@@ -88,9 +88,8 @@ __attribute__((noinline, cold)) static void run_deferred_deregs(void)
 	errno = saved;
 }
 
-/* Inlined: it is on the hit path. */
 /*
- * Back to the application.  The depth falls to 0 before the queue is
+ * Back to the application (inlined: it is on the hit path).  The depth falls to 0 before the queue is
  * looked at, so a handler's dereg queued at any moment before (depth 1)
  * is seen here, and one arriving after (depth 0) is done in the handler.
  * The signal fence keeps the compiler from moving the check above the
