@@ -357,6 +357,7 @@ static void *serve_or_pass(struct cache *c, struct hot *h, struct entry *e,
 	return ret ? ret : passthrough_reg(c, key, how);
 }
 
+/* After cache_reg()'s monitor_check() of @key (see there). */
 static void *reg_slow(struct cache *c, const struct cache_key *key,
 		      void *dev_ctx, int how)
 {
@@ -368,8 +369,16 @@ static void *reg_slow(struct cache *c, const struct cache_key *key,
 	uint64_t gen;
 	void *mr;
 
-	/* A failed check queues the range for the drain in cache_sync(). */
-	(void)monitor_check(c->mon, key->addr, key->addr + key->length);
+	/*
+	 * cache_reg() checked the range just before (once is enough): a
+	 * failed check queued it for this drain (the backend keeps changed()
+	 * true until a drain took it); a passed one stands for the whole
+	 * call, as it does for the fast paths, because the application's
+	 * changes to its memory that this registration must see happened
+	 * before the call.  Whatever changed since is caught by the drain
+	 * below (changed()) or, for a miss, by the watch set up before the
+	 * real registration.
+	 */
 	cache_sync(c);
 	h = hot_get(c);
 	mr = try_hit(c, h, key);

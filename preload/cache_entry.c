@@ -287,28 +287,40 @@ struct entry *entry_alloc(struct cache *c)
 	return e;
 }
 
-/* Back to the pool as a new generation (nobody holds a reference). */
+/*
+ * Back to the pool as a new generation (nobody holds a reference); at the
+ * last generation, out of use for good (see ST_GEN_LAST): its state word
+ * stays unusable, so every remembered hit on it fails.
+ */
 void entry_free(struct cache *c, struct entry *e)
 {
-	uint64_t s = atomic_load(&e->state);
-	uint64_t next = ST_GEN(s) + ST_GEN_ONE;
+	uint64_t gen = ST_GEN(atomic_load(&e->state));
+	bool spent = gen == ST_GEN_LAST;
 
-	/* Generation 0 means "no entry" to entry_get(): skip it on wrap. */
-	if (!next)
-		next = ST_GEN_ONE;
-	atomic_store(&e->state, next);
+	atomic_store(&e->state, spent ? gen : gen + ST_GEN_ONE);
 	pthread_mutex_lock(&c->pool_lock);
-	e->next_victim = c->free_entries;
-	c->free_entries = e;
+	if (spent) {
+		e->next_victim = c->spent_entries;
+		c->spent_entries = e;
+	} else {
+		e->next_victim = c->free_entries;
+		c->free_entries = e;
+	}
 	pthread_mutex_unlock(&c->pool_lock);
+}
+
+static void free_list(struct entry *e)
+{
+	for (struct entry *n; e; e = n) {
+		n = e->next_victim;
+		free(e);
+	}
 }
 
 void entry_pool_free(struct cache *c)
 {
-	for (struct entry *e = c->free_entries, *n; e; e = n) {
-		n = e->next_victim;
-		free(e);
-	}
-	c->free_entries = NULL;
+	free_list(c->free_entries);
+	free_list(c->spent_entries);
+	c->free_entries = c->spent_entries = NULL;
 }
 

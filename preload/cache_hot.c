@@ -75,7 +75,13 @@ struct hot *hot_get(struct cache *c)
 	if (!h) {
 		h = calloc(1, sizeof(*h));
 		if (h) {
-			h->shard = ++c->n_hots;	/* 0: shared */
+			/*
+			 * A counter shard of its own (one writer: no
+			 * read-modify-write) while there are enough; the
+			 * others share shard 0 (atomic increments).
+			 */
+			h->shard = ++c->n_hots < STATS_HIT_SHARDS ?
+				   c->n_hots : 0;
 			atomic_init(&h->in_use, true);
 			h->next_hot = c->hots;
 			c->hots = h;
@@ -121,10 +127,10 @@ static bool range_contains(const struct cache_key *region,
 void count_hit(struct cache *c, struct hot *h)
 {
 	/* A hot's own shard (1..) has one writer: its thread. */
-	if (h && h->shard && h->shard < STATS_HIT_SHARDS)
+	if (h && h->shard)
 		stats_hit_owned(c->stats, h->shard);
 	else
-		stats_hit(c->stats, h ? h->shard : 0);
+		stats_hit(c->stats, 0);
 }
 
 void *make_slice(struct cache *c, struct hot *h, struct entry *e,

@@ -74,6 +74,14 @@
 #define ST_USABLE (1ULL << 31)
 #define ST_GEN_ONE (1ULL << 32)
 #define ST_GEN(s) ((s) & ~(ST_USABLE | ST_REFS))
+/*
+ * An entry retired with this generation is never reused (entry_free()):
+ * its next generation would wrap to one it already had, and a thread
+ * that remembered it then (struct hot_slot) could take the new one for
+ * the old.  So each (entry, generation) pair names one incarnation for
+ * the cache's life, at the cost of one entry's memory per 2^32 reuses.
+ */
+#define ST_GEN_LAST ST_GEN(~0ULL)
 
 /*
  * A cached registration.  It lives in up to three hash indexes and two
@@ -160,7 +168,11 @@ struct hot_slot {
 struct hot {
 	struct hot_slot slot[HOT_SLOTS];	/* owner */
 	unsigned int next;			/* owner: slot to replace */
-	unsigned int shard;			/* const: hit counter shard */
+	/*
+	 * const: hit counter shard, 1.. its own (only its thread writes
+	 * it), 0 shared by the hots beyond STATS_HIT_SHARDS - 1.
+	 */
+	unsigned int shard;
 	struct slice_cache slices;		/* owner: free slice objects */
 	struct hot *next_hot;			/* c->lock (c->hots) */
 	atomic_bool in_use;			/* atomic: a live thread has it */
@@ -226,6 +238,7 @@ struct cache {
 	struct slice_pool slices;	/* its own locks: per-request objects */
 	pthread_mutex_t pool_lock;	/* guards free_entries */
 	struct entry *free_entries;	/* pool_lock: retired, for reuse */
+	struct entry *spent_entries;	/* pool_lock: at ST_GEN_LAST, kept */
 	struct hot *hots;		/* lock: every thread's hot */
 	unsigned int n_hots;		/* lock */
 	pthread_key_t hot_key;		/* const: releases a hot at thread exit */
@@ -415,6 +428,14 @@ static inline unsigned long entry_refs(struct entry *e)
  */
 static inline uint64_t entry_get(struct entry *e, uint64_t gen)
 {
+	/*
+	 * Relaxed: only a guess for the compare-and-swap, which checks it
+	 * (USABLE, generation) and, on success, acquires: what the entry's
+	 * publisher wrote before setting USABLE with release (key, MR,
+	 * region) is visible after.  The caller's monitor check before
+	 * (acquire, see monitor.h) orders it after the invalidations that
+	 * check accounted for.
+	 */
 	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
 
 	do {

@@ -14,7 +14,10 @@
  *    sees change (VM_IO/VM_PFNMAP/VM_MIXEDMAP: device memory); other
  *    errors are resource limits or bad ranges.
  *  - changed() is the hit-path check: no system call, no lock; true when
- *    an invalidation may have happened since the last drain().
+ *    an invalidation may have happened since the last drain().  A false
+ *    answer acquires what the drain that made it false released (it
+ *    stores its "seen" mark with release after the cache applied the
+ *    invalidations), so the caller's next look at an entry sees them.
  *  - drain() reports every pending invalidation through @fn.  @cookie is
  *    the watch's cookie when the backend knows which watch was hit
  *    (ummunot), or MONITOR_COOKIE_ANY when it only knows the address range

@@ -42,6 +42,17 @@ struct ummunot_monitor {
 	/*
 	 * Counter value up to which every event has been consumed.  Written
 	 * by drain() (serialised by the cache), read locklessly by changed().
+	 *
+	 * Ordering: drain() hands each event to the cache, which applies it
+	 * at once (the entry made unusable by a compare-and-swap on its
+	 * state word) before drain() stores the new value with release.
+	 * changed() loads it with acquire, so a thread that finds no change
+	 * and then takes a reference on an entry (a remembered hit's
+	 * entry_get(), or a lookup under a stripe) is ordered after every
+	 * invalidation accounted for, on any architecture: its
+	 * compare-and-swap sees the entry unusable.  With a relaxed load only
+	 * x86's ordering of loads gave that.  The counter itself is read
+	 * before last_seen, with an acquire fence (read_counter()).
 	 */
 	atomic_uint_fast64_t last_seen;
 };
@@ -101,7 +112,7 @@ static bool um_changed(struct monitor *m)
 	struct ummunot_monitor *um = to_um(m);
 
 	return read_counter(um) !=
-	       atomic_load_explicit(&um->last_seen, memory_order_relaxed);
+	       atomic_load_explicit(&um->last_seen, memory_order_acquire);
 }
 
 /*
@@ -121,7 +132,8 @@ static int um_drain(struct monitor *m, monitor_inval_fn fn, void *ctx)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
-			atomic_store(&um->last_seen, snapshot);
+			atomic_store_explicit(&um->last_seen, snapshot,
+					      memory_order_release);
 			break;
 		}
 		if (n < 0) {
@@ -142,8 +154,9 @@ static int um_drain(struct monitor *m, monitor_inval_fn fn, void *ctx)
 
 		for (size_t i = 0; i < (size_t)n / sizeof(ev[0]); i++) {
 			if (ev[i].type == UMMUNOT_EVENT_TYPE_LAST) {
-				atomic_store(&um->last_seen,
-					     ev[i].user_cookie_counter);
+				atomic_store_explicit(&um->last_seen,
+						      ev[i].user_cookie_counter,
+						      memory_order_release);
 				last = true;
 				continue;
 			}

@@ -15,8 +15,6 @@
 
 /* Drains at most this often, so a descriptor that stays readable cannot spin. */
 #define MIN_INTERVAL_NS 1000000L	/* 1 ms */
-/* How long exit() waits for a release in progress. */
-#define EXIT_WAIT_MS 100
 
 /*
  * Global: one releaser per process (the shim has one cache), reached from
@@ -24,8 +22,7 @@
  */
 static struct cache *g_cache;
 static int g_fd = -1;
-static atomic_bool g_stop;	/* exit() has begun */
-static atomic_bool g_busy;	/* a release is in progress */
+static atomic_bool g_stop;	/* exit() has begun: start no release */
 
 static void sleep_ns(long ns)
 {
@@ -48,10 +45,8 @@ static void *run(void *arg)
 			break;
 		if (!(p.revents & POLLIN))
 			continue;
-		atomic_store(&g_busy, true);
 		if (!atomic_load(&g_stop))
 			cache_release_invalidated(g_cache);
-		atomic_store(&g_busy, false);
 		if (cache_is_broken(g_cache))
 			break;
 		sleep_ns(MIN_INTERVAL_NS);
@@ -60,15 +55,18 @@ static void *run(void *arg)
 }
 
 /*
- * At exit(), before the libraries' destructors (libibverbs' among them):
- * no release may start from now on, and one in progress is given a
- * bounded time to finish.
+ * At exit(), before the libraries' destructors: no release starts from
+ * now on.  One in progress is not waited for: exit() never waits for
+ * threads, and an application thread may just as well be inside
+ * ibv_dereg_mr now; libibverbs stays mapped (the shim pins it,
+ * RTLD_NODELETE), and the process's end unpins whatever is left.  A
+ * release of a big MR can take seconds (rxe: 2.9 s for 1 GiB), which
+ * exit() must not add to every run.  Nothing here is inherited as "in
+ * progress" by a forked child either (it has no releaser thread).
  */
 static void stop_at_exit(void)
 {
 	atomic_store(&g_stop, true);
-	for (int i = 0; i < EXIT_WAIT_MS && atomic_load(&g_busy); i++)
-		sleep_ns(1000000L);
 }
 
 int releaser_start(struct cache *c, int wait_fd)

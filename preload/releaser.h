@@ -7,8 +7,8 @@
  * readable, applies the pending invalidations through the cache's normal,
  * locked path (cache_release_invalidated()), so it is safe against
  * concurrent verbs calls.  It blocks every signal, exists only in the
- * process that started it (not in a forked child), and stops at exit()
- * before libraries are torn down.
+ * process that started it (not in a forked child), and starts no release
+ * once exit() has begun (nor does exit() wait for one in progress).
  */
 #ifndef UMMUSHIM_RELEASER_H
 #define UMMUSHIM_RELEASER_H

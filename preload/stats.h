@@ -11,9 +11,12 @@
 #include <stdint.h>
 
 /*
- * The hit counter is split into cache-line-sized shards (the cache uses
- * the lock stripe of the key), so that threads hitting different entries
- * never write the same cache line; stats_hits() adds them up.
+ * The hit counter is split into cache-line-sized shards, so that threads
+ * never write the same cache line on a hit; stats_hits() adds them up.
+ * The cache gives each thread's hot a shard of its own (1.., written by
+ * that thread alone: stats_hit_owned()) while there are enough, and
+ * shard 0 (atomic increments: stats_hit()) to the rest, so the sum is
+ * exact.
  */
 #define STATS_HIT_SHARDS 64
 

@@ -172,10 +172,11 @@ else
 fi
 
 # 10. Cancellation, a fork without fork handlers, rereg of a shared MR,
-# a fork before the first registration, a dereg from a signal handler.
+# a fork before the first registration, a dereg from a signal handler (and
+# from a handler that ends its thread: sigexit).
 # One statistics line: the raw-fork child (case fork) exits with exit() and
 # must not print the parent's (forkfirst's child uses _exit()).
-for c in cancel fork rereg forkfirst sigdereg; do
+for c in cancel fork rereg forkfirst sigdereg sigexit; do
 	rm -f "$tmp"/c.*.log
 	UMMUSHIM_MONITOR=uffd UMMUSHIM_STATS=1 UMMUSHIM_LOG_FILE="$tmp/c.%p.log" \
 		LD_PRELOAD="$shim" "$cacheprog" "$c" || fail "case $c under the shim"

@@ -17,6 +17,10 @@
  *   sigdereg   a signal handler deregisters a cached MR while the thread
  *           is inside the shim: the MR must not be freed behind the
  *           cache (the next hit would return a dead MR).
+ *   sigexit    the same, but the handler ends its thread (pthread_exit)
+ *           before the thread returns from the shim: the queued dereg must
+ *           still be done, once (another thread's next call does it), so
+ *           the MR's PD can be freed.
  *
  * Prints "e2e-cache CASE: ok"; exits non-zero on failure.  A watchdog
  * alarm turns a hang into a failure.
@@ -317,13 +321,53 @@ static int case_sigdereg(void)
 	return 0;
 }
 
+/* ---- sigexit -------------------------------------------------------------- */
+
+static void dereg_and_exit(int sig)
+{
+	(void)sig;
+	g_sig_rc = ibv_dereg_mr(g_sig_mr);
+	pthread_exit(NULL);
+}
+
+/* The handler runs inside this (uncached: on-demand) registration. */
+static void *sigexit_thread(void *arg)
+{
+	fake_ibv_reg_hook = raise_once;
+	ibv_reg_mr(g_pd, arg, LEN, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_ON_DEMAND);
+	return arg;	/* not reached */
+}
+
+static int case_sigexit(void)
+{
+	char *cached = new_buf(), *other = new_buf();
+	struct ibv_mr *mr;
+	pthread_t t;
+	void *ret = other;
+
+	CHECK(cached && other);
+	CHECK(signal(SIGUSR1, dereg_and_exit) != SIG_ERR);
+	mr = reg(cached);			/* cached, held once */
+	CHECK(mr);
+	g_sig_mr = mr;
+	CHECK(pthread_create(&t, NULL, sigexit_thread, other) == 0);
+	CHECK(pthread_join(t, &ret) == 0);
+	CHECK(ret == NULL && g_sig_rc == 0);	/* ended in the handler */
+	CHECK(fake_ibv_mr_is_live(mr));		/* not freed behind the cache */
+	/* Idle now (the queued dereg done here): released with its PD. */
+	CHECK(ibv_dealloc_pd(g_pd) == 0);
+	CHECK(!fake_ibv_mr_is_live(mr));
+	CHECK(fake_ibv_counts.dead_mr_calls == 0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ibv_context *ctx = fake_ibv_open();
 	int rc;
 
 	if (argc != 2) {
-		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg|forkfirst|sigdereg\n");
+		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg|forkfirst|sigdereg|sigexit\n");
 		return 2;
 	}
 	alarm(30);	/* a hang is a failure */
@@ -340,6 +384,8 @@ int main(int argc, char **argv)
 		rc = case_forkfirst();
 	else if (strcmp(argv[1], "sigdereg") == 0)
 		rc = case_sigdereg();
+	else if (strcmp(argv[1], "sigexit") == 0)
+		rc = case_sigexit();
 	else
 		rc = 2;
 	if (rc == 0)

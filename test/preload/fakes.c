@@ -208,6 +208,8 @@ static int fv_dereg(void *arg, void *p)
 	struct fake_mr *mr = p;
 
 	atomic_fetch_add(&v->n_dereg, 1);
+	if (v->on_dereg)
+		v->on_dereg(v);
 	if (v->dereg_rc)
 		return v->dereg_rc;
 	if (!mr || mr->magic != FAKE_MR_MAGIC)

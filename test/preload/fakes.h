@@ -76,6 +76,8 @@ struct fake_verbs {
 	struct cache_key last_key;	/* under lock: the last reg's key */
 	/* Called inside reg() before it returns (e.g. to invalidate). */
 	void (*on_reg)(struct fake_verbs *v, const struct cache_key *key);
+	/* Called at the start of dereg() (e.g. to hold a release). */
+	void (*on_dereg)(struct fake_verbs *v);
 	void *hook_arg;
 	pthread_mutex_t lock;
 	struct fake_mr live_list;

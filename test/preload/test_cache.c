@@ -18,9 +18,9 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "cache_fixture.h"
 #include "fakes.h"
 #include "log.h"
-#include "releaser.h"
 #include "stats.h"
 
 #define PD1 ((void *)0x1000)
@@ -29,40 +29,25 @@
 #define CTX2 ((void *)0xc2)
 #define PAGE 4096UL
 
-/* Per-test fixture: each test runs in its own process (Check's fork mode). */
-static struct fake_monitor *fmon;
-static struct fake_verbs *fv;
-static struct shim_stats *st;
-static struct cache *cache;
-
 static void make_cache(uint64_t max_entries, uint64_t max_bytes)
 {
-	struct cache_ops ops;
 	struct cache_limits lim = { .max_entries = max_entries,
 				    .max_bytes = max_bytes };
 
-	fake_verbs_ops(fv, &ops);
-	cache = cache_create(&ops, &fmon->base, &lim, st);
-	ck_assert_ptr_nonnull(cache);
+	fixture_make_cache(&lim);
 }
 
 static void setup(void)
 {
-	fmon = malloc(sizeof(*fmon));
-	fv = malloc(sizeof(*fv));
-	st = calloc(1, sizeof(*st));
-	fake_monitor_init(fmon);
-	fake_verbs_init(fv);
-	make_cache(1000, 1ULL << 40);
+	struct cache_limits lim = { .max_entries = 1000,
+				    .max_bytes = 1ULL << 40 };
+
+	fixture_setup(&lim);
 }
 
 static void teardown(void)
 {
-	cache_destroy(cache);
-	fake_verbs_free_all(fv);
-	free(st);
-	free(fv);
-	free(fmon);
+	fixture_teardown();
 }
 
 static struct cache_key key_of(void *pd, uintptr_t addr, size_t len,
@@ -78,16 +63,6 @@ static void *reg(void *pd, uintptr_t addr, size_t len)
 	struct cache_key k = key_of(pd, addr, len, 7);
 
 	return cache_reg(cache, &k, pd == PD2 ? CTX2 : CTX1, 0);
-}
-
-static int n_reg(void)
-{
-	return atomic_load(&fv->n_reg);
-}
-
-static int n_dereg(void)
-{
-	return atomic_load(&fv->n_dereg);
 }
 
 /* ---- hits, misses, references ------------------------------------------- */
@@ -221,7 +196,6 @@ START_TEST(lru_evicts_least_recently_used)
 {
 	void *a, *b, *c;
 
-	cache_destroy(cache);
 	make_cache(2, 1ULL << 40);
 	a = reg(PD1, 0x10000, PAGE);
 	b = reg(PD1, 0x20000, PAGE);
@@ -247,7 +221,6 @@ START_TEST(byte_limit_evicts)
 {
 	void *a, *b;
 
-	cache_destroy(cache);
 	make_cache(1000, 3 * PAGE);
 	a = reg(PD1, 0x10000, 2 * PAGE);
 	cache_dereg(cache, a);
@@ -265,7 +238,6 @@ START_TEST(busy_entries_are_never_evicted)
 {
 	void *a, *b;
 
-	cache_destroy(cache);
 	make_cache(1, 1ULL << 40);
 	a = reg(PD1, 0x10000, PAGE);
 	b = reg(PD1, 0x20000, PAGE);
@@ -285,7 +257,6 @@ START_TEST(oversized_registration_is_not_kept)
 {
 	void *a;
 
-	cache_destroy(cache);
 	make_cache(1000, PAGE);
 	a = reg(PD1, 0x10000, 4 * PAGE);
 	ck_assert_ptr_nonnull(a);
@@ -870,7 +841,6 @@ START_TEST(threads_reg_dereg_while_invalidating)
 	pthread_t w[STRESS_THREADS], inv;
 	void *ret;
 
-	cache_destroy(cache);
 	make_cache(8, 1ULL << 40);	/* also exercise eviction */
 	atomic_store(&stress_stop, false);
 	pthread_create(&inv, NULL, stress_invalidator, (void *)99);
@@ -1011,7 +981,6 @@ END_TEST
 
 START_TEST(byte_limit_counts_pinned_pages)
 {
-	cache_destroy(cache);
 	make_cache(1000, 4 * PAGE);
 	/* 64-byte MRs: four fit the limit only by their pages. */
 	for (uintptr_t i = 0; i < 8; i++)
@@ -1164,36 +1133,6 @@ START_TEST(stale_rate_limit_says_what_it_suppressed)
 }
 END_TEST
 
-/* ---- releaser thread ------------------------------------------------------- */
-
-/*
- * An invalidated idle MR is deregistered by the releaser thread although
- * the application makes no further call (without it: at the next one).
- */
-START_TEST(releaser_releases_without_application_calls)
-{
-	int p[2];
-	void *a = reg(PD1, 0x10000, PAGE);
-	struct timespec t0, now;
-
-	ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
-	fmon->wake_rfd = p[0];
-	fmon->wake_wfd = p[1];
-	cache_dereg(cache, a);				/* idle */
-	ck_assert_int_eq(releaser_start(cache, p[0]), 0);
-	fake_invalidate(fmon, 0x10000, 0x11000);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	do {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		ck_assert_msg(now.tv_sec - t0.tv_sec < 20, "never released");
-		usleep(1000);
-	} while (n_dereg() == 0);
-	ck_assert_int_eq(n_dereg(), 1);
-	ck_assert_uint_eq(cache_registered_count(cache), 0);
-	usleep(50000);	/* let the thread return to poll() before teardown */
-}
-END_TEST
-
 /* ---- clone(CLONE_VM) ------------------------------------------------------- */
 
 static int clone_vm_child(void *arg)
@@ -1282,7 +1221,6 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, stale_warning_says_what_is_known);
 	tcase_add_test(tc, stale_rate_limit_says_what_it_suppressed);
 	tcase_add_test(tc, clone_vm_child_does_not_stop_parent_caching);
-	tcase_add_test(tc, releaser_releases_without_application_calls);
 	suite_add_tcase(s, tc);
 	return s;
 }

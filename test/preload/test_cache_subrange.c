@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "cache_fixture.h"
 #include "fakes.h"
 #include "stats.h"
 
@@ -25,14 +26,9 @@
 #define LOCAL 0x1u		/* access bits of the tests: local ... */
 #define REMOTE 0x6u		/* ... and remote (limits.remote_access) */
 
-static struct fake_monitor *fmon;
-static struct fake_verbs *fv;
-static struct shim_stats *st;
-static struct cache *cache;
-
-static void make_cache(enum cache_subrange mode, uint64_t max_bytes)
+static struct cache_limits limits_of(enum cache_subrange mode,
+				     uint64_t max_bytes)
 {
-	struct cache_ops ops;
 	struct cache_limits lim = {
 		.max_entries = 1000,
 		.max_bytes = max_bytes,
@@ -40,31 +36,26 @@ static void make_cache(enum cache_subrange mode, uint64_t max_bytes)
 		.remote_access = REMOTE,
 	};
 
-	if (cache)
-		cache_destroy(cache);
-	fake_verbs_ops(fv, &ops);
-	cache = cache_create(&ops, &fmon->base, &lim, st);
-	ck_assert_ptr_nonnull(cache);
+	return lim;
+}
+
+static void make_cache(enum cache_subrange mode, uint64_t max_bytes)
+{
+	struct cache_limits lim = limits_of(mode, max_bytes);
+
+	fixture_make_cache(&lim);
 }
 
 static void setup(void)
 {
-	fmon = malloc(sizeof(*fmon));
-	fv = malloc(sizeof(*fv));
-	st = calloc(1, sizeof(*st));
-	fake_monitor_init(fmon);
-	fake_verbs_init(fv);
-	cache = NULL;
-	make_cache(CACHE_SUBRANGE_LOCAL, 1ULL << 40);
+	struct cache_limits lim = limits_of(CACHE_SUBRANGE_LOCAL, 1ULL << 40);
+
+	fixture_setup(&lim);
 }
 
 static void teardown(void)
 {
-	cache_destroy(cache);
-	fake_verbs_free_all(fv);
-	free(st);
-	free(fv);
-	free(fmon);
+	fixture_teardown();
 }
 
 static struct fake_mr *reg_a(uintptr_t addr, size_t len, unsigned int access)
@@ -77,16 +68,6 @@ static struct fake_mr *reg_a(uintptr_t addr, size_t len, unsigned int access)
 static struct fake_mr *reg(uintptr_t addr, size_t len)
 {
 	return reg_a(addr, len, LOCAL);
-}
-
-static int n_reg(void)
-{
-	return atomic_load(&fv->n_reg);
-}
-
-static int n_dereg(void)
-{
-	return atomic_load(&fv->n_dereg);
 }
 
 static struct cache_key last_key(void)

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * The queue of deferred deregistrations (dereg_defer.h): a fixed array of
+ * slots and a count of claimed ones.
+ *
+ * Queueing first claims a slot in the count (at most DEREG_DEFER_SLOTS
+ * claims), then stores the pointer into an empty slot with a
+ * compare-and-swap.  Taking exchanges a full slot with NULL first and
+ * gives its claim back after.  A slot is therefore full only while its
+ * claim is held, so a claimer always finds an empty slot (fewer than
+ * DEREG_DEFER_SLOTS others hold claims), and a pointer is taken exactly
+ * once (the exchange that sees it empties the slot).  A taker that finds
+ * the count nonzero but no full slot (a queuer between its two steps, in
+ * a handler on another thread) returns NULL: that queuer's own thread
+ * takes it at its return to the application.
+ */
+#define _GNU_SOURCE
+#include "dereg_defer.h"
+
+#include <errno.h>
+#include <stddef.h>
+
+/* Global: the queue is process-wide by design (see dereg_defer.h). */
+atomic_uint dereg_defer_claimed;
+static _Atomic(void *) slots[DEREG_DEFER_SLOTS];
+
+int dereg_defer(void *mr)
+{
+	unsigned int n = atomic_load(&dereg_defer_claimed);
+
+	do {
+		if (n >= DEREG_DEFER_SLOTS)
+			return EAGAIN;
+	} while (!atomic_compare_exchange_weak(&dereg_defer_claimed, &n, n + 1));
+	for (;;) {
+		for (size_t i = 0; i < DEREG_DEFER_SLOTS; i++) {
+			void *empty = NULL;
+
+			if (atomic_compare_exchange_strong(&slots[i], &empty, mr))
+				return 0;
+		}
+	}
+}
+
+void *dereg_defer_take(void)
+{
+	if (!dereg_defer_pending())
+		return NULL;
+	for (size_t i = 0; i < DEREG_DEFER_SLOTS; i++) {
+		void *mr;
+
+		if (!atomic_load_explicit(&slots[i], memory_order_relaxed))
+			continue;
+		mr = atomic_exchange(&slots[i], NULL);
+		if (mr) {
+			atomic_fetch_sub(&dereg_defer_claimed, 1);
+			return mr;
+		}
+	}
+	return NULL;
+}

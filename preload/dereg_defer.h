@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Deregistrations that could not be done when they were called: an
+ * ibv_dereg_mr that arrives while its thread is already inside the shim
+ * (a signal handler interrupted it, or libibverbs called itself) must not
+ * free a cached MR behind the cache and cannot take the cache's locks
+ * (the interrupted code may hold them).  Such calls are queued here and
+ * done at the next return of any thread to the application: the
+ * interrupted thread's own, or, should that thread never return to the
+ * application (it exits from the handler), the next call of any other
+ * thread.  So a queued deregistration is never lost with its thread, and
+ * it is done exactly once: each queued pointer is taken by one
+ * exchange.
+ *
+ * Process-wide, not per thread, for that hand-over.  Async-signal-safe:
+ * lock-free atomics only, no allocation.
+ */
+#ifndef UMMUSHIM_DEREG_DEFER_H
+#define UMMUSHIM_DEREG_DEFER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define DEREG_DEFER_SLOTS 64
+
+/*
+ * Global (hidden): how many slots are claimed (queued, or being queued or
+ * taken).  Read on every return to the application, hence here.
+ */
+extern atomic_uint dereg_defer_claimed __attribute__((visibility("hidden")));
+
+/* Queue @mr (not NULL): 0, or EAGAIN when DEREG_DEFER_SLOTS are queued. */
+int dereg_defer(void *mr);
+
+/* Anything queued?  (One relaxed load: the return path's check.) */
+static inline bool dereg_defer_pending(void)
+{
+	return atomic_load_explicit(&dereg_defer_claimed,
+				    memory_order_relaxed) != 0;
+}
+
+/* Take one queued pointer (each is taken once), or NULL if none is. */
+void *dereg_defer_take(void);
+
+#endif /* UMMUSHIM_DEREG_DEFER_H */

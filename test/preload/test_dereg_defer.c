@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * Unit tests of the queue of deferred deregistrations (dereg_defer.c):
+ * a queued pointer is taken by any thread, also after the queuing thread
+ * is gone; each exactly once under concurrent queuing and taking; a full
+ * queue says EAGAIN and loses nothing.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "dereg_defer.h"
+
+static void *queue_and_exit(void *arg)
+{
+	return (void *)(intptr_t)dereg_defer(arg);
+}
+
+START_TEST(taken_by_another_thread_after_the_queuer_exits)
+{
+	pthread_t t;
+	void *rc;
+
+	ck_assert_ptr_null(dereg_defer_take());
+	ck_assert(!dereg_defer_pending());
+	ck_assert_int_eq(pthread_create(&t, NULL, queue_and_exit, (void *)0x1234), 0);
+	ck_assert_int_eq(pthread_join(t, &rc), 0);
+	ck_assert_ptr_null(rc);
+	ck_assert(dereg_defer_pending());
+	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x1234);
+	ck_assert(!dereg_defer_pending());
+	ck_assert_ptr_null(dereg_defer_take());
+}
+END_TEST
+
+START_TEST(full_queue_says_eagain_and_keeps_what_it_has)
+{
+	unsigned long seen = 0;
+	void *p;
+
+	for (uintptr_t i = 1; i <= DEREG_DEFER_SLOTS; i++)
+		ck_assert_int_eq(dereg_defer((void *)i), 0);
+	ck_assert_int_eq(dereg_defer((void *)0x999), EAGAIN);
+	while ((p = dereg_defer_take()) != NULL) {
+		uintptr_t v = (uintptr_t)p;
+
+		ck_assert(v >= 1 && v <= DEREG_DEFER_SLOTS);
+		ck_assert(!(seen & (1UL << (v - 1))));	/* once each */
+		seen |= 1UL << (v - 1);
+	}
+	ck_assert_uint_eq(seen, ~0UL >> (64 - DEREG_DEFER_SLOTS));
+	ck_assert_int_eq(dereg_defer((void *)0x999), 0);	/* room again */
+	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x999);
+}
+END_TEST
+
+/* Queuers and takers at once: every pointer comes out exactly once. */
+#define N_QUEUERS 2
+#define PER_QUEUER 200000
+static _Atomic unsigned char taken[N_QUEUERS * PER_QUEUER + 1];
+static atomic_int queuers_done;
+static atomic_long n_taken, n_again;
+
+static void *queuer(void *arg)
+{
+	uintptr_t base = (uintptr_t)arg;
+
+	for (uintptr_t i = 0; i < PER_QUEUER; i++)
+		while (dereg_defer((void *)(base + i)) == EAGAIN)
+			atomic_fetch_add(&n_again, 1);
+	atomic_fetch_add(&queuers_done, 1);
+	return NULL;
+}
+
+static void take_all(void)
+{
+	void *p;
+
+	while ((p = dereg_defer_take()) != NULL) {
+		atomic_fetch_add(&taken[(uintptr_t)p], 1);
+		atomic_fetch_add(&n_taken, 1);
+	}
+}
+
+static void *taker(void *arg)
+{
+	(void)arg;
+	while (atomic_load(&queuers_done) < N_QUEUERS)
+		take_all();
+	take_all();
+	return NULL;
+}
+
+START_TEST(each_pointer_taken_once_under_concurrency)
+{
+	pthread_t q[N_QUEUERS], t[2];
+
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, taker, NULL), 0);
+	for (int i = 0; i < N_QUEUERS; i++)
+		ck_assert_int_eq(pthread_create(&q[i], NULL, queuer,
+						(void *)(uintptr_t)(1 + i * PER_QUEUER)), 0);
+	for (int i = 0; i < N_QUEUERS; i++)
+		pthread_join(q[i], NULL);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	take_all();
+	ck_assert_int_eq(atomic_load(&n_taken), N_QUEUERS * PER_QUEUER);
+	for (long i = 1; i <= N_QUEUERS * PER_QUEUER; i++)
+		ck_assert_int_eq(atomic_load(&taken[i]), 1);
+	ck_assert(!dereg_defer_pending());
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("dereg_defer");
+	TCase *tc = tcase_create("queue");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(tc, taken_by_another_thread_after_the_queuer_exits);
+	tcase_add_test(tc, full_queue_says_eagain_and_keeps_what_it_has);
+	tcase_add_test(tc, each_pointer_taken_once_under_concurrency);
+	tcase_set_timeout(tc, 120);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
