@@ -189,7 +189,8 @@ main() {
 		guest+=("SOAK_SECONDS=$((SOAK_MIN * 60))" "MPIWORK_ARGS=${MPIWORK_ARGS:-$SOAK_ARGS}"
 			"SHIM_VARIANTS=${one%%;*}")
 	elif [ "$QUICK" = 1 ]; then
-		timeout=1500
+		# Every node beyond two slows the emulated others down.
+		timeout=$((1500 + (NODES - 2) * 900))
 		guest+=(STACKS=ompi-ucx "CONFIGS=a b" "MPIWORK_ARGS=${MPIWORK_ARGS:-$QUICK_ARGS}"
 			"SHIM_VARIANTS=${one%%;*}")
 	else

@@ -85,6 +85,25 @@ def nic_deltas(raw, tag):
     return deltas
 
 
+REGCOUNT_RE = re.compile(r"regcount-(real|app): pid=\d+ regs=(\d+) reg_fail=\d+ deregs=(\d+) "
+                         r"reg_ns=(\d+) dereg_ns=(\d+)")
+
+
+def regcount_totals(raw, tag):
+    """The counting preloads' exit lines: per layer, processes and sums over all ranks."""
+    totals = {}
+    path = os.path.join(raw, f"{tag}.err")
+    if os.path.exists(path):
+        with open(path, errors="replace") as f:
+            for m in REGCOUNT_RE.finditer(f.read()):
+                t = totals.setdefault(m.group(1), {"processes": 0, "regs": 0, "deregs": 0,
+                                                   "reg_ns": 0, "dereg_ns": 0})
+                t["processes"] += 1
+                for key, value in zip(("regs", "deregs", "reg_ns", "dereg_ns"), m.groups()[1:]):
+                    t[key] += int(value)
+    return totals
+
+
 def transports(raw, tag):
     """UCX's endpoint configurations as logged (transport per lane)."""
     found = set()
@@ -123,7 +142,8 @@ def load(result_dir, ummushim=None):
         runs[tag] = {"stack": m.group(1), "config": m.group(2), "variant": variant,
                      "results": results, "shim": hosts, "shim_total": total,
                      "shim_table": shim_table, "nic": nic_deltas(raw, tag),
-                     "mpirun_seconds": seconds, "transports": transports(raw, tag)}
+                     "mpirun_seconds": seconds, "regcount": regcount_totals(raw, tag),
+                     "transports": transports(raw, tag)}
     order = lambda t: (list(STACKS).index(runs[t]["stack"]),
                        CONFIG_ORDER.get(runs[t]["config"], int(runs[t]["config"][1:]) if runs[t]["config"][1:].isdigit() else 50))
     return {t: runs[t] for t in sorted(runs, key=order)}
@@ -173,7 +193,8 @@ def run_table(runs, stack):
         return []
     lines = [f"{STACKS[stack]}, whole runs (all workloads; shim columns: ummushim stats, total of all ranks):",
              f"  {'config':<30} {'mpirun s':>8} {'procs':>5} {'hits':>6} {'misses':>6} {'real_regs':>9} "
-             f"{'reg_ms':>8} {'inval':>6} {'stale':>5}  rxe0 pkts out (per node)  eth0 MB out (per node)"]
+             f"{'reg_ms':>8} {'inval':>6} {'stale':>5}  {'real reg+dereg':>15}  "
+             f"rxe0 pkts out (per node)  eth0 MB out (per node)"]
     for run in rows:
         t = run["shim_total"]
         shim = (f"{t.get('processes', 0):>5} {t.get('hits', 0):>6} {t.get('misses', 0):>6} "
@@ -183,7 +204,11 @@ def run_table(runs, stack):
         pkts = "/".join(str(n["rxe_sent_pkts"]) for n in nic.values()) or "-"
         mb = "/".join(f"{n['eth_tx_bytes'] / 1e6:.1f}" for n in nic.values()) or "-"
         secs = "" if run["mpirun_seconds"] is None else str(run["mpirun_seconds"])
-        lines.append(f"  {config_name(run):<30} {secs:>8} {shim}  {pkts:<24} {mb}")
+        real = run["regcount"].get("real")
+        cost = ""
+        if real and real["regs"]:
+            cost = f"{(real['reg_ns'] + real['dereg_ns']) / real['regs'] / 1e6:.1f} ms/reg"
+        lines.append(f"  {config_name(run):<30} {secs:>8} {shim}  {cost:>15}  {pkts:<24} {mb}")
     return lines
 
 
@@ -281,7 +306,9 @@ def main():
     text = ["MB/s = bytes received and checked by all ranks / slowest rank's time in MPI calls;",
             "b/a, b/c = (b)'s MB/s over (a)'s, (c)'s (the same bytes: the inverse time ratio);",
             "real regs = ibv_reg_mr calls reaching libibverbs per rank (rank 0/1 on node1, ...);",
-            "hits = registrations asked for - real ones, all ranks (the counting preloads).", ""]
+            "hits = registrations asked for - real ones, all ranks (the counting preloads);",
+            "real reg+dereg = time in libibverbs' ibv_reg_mr + ibv_dereg_mr per real registration,",
+            "whole run, all ranks (libregcount-real.so's timers).", ""]
     for stack in STACKS:
         for w in workloads:
             t = table(runs, stack, w)
