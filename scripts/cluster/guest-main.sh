@@ -146,7 +146,7 @@ nic_counters() { # WHEN
 		# shellcheck disable=SC2016 # expanded on the node
 		ssh "node$i" 'c=/sys/class/infiniband/rxe0/ports/1/hw_counters
 			n=/sys/class/net/eth0/statistics
-			echo "$(hostname) $(cat $c/sent_pkts $c/rcvd_pkts $n/tx_bytes $n/rx_bytes)"' |
+			echo $(hostname) $(cat $c/sent_pkts $c/rcvd_pkts $n/tx_bytes $n/rx_bytes)' |
 			sed "s/^/$1 /" || say "node$i: no NIC counters"
 	done
 }
