@@ -14,9 +14,12 @@
 # (Alltoall, Allreduce over all ranks), halo (slices of one big array at
 # moving addresses), recycle (malloc/free of varying sizes every iteration).
 # Prints a/b/c tables per workload and stack (time, MB/s, real registrations
-# per rank, hits, invalidations, stale), writes JSON and a PNG plot, and
-# keeps the per-rank debug logs of one (b) run (shim-ompi-ucx-b1.HOST.PID.log
-# in the results, both hosts).
+# per rank, hits) and per run (the shim's statistics summed per node and in
+# total by `ummushim stats`, invalidations, stale; the NIC's counters),
+# writes JSON and a PNG plot per stack, and keeps the per-rank logs of the
+# (b) runs, one of them at debug level (the full job: an extra short Open MPI
+# run, shim-ompi-ucx-debug.HOST.PID.log; --quick: shim-ompi-ucx-b1...), from
+# every host.
 #
 # Usage: scripts/main-job.sh [OPTIONS]
 #   --quick           the test command's version: Open MPI + UCX, (a) and
@@ -29,8 +32,11 @@
 #   --stacks "S ..."  default "ompi-ucx mpich-ucx ompi-ofi"
 #   --shim-env "K=V ...[;K=V ...]"
 #                     shim settings for (b); each ';'-separated group is a
-#                     (b) column of its own (default "UMMUSHIM_SUBRANGE=all";
-#                     settings the shim does not know are ignored by it)
+#                     (b) column of its own (default: "UMMUSHIM_SUBRANGE=local;
+#                     UMMUSHIM_SUBRANGE=all", for --quick and --soak only
+#                     "UMMUSHIM_SUBRANGE=all"; settings the shim does not
+#                     know are ignored by it)
+#   --run-timeout SEC one mpirun's limit (default 1200)
 #   --mpiwork-args "..."  mpiwork options (sizes, iterations; see
 #                     scripts/bench-mpi/mpiwork.h)
 #   --build-dir DIR   meson build directory (default: build)
@@ -58,12 +64,18 @@ QUICK=0
 SOAK_MIN=0
 NODES=2
 STACKS="ompi-ucx mpich-ucx ompi-ofi"
-SHIM_ENV="UMMUSHIM_SUBRANGE=all"
+SHIM_ENV=
+RUN_TIMEOUT=1200
 MPIWORK_ARGS=
 # The quick mode's sizes: rendezvous messages (> 8K), a few iterations.
 QUICK_ITERS=6
 QUICK_ARGS="--size 32K --min-size 12K --iters $QUICK_ITERS --rows 48 --depth 2 --remap 3"
-FULL_ARGS="--size 256K --min-size 16K --iters 40 --rows 128 --depth 2 --remap 4"
+# The full job's: every message above 128 KiB, where libfabric's ofi_rxm
+# stops copying through its own bounce buffers and registers the
+# application's memory (at or below it no stack-neutral comparison exists).
+FULL_ARGS="--size 256K --min-size 144K --iters 10 --rows 64 --depth 2 --remap 4"
+# The full job's extra Open MPI (b) run at debug level, for its per-rank logs.
+DEBUG_ARGS="--size 256K --min-size 144K --iters 3 --rows 32 --depth 2"
 SOAK_ARGS="--size 512K --min-size 8K --rows 96 --depth 3 --remap 5"
 
 # The project's package list lives in .ci/run; these are the ones this job
@@ -84,6 +96,7 @@ parse_args() {
 		--nodes) NODES=${2:?}; shift 2 ;;
 		--stacks) STACKS=${2:?}; shift 2 ;;
 		--shim-env) SHIM_ENV=$2; shift 2 ;;
+		--run-timeout) RUN_TIMEOUT=${2:?}; shift 2 ;;
 		--mpiwork-args) MPIWORK_ARGS=$2; shift 2 ;;
 		*) common_option "$@" || die "unknown argument: $1 (see --help)"; shift 2 ;;
 		esac
@@ -91,6 +104,7 @@ parse_args() {
 	common_options_done results
 	[[ $SOAK_MIN =~ ^[0-9]+$ ]] || die "--soak wants whole minutes"
 	[[ $NODES =~ ^[2-4]$ ]] || die "--nodes wants 2, 3 or 4"
+	[[ $RUN_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--run-timeout wants seconds"
 	local s
 	for s in $STACKS; do
 		case $s in ompi-ucx | mpich-ucx | ompi-ofi) ;; *) die "unknown stack $s" ;; esac
@@ -137,15 +151,21 @@ run_cluster() { # TIMEOUT_S GUEST-ENV...
 }
 
 summarize() {
-	python3 "$ROOT/scripts/cluster/summarize.py" "$RESULTS/cluster" "$RESULTS"
-	local ncols
-	ncols=$(head -n 1 "$RESULTS/cluster-bandwidth.dat" | wc -w)
-	gnuplot -e "datafile='$RESULTS/cluster-bandwidth.dat'; outfile='$RESULTS/cluster-bandwidth.png'; ncols=$ncols" \
-		"$ROOT/scripts/cluster/plot-cluster.gp"
-	# The per-rank debug logs of one (b) run, from every node.
+	python3 "$ROOT/scripts/cluster/summarize.py" --ummushim "$BUILD/tools/ummushim-uninstalled" \
+		"$RESULTS/cluster" "$RESULTS"
+	local dat stack ncfg
+	for dat in "$RESULTS"/cluster-*.dat; do
+		[ -e "$dat" ] || continue
+		stack=$(basename "$dat" .dat)
+		stack=${stack#cluster-}
+		ncfg=$(($(head -n 1 "$dat" | wc -w) / 2))
+		gnuplot -e "datafile='$dat'; outfile='${dat%.dat}.png'; ncfg=$ncfg; stack='$stack'" \
+			"$ROOT/scripts/cluster/plot-cluster.gp"
+	done
+	# The per-rank logs of the (b) runs (one at debug level), from every node.
 	mkdir -p "$RESULTS/shim-logs"
 	cp "$RESULTS"/cluster/node*/shim-*.log "$RESULTS/shim-logs/" 2>/dev/null || true
-	say "results: $RESULTS/cluster.txt, cluster.json, cluster-bandwidth.png, shim-logs/"
+	say "results: $RESULTS/cluster.txt, cluster.json, cluster-STACK.png, shim-stats/, shim-logs/"
 }
 
 main() {
@@ -163,18 +183,21 @@ main() {
 			[ -e "$BUILD/$p" ] || die "--no-build: $BUILD/$p is missing"
 		done
 	fi
-	local guest=("CLUSTER_NODES=$NODES")
+	local guest=("CLUSTER_NODES=$NODES" "RUN_TIMEOUT=$RUN_TIMEOUT") one=${SHIM_ENV:-UMMUSHIM_SUBRANGE=all}
 	if [ "$SOAK_MIN" -gt 0 ]; then
 		timeout=$((SOAK_MIN * 60 + 1800))
 		guest+=("SOAK_SECONDS=$((SOAK_MIN * 60))" "MPIWORK_ARGS=${MPIWORK_ARGS:-$SOAK_ARGS}"
-			"SHIM_VARIANTS=${SHIM_ENV%%;*}")
+			"SHIM_VARIANTS=${one%%;*}")
 	elif [ "$QUICK" = 1 ]; then
-		timeout=1500
+		# Every node beyond two slows the emulated others down.
+		timeout=$((1500 + (NODES - 2) * 900))
 		guest+=(STACKS=ompi-ucx "CONFIGS=a b" "MPIWORK_ARGS=${MPIWORK_ARGS:-$QUICK_ARGS}"
-			"SHIM_VARIANTS=${SHIM_ENV%%;*}")
+			"SHIM_VARIANTS=${one%%;*}")
 	else
+		timeout=$((RUN_TIMEOUT * 16 + 1800))
 		guest+=("STACKS=$STACKS" "MPIWORK_ARGS=${MPIWORK_ARGS:-$FULL_ARGS}"
-			"SHIM_VARIANTS=$SHIM_ENV")
+			"SHIM_VARIANTS=${SHIM_ENV:-UMMUSHIM_SUBRANGE=local;UMMUSHIM_SUBRANGE=all}"
+			DEBUG_LOG_RUN=separate "DEBUG_LOG_ARGS=$DEBUG_ARGS")
 	fi
 	say "booting $NODES nodes; MPI runs take minutes under emulation"
 	run_cluster "$timeout" "${guest[@]}" || rc=$?
@@ -182,11 +205,12 @@ main() {
 		die "the cluster run produced no MPI results (status $rc)"
 	summarize
 	if [ "$SOAK_MIN" -gt 0 ]; then
-		python3 "$ROOT/scripts/cluster/summarize.py" --soak "$RESULTS/cluster" |
+		python3 "$ROOT/scripts/cluster/summarize.py" --ummushim "$BUILD/tools/ummushim-uninstalled" \
+			--soak "$RESULTS/cluster" |
 			tee "$RESULTS/soak.txt" || rc=1
 	elif [ "$QUICK" = 1 ]; then
-		python3 "$ROOT/scripts/cluster/summarize.py" --check-quick "$RESULTS/cluster" \
-			"$QUICK_ITERS" || rc=1
+		python3 "$ROOT/scripts/cluster/summarize.py" --ummushim "$BUILD/tools/ummushim-uninstalled" \
+			--check-quick "$RESULTS/cluster" "$QUICK_ITERS" || rc=1
 	fi
 	say "wall time $((SECONDS - t0)) s"
 	[ "$rc" -eq 0 ] || say "FAILED (status $rc, see above)"

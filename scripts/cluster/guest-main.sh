@@ -22,8 +22,14 @@
 #   (default "a b c"), SHIM_VARIANTS (default: one, "UMMUSHIM_SUBRANGE=all"),
 #   WORKLOADS (default pingpong,collectives,halo,recycle), MPIWORK_ARGS,
 #   RANKS_PER_NODE (2), CLUSTER_NODES (from cluster.sh), DEBUG_LOG_RUN
-#   (a STACK-CONFIG whose shim logs at debug level, default ompi-ucx-b1),
-#   SOAK_SECONDS (> 0: only the soak: halo and recycle under the shim).
+#   (a STACK-CONFIG whose shim logs at debug level, default ompi-ucx-b1;
+#   "separate": none of the measured runs, but one more short Open MPI run
+#   of the first shim variant, ompi-ucx-debug, with DEBUG_LOG_ARGS),
+#   RUN_TIMEOUT (seconds per mpirun, 1200), SOAK_SECONDS (> 0: only the
+#   soak: halo and recycle under the shim).
+# Per run, STACK-CONFIG.nic holds every node's Soft-RoCE packet counters
+# and eth0 byte counters before and after it: the proof that the traffic
+# went through rxe0 and over the virtual wire.
 set -eu -o pipefail
 
 BUILD=$(cd "$1" && pwd)
@@ -100,10 +106,11 @@ run_config() { # STACK CONFIG(a|bN|c) WORKLOADS [MPIWORK ARG...]
 	read -r -a env <<<"$(common_env "$stack")"
 	case $cfg in
 	a) env+=("$(cache_off_env "$stack")" "LD_PRELOAD=$COUNT_REAL") ;;
-	b*)
-		local variant
-		variant=$(sed -n "${cfg#b}p" <<<"${SHIM_VARIANTS//;/$'\n'}")
-		[ "$tag" != "${DEBUG_LOG_RUN:-ompi-ucx-b1}" ] || level=debug
+	b* | debug)
+		local variant index=${cfg#b}
+		[ "$cfg" != debug ] || index=1
+		variant=$(sed -n "${index}p" <<<"${SHIM_VARIANTS//;/$'\n'}")
+		[ "$tag" != "${DEBUG_LOG_RUN:-ompi-ucx-b1}" ] && [ "$cfg" != debug ] || level=debug
 		# shellcheck disable=SC2206 # a list of K=V words
 		env+=("$(cache_off_env "$stack")" "LD_PRELOAD=$COUNT_APP:$SHIM:$COUNT_REAL"
 			UMMUSHIM_STATS=1 "UMMUSHIM_LOG_LEVEL=$level"
@@ -115,10 +122,12 @@ run_config() { # STACK CONFIG(a|bN|c) WORKLOADS [MPIWORK ARG...]
 	esac
 	mapfile -d '' -t cmd < <(launcher "$stack" "${env[@]}")
 	say "$tag: ${env[*]}"
+	nic_counters before >"$OUT/$tag.nic"
 	local t0=$SECONDS
 	timeout "${RUN_TIMEOUT:-1200}" "${cmd[@]}" "$(program_of "$stack")" "$list" \
 		--label "$tag" "$@" >"$OUT/$tag.txt" 2>"$OUT/$tag.err" || rc=$?
 	echo "$((SECONDS - t0))" >"$OUT/$tag.seconds"
+	nic_counters after >>"$OUT/$tag.nic"
 	grep '^RESULT' "$OUT/$tag.txt" | cut -c1-200 >&2 || true
 	# Which device and transport UCX picked for each endpoint.
 	grep -ho 'ep_cfg.*' "$OUT/$tag.txt" "$OUT/$tag.err" | sort | uniq -c >&2 || true
@@ -127,6 +136,19 @@ run_config() { # STACK CONFIG(a|bN|c) WORKLOADS [MPIWORK ARG...]
 		grep -v ' UCX  INFO ' "$OUT/$tag.err" | tail -20 >&2
 		status=1
 	fi
+}
+
+# One line per node: WHEN HOST rxe0's sent_pkts rcvd_pkts, eth0's tx_bytes
+# rx_bytes.
+nic_counters() { # WHEN
+	local i
+	for i in $(seq "$NODES"); do
+		# shellcheck disable=SC2016 # expanded on the node
+		ssh "node$i" 'c=/sys/class/infiniband/rxe0/ports/1/hw_counters
+			n=/sys/class/net/eth0/statistics
+			echo $(hostname) $(cat $c/sent_pkts $c/rcvd_pkts $n/tx_bytes $n/rx_bytes)' |
+			sed "s/^/$1 /" || say "node$i: no NIC counters"
+	done
 }
 
 show_info() {
@@ -195,4 +217,8 @@ for stack in ${STACKS:-ompi-ucx mpich-ucx ompi-ofi}; do
 		fi
 	done
 done
+if [ "${DEBUG_LOG_RUN:-}" = separate ]; then
+	# shellcheck disable=SC2086 # DEBUG_LOG_ARGS is a list of options
+	run_config ompi-ucx debug pingpong,halo ${DEBUG_LOG_ARGS:-${MPIWORK_ARGS:-}}
+fi
 exit "$status"

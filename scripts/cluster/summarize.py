@@ -1,44 +1,107 @@
 #!/usr/bin/env python3
 """Tables, JSON and plot data of a main-job run on the virtual cluster.
 
-Usage: summarize.py RESULT_DIR OUT_DIR
-       summarize.py --check-quick RESULT_DIR ITERS   (the quick main job's checks)
-       summarize.py --soak RESULT_DIR                (a soak's totals and verdict)
+Usage: summarize.py --ummushim CMD RESULT_DIR OUT_DIR
+       summarize.py --ummushim CMD --check-quick RESULT_DIR ITERS   (the quick main job's checks)
+       summarize.py --ummushim CMD --soak RESULT_DIR                (a soak's totals and verdict)
 RESULT_DIR is cluster.sh's --out: node1/raw/STACK-CONFIG.txt hold mpiwork's
-RESULT lines, nodeN/shim-STACK-CONFIG.HOST.PID.log the shim's logs of every
-node.  Writes OUT_DIR/cluster.json, cluster.txt (also printed) and
-cluster-bandwidth.dat (for plot-cluster.gp).  Also usable as a module
-(load()) by the quick test.
+RESULT lines, node1/raw/STACK-CONFIG.nic the nodes' NIC counters around the
+run, nodeN/shim-STACK-CONFIG.HOST.PID.log the shim's logs of every node.
+The shim's statistics of each (b) run are summed per host and in total by
+the project's own `ummushim stats` (CMD: the command, e.g. the build tree's
+tools/ummushim-uninstalled).  Writes OUT_DIR/cluster.json, cluster.txt (also
+printed), shim-stats/STACK-CONFIG.{txt,json} (ummushim stats' table and
+JSON) and, per stack, cluster-STACK.dat (for plot-cluster.gp).
 """
 import glob
 import json
 import os
 import re
+import subprocess
 import sys
 from collections import defaultdict
 
 STACKS = {"ompi-ucx": "Open MPI + UCX", "mpich-ucx": "MPICH + UCX",
           "ompi-ofi": "Open MPI + libfabric (verbs;ofi_rxm)"}
 STAT_FIELDS = ("hits", "misses", "real_regs", "invalidations", "stale", "evictions")
-STATS_RE = re.compile(r"ummushim\[([^:\]]+):(\d+)\] stats: (.*)")
+CONFIG_ORDER = {"a": 0, "c": 99}
 
 
-def shim_stats(result_dir, tag):
-    """Per-host sums of the shim's exit statistics for one run."""
-    per_host = defaultdict(lambda: defaultdict(int))
-    for path in glob.glob(os.path.join(result_dir, "node*", f"shim-{tag}.*.log")):
-        with open(path, errors="replace") as log:
-            for line in log:
-                m = STATS_RE.search(line)
-                if not m:
+def shim_logs(result_dir, tag):
+    return sorted(glob.glob(os.path.join(result_dir, "node*", f"shim-{tag}.*.log")))
+
+
+def ummushim_stats(cmd, logs, as_json):
+    """`ummushim stats [--json] LOGS`: its output, or None when it found nothing."""
+    argv = [sys.executable, cmd, "stats"] + (["--json"] if as_json else []) + logs
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        return None
+    return done.stdout
+
+
+def shim_stats(cmd, result_dir, tag):
+    """The (b) run's statistics from `ummushim stats --json`: (per host, total, table)."""
+    logs = shim_logs(result_dir, tag)
+    if not logs:
+        return {}, {}, ""
+    if not cmd:
+        sys.exit("summarize.py: --ummushim is needed to read the shim's statistics")
+    out = ummushim_stats(cmd, logs, True)
+    if out is None:
+        return {}, {}, ""
+    parsed = json.loads(out)
+
+    def flat(agg):
+        return dict(agg["fields"], processes=agg["processes"])
+    hosts = {h: flat(a) for h, a in sorted(parsed["hosts"].items())}
+    return hosts, flat(parsed["total"]), ummushim_stats(cmd, logs, False) or ""
+
+
+def nic_deltas(raw, tag):
+    """Per host: rxe0 packets sent/received and eth0 bytes out/in during the run."""
+    path = os.path.join(raw, f"{tag}.nic")
+    seen = defaultdict(dict)
+    if os.path.exists(path):
+        # "WHEN HOST N N N N", or the same spread over lines "WHEN HOST N", "WHEN N"...
+        host = None
+        with open(path) as f:
+            for line in f:
+                w = line.split()
+                if len(w) < 2:
                     continue
-                fields = dict(kv.split("=", 1) for kv in m.group(3).split() if "=" in kv)
-                host = per_host[m.group(1)]
-                host["processes"] += 1
-                for f in STAT_FIELDS:
-                    if fields.get(f, "").isdigit():
-                        host[f] += int(fields[f])
-    return {h: dict(v) for h, v in sorted(per_host.items())}
+                when, numbers = w[0], w[1:]
+                if not numbers[0].isdigit():
+                    host, numbers = numbers[0], numbers[1:]
+                    seen[host][when] = []
+                if host is not None and when in seen[host]:
+                    seen[host][when] += [int(x) for x in numbers if x.isdigit()]
+    deltas = {}
+    for host, when in sorted(seen.items()):
+        if len(when.get("before", ())) == 4 and len(when.get("after", ())) == 4:
+            d = [b - a for a, b in zip(when["before"], when["after"])]
+            deltas[host] = dict(zip(("rxe_sent_pkts", "rxe_rcvd_pkts", "eth_tx_bytes", "eth_rx_bytes"), d))
+    return deltas
+
+
+REGCOUNT_RE = re.compile(r"regcount-(real|app): pid=\d+ regs=(\d+) reg_fail=\d+ deregs=(\d+) "
+                         r"reg_ns=(\d+) dereg_ns=(\d+)")
+
+
+def regcount_totals(raw, tag):
+    """The counting preloads' exit lines: per layer, processes and sums over all ranks."""
+    totals = {}
+    path = os.path.join(raw, f"{tag}.err")
+    if os.path.exists(path):
+        with open(path, errors="replace") as f:
+            for m in REGCOUNT_RE.finditer(f.read()):
+                t = totals.setdefault(m.group(1), {"processes": 0, "regs": 0, "deregs": 0,
+                                                   "reg_ns": 0, "dereg_ns": 0})
+                t["processes"] += 1
+                for key, value in zip(("regs", "deregs", "reg_ns", "dereg_ns"), m.groups()[1:]):
+                    t[key] += int(value)
+    return totals
 
 
 def transports(raw, tag):
@@ -52,7 +115,7 @@ def transports(raw, tag):
     return sorted(found)
 
 
-def load(result_dir):
+def load(result_dir, ummushim=None):
     """All runs: {tag: {"results": {workload: RESULT}, "shim": ..., ...}}."""
     raw = os.path.join(result_dir, "node1", "raw")
     runs = {}
@@ -71,44 +134,87 @@ def load(result_dir):
         if os.path.exists(os.path.join(raw, f"{tag}.variant")):
             with open(os.path.join(raw, f"{tag}.variant")) as f:
                 variant = f.read().strip()
+        hosts, total, shim_table = shim_stats(ummushim, result_dir, tag)
+        seconds = None
+        if os.path.exists(os.path.join(raw, f"{tag}.seconds")):
+            with open(os.path.join(raw, f"{tag}.seconds")) as f:
+                seconds = int(f.read().strip() or 0)
         runs[tag] = {"stack": m.group(1), "config": m.group(2), "variant": variant,
-                     "results": results, "shim": shim_stats(result_dir, tag),
+                     "results": results, "shim": hosts, "shim_total": total,
+                     "shim_table": shim_table, "nic": nic_deltas(raw, tag),
+                     "mpirun_seconds": seconds, "regcount": regcount_totals(raw, tag),
                      "transports": transports(raw, tag)}
-    return runs
+    order = lambda t: (list(STACKS).index(runs[t]["stack"]),
+                       CONFIG_ORDER.get(runs[t]["config"], int(runs[t]["config"][1:]) if runs[t]["config"][1:].isdigit() else 50))
+    return {t: runs[t] for t in sorted(runs, key=order)}
 
 
 def fmt_list(values):
     return "/".join("-" if v < 0 else str(v) for v in values)
 
 
+def config_name(run):
+    cfg = run["config"]
+    return {"a": "(a) cache off", "c": "(c) MPI's own cache"}.get(cfg, f"(b) shim {run['variant']}".strip())
+
+
+def mean(values):
+    return sum(values) / len(values) if values else 0.0
+
+
 def table(runs, stack, workload):
+    """Per workload: a row per configuration."""
     lines = []
     rows = [(t, r) for t, r in runs.items() if r["stack"] == stack and workload in r["results"]]
     if not rows:
         return lines
     base = {r["config"]: r["results"][workload] for _, r in rows}
     lines.append(f"{STACKS[stack]}, {workload}:")
-    lines.append(f"  {'config':<28} {'time s':>9} {'MB/s':>8} {'b/a':>5} {'b/c':>5}  "
-                 f"{'real regs per rank':<22} {'hits':>6} {'inval':>6} {'stale':>5} errors")
+    lines.append(f"  {'config':<30} {'time s':>8} {'MB/s':>8} {'b/a':>5} {'b/c':>5}  "
+                 f"{'real regs per rank':<22} {'mean':>6} {'hits':>6} errors")
     for tag, run in rows:
         r = run["results"][workload]
         cfg = run["config"]
-        name = {"a": "(a) cache off", "c": "(c) MPI's own cache"}.get(cfg, f"(b) shim {run['variant']}".strip())
-        ratio = lambda other: (f"{r['MBps'] / base[other]['MBps']:.2f}"
-                               if cfg.startswith("b") and other in base and base[other]["MBps"] else "")
+
+        def ratio(other):
+            if not cfg.startswith("b") or other not in base or not base[other]["MBps"]:
+                return ""
+            return f"{r['MBps'] / base[other]['MBps']:.2f}"
         hits = "" if min(r["app_regs"]) < 0 else str(sum(r["app_regs"]) - sum(r["real_regs"]))
-        inval = stale = ""
-        if run["shim"]:
-            inval = str(sum(h.get("invalidations", 0) for h in run["shim"].values()))
-            stale = str(sum(h.get("stale", 0) for h in run["shim"].values()))
-        lines.append(f"  {name:<28} {r['seconds']:>9.3f} {r['MBps']:>8.2f} {ratio('a'):>5} {ratio('c'):>5}  "
-                     f"{fmt_list(r['real_regs']):<22} {hits:>6} {inval:>6} {stale:>5} {r['errors']}")
+        lines.append(f"  {config_name(run):<30} {r['seconds']:>8.3f} {r['MBps']:>8.2f} {ratio('a'):>5} {ratio('c'):>5}  "
+                     f"{fmt_list(r['real_regs']):<22} {mean(r['real_regs']):>6.1f} {hits:>6} {r['errors']}")
     return lines
 
 
-def check_quick(result_dir, iters):
+def run_table(runs, stack):
+    """Per run (all workloads): the shim's sums from `ummushim stats`, the NIC's counters."""
+    rows = [r for r in runs.values() if r["stack"] == stack]
+    if not rows:
+        return []
+    lines = [f"{STACKS[stack]}, whole runs (all workloads; shim columns: ummushim stats, total of all ranks):",
+             f"  {'config':<30} {'mpirun s':>8} {'procs':>5} {'hits':>6} {'misses':>6} {'real_regs':>9} "
+             f"{'reg_ms':>8} {'inval':>6} {'stale':>5}  {'real reg+dereg':>15}  "
+             f"rxe0 pkts out (per node)  eth0 MB out (per node)"]
+    for run in rows:
+        t = run["shim_total"]
+        shim = (f"{t.get('processes', 0):>5} {t.get('hits', 0):>6} {t.get('misses', 0):>6} "
+                f"{t.get('real_regs', 0):>9} {t.get('reg_ns', 0) / 1e6:>8.1f} {t.get('invalidations', 0):>6} "
+                f"{t.get('stale', 0):>5}") if t else f"{'':>5} {'':>6} {'':>6} {'':>9} {'':>8} {'':>6} {'':>5}"
+        nic = run["nic"]
+        pkts = "/".join(str(n["rxe_sent_pkts"]) for n in nic.values()) or "-"
+        mb = "/".join(f"{n['eth_tx_bytes'] / 1e6:.1f}" for n in nic.values()) or "-"
+        secs = "" if run["mpirun_seconds"] is None else str(run["mpirun_seconds"])
+        real = run["regcount"].get("real")
+        cost = ""
+        if real and real["regs"]:
+            cost = f"{(real['reg_ns'] + real['dereg_ns']) / real['regs'] / 1e6:.1f} ms/reg"
+        lines.append(f"  {config_name(run):<30} {secs:>8} {shim}  {cost:>15}  {pkts:<24} {mb}")
+    return lines
+
+
+def check_quick(result_dir, iters, ummushim):
     """The quick main job's assertions; prints ok/FAIL lines, returns failures."""
-    runs = load(result_dir)
+    runs = load(result_dir, ummushim)
     failures = []
 
     def check(cond, what):
@@ -154,9 +260,9 @@ def check_quick(result_dir, iters):
     return len(failures)
 
 
-def soak(result_dir):
+def soak(result_dir, ummushim):
     """A soak's totals; returns 1 when anything was lost or wrong."""
-    runs = load(result_dir)
+    runs = load(result_dir, ummushim)
     run = runs.get("ompi-ucx-b1")
     if not run or not run["results"]:
         print("soak: no results")
@@ -177,13 +283,19 @@ def soak(result_dir):
 
 
 def main():
-    if sys.argv[1] == "--check-quick":
-        sys.exit(1 if check_quick(sys.argv[2], int(sys.argv[3])) else 0)
-    if sys.argv[1] == "--soak":
-        sys.exit(soak(sys.argv[2]))
-    result_dir, out = sys.argv[1], sys.argv[2]
+    args = sys.argv[1:]
+    ummushim = None
+    if len(args) >= 2 and args[0] == "--ummushim":
+        ummushim, args = args[1], args[2:]
+    if args and args[0] == "--check-quick" and len(args) == 3:
+        sys.exit(1 if check_quick(args[1], int(args[2]), ummushim) else 0)
+    if args and args[0] == "--soak" and len(args) == 2:
+        sys.exit(soak(args[1], ummushim))
+    if len(args) != 2 or args[0].startswith("-"):
+        sys.exit(__doc__)
+    result_dir, out = args
     os.makedirs(out, exist_ok=True)
-    runs = load(result_dir)
+    runs = load(result_dir, ummushim)
     if not runs:
         sys.exit("summarize.py: no runs found under " + result_dir)
     workloads = []
@@ -192,30 +304,50 @@ def main():
             if w not in workloads:
                 workloads.append(w)
     text = ["MB/s = bytes received and checked by all ranks / slowest rank's time in MPI calls;",
-            "real regs = ibv_reg_mr calls reaching libibverbs per rank; hits = asked - real (b);",
-            "inval/stale: the shim's exit statistics for the whole (b) run (all workloads), summed",
-            "over all ranks of all nodes.", ""]
+            "b/a, b/c = (b)'s MB/s over (a)'s, (c)'s (the same bytes: the inverse time ratio);",
+            "real regs = ibv_reg_mr calls reaching libibverbs per rank (rank 0/1 on node1, ...);",
+            "hits = registrations asked for - real ones, all ranks (the counting preloads);",
+            "real reg+dereg = time in libibverbs' ibv_reg_mr + ibv_dereg_mr per real registration,",
+            "whole run, all ranks (libregcount-real.so's timers).", ""]
     for stack in STACKS:
         for w in workloads:
             t = table(runs, stack, w)
             if t:
                 text += t + [""]
-    text.append("shim statistics per host (b runs):")
+        t = run_table(runs, stack)
+        if t:
+            text += t + [""]
+    text.append("shim statistics per (b) run (ummushim stats):")
+    stats_dir = os.path.join(out, "shim-stats")
+    os.makedirs(stats_dir, exist_ok=True)
     for tag, run in runs.items():
-        for host, s in run["shim"].items():
-            text.append(f"  {tag:<16} {host:<8} " + " ".join(f"{k}={v}" for k, v in s.items()))
+        if not run["shim_table"]:
+            continue
+        text.append(f"  {tag} ({run['variant']}):")
+        text += ["    " + line for line in run["shim_table"].rstrip().splitlines()]
+        with open(os.path.join(stats_dir, f"{tag}.txt"), "w") as f:
+            f.write(run["shim_table"])
+        with open(os.path.join(stats_dir, f"{tag}.json"), "w") as f:
+            json.dump({"hosts": run["shim"], "total": run["shim_total"]}, f, indent=1, sort_keys=True)
     text.append("UCX transports: " + "; ".join(sorted({t for r in runs.values() for t in r["transports"]})))
     print("\n".join(text))
     with open(os.path.join(out, "cluster.txt"), "w") as f:
         f.write("\n".join(text) + "\n")
     with open(os.path.join(out, "cluster.json"), "w") as f:
         json.dump(runs, f, indent=1)
-    with open(os.path.join(out, "cluster-bandwidth.dat"), "w") as f:
-        tags = sorted(runs)
-        f.write("workload " + " ".join(tags) + "\n")
-        for w in workloads:
-            vals = [str(runs[t]["results"].get(w, {}).get("MBps", "NaN")) for t in tags]
-            f.write(f"{w} " + " ".join(vals) + "\n")
+    # Per stack: MB/s and mean real registrations per rank, workload x configuration.
+    for stack in STACKS:
+        tags = [t for t, r in runs.items() if r["stack"] == stack]
+        if not tags:
+            continue
+        with open(os.path.join(out, f"cluster-{stack}.dat"), "w") as f:
+            f.write("workload " + " ".join(config_name(runs[t]).replace(" ", "_") for t in tags)
+                    + " " + " ".join("regs:" + runs[t]["config"] for t in tags) + "\n")
+            for w in workloads:
+                mbps = [str(runs[t]["results"].get(w, {}).get("MBps", "NaN")) for t in tags]
+                regs = [f"{mean(runs[t]['results'][w]['real_regs']):.2f}" if w in runs[t]["results"] else "NaN"
+                        for t in tags]
+                f.write(f"{w} " + " ".join(mbps + regs) + "\n")
 
 
 if __name__ == "__main__":
