@@ -69,7 +69,7 @@ full)
 	;;
 esac
 # The tests of the default build shown in the matrix table.
-DEFAULT_KERNEL_TESTS=(vm-kernel vm-shim vm-shim-uffd mpi-integrity-vm dkms-module-udev-vm)
+DEFAULT_KERNEL_TESTS=(vm-kernel vm-shim vm-shim-uffd mpi-integrity-vm dkms-module-udev-vm vm-deb-install)
 # KASAN + lockdep under TCG: timeouts (meson's and the harness's, and Check's
 # in the guest) stretch by this factor on the debug kernel.
 DEBUG_TIMEOUT_FACTOR=4

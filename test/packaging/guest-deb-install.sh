@@ -2,11 +2,22 @@
 # Runs in the test VM (vm-deb-install.sh; Soft-RoCE up, no module loaded).
 # Installs the built .deb files into a fresh root -- an overlay of the
 # read-only host root with a tmpfs upper layer, the source tree hidden, this
-# kernel the only one with a config in /boot -- and checks, as the issue
-# asks: DKMS builds the module for the running kernel, the package loads it,
-# the packaged udev rule gives /dev/ummunot mode 0666, `ummushim check`
-# exits 0 as an unprivileged user, an unmodified verbs program under
-# `ummushim run` caches with 0 stale; `apt-get purge` leaves nothing behind.
+# kernel the only one with a config in /boot -- with systemd-udevd running
+# in that root, and checks, as the issue asks: DKMS builds the module for
+# the running kernel, the package loads it, udevd applies the packaged rule
+# (/dev/ummunot mode 0666), the packaged modules-load.d entry loads it again
+# the way boot does, `ummushim check` exits 0 as an unprivileged user, an
+# unmodified verbs program under `ummushim run` caches with 0 stale;
+# `apt-get purge` leaves nothing behind.
+# The kernel's modules directory in that root is a small one: the modules
+# this VM has loaded, the kernel's indexes and its build link to the
+# headers.  DKMS runs depmod over the whole directory after each install and
+# removal, and over Debian's 4,000 modules read through 9p under emulation
+# that takes more than 5 minutes each time; the module DKMS builds, the way
+# it is installed and indexed, and what the purge must remove are the same.
+# Every step runs under a time bound (bounded below): a step that hangs is
+# reported with the processes still running and fails the test, it never
+# stalls the run.
 # Usage: guest-deb-install.sh DEB_DIR VERBS_PROGRAM SRC_ROOT
 set -u
 
@@ -16,6 +27,10 @@ src=$3
 kver=$(uname -r)
 ov=/tmp/overlay
 root=$ov/root
+upper=$ov/upper/u
+modules_dir=$root/lib/modules/$kver
+# The host root as the overlay's lower layer sees it (no submounts).
+lower=$ov/lower
 test_dir=/opt/ummunot-pkgtest
 CYCLES=50
 # shellcheck source=SCRIPTDIR/../lib/shim-tap.sh
@@ -30,21 +45,136 @@ in_root() {
 	chroot "$root" "$@"
 }
 
+# The processes of this VM, with what each waits on, for a step that is slow.
+show_processes() {
+	ps -eo pid,ppid,stat,etimes,wchan:24,args --forest | sed 's/^/#   /'
+}
+
+# bounded SECONDS LOG DESCRIPTION COMMAND...: runs COMMAND (stdin
+# /dev/null, output to LOG) in its own session; every 120 s it says what is
+# still running; after SECONDS it shows the processes, kills the session and
+# returns 124.  Otherwise COMMAND's status.  Either way LOG is shown.
+bounded() {
+	local limit=$1 log=$2 what=$3 start=$SECONDS pid rc=0 next=120
+	shift 3
+	echo "# $(date +%T) $what"
+	setsid "$@" </dev/null >"$log" 2>&1 &
+	pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		if [ $((SECONDS - start)) -ge "$limit" ]; then
+			echo "# TIMEOUT: $what still running after $limit s; output so far:"
+			sed 's/^/#   | /' "$log"
+			show_processes
+			kill -TERM -- "-$pid" 2>/dev/null
+			sleep 5
+			kill -KILL -- "-$pid" 2>/dev/null
+			wait "$pid"
+			return 124
+		fi
+		if [ $((SECONDS - start)) -ge "$next" ]; then
+			echo "# $(date +%T) $what: still running after $next s: $(tail -c 200 "$log" | tr '\n' ' ')"
+			next=$((next + 120))
+		fi
+		sleep 1
+	done
+	wait "$pid" || rc=$?
+	sed 's/^/#   | /' "$log"
+	echo "# $(date +%T) $what: $((SECONDS - start)) s, status $rc"
+	return "$rc"
+}
+
+# udevadm refuses to talk to udevd from a chroot unless told it is fine.
+UDEVADM=(chroot "$root" env SYSTEMD_IGNORE_CHROOT=1 udevadm)
+
 # An unprivileged user in the new root (ulimit -l is inherited: unlimited).
+AS_NOBODY=(chroot "$root" setpriv --reuid=65534 --regid=65534 --clear-groups
+	env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8)
 as_nobody() {
-	in_root setpriv --reuid=65534 --regid=65534 --clear-groups \
-		env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 "$@"
+	"${AS_NOBODY[@]}" "$@"
 }
 
 nobody_can_open() {
 	as_nobody dd if=/dev/ummunot of=/dev/null count=0 status=none 2>/dev/null
 }
 
+# (shim-tap.sh defines a function stat: the program is "command stat".)
+mode_is_0666() {
+	[ -c /dev/ummunot ] && [ "$(command stat -c %a /dev/ummunot)" = 666 ] && return 0
+	echo "# /dev/ummunot: $(ls -l /dev/ummunot 2>&1)"
+	return 1
+}
+
+# The rule files in the root that name ummunot, each once (/lib may be /usr/lib).
+rules_naming_ummunot() {
+	grep -rlsw ummunot "$root"/etc/udev/rules.d "$root"/lib/udev/rules.d "$root"/usr/lib/udev/rules.d |
+		xargs -r realpath | sort -u
+}
+
+# Files and directories a package or DKMS added to the root, from the lists
+# dpkg keeps and from DKMS's own places (the module is in no package);
+# directories the root had before (/usr/lib, ...) are not theirs.
+installed_files() {
+	local pkg path
+	for pkg in ummunot-dkms libummushim ummunot-dev; do
+		in_root dpkg-query -L "$pkg"
+	done | while IFS= read -r path; do
+		[ -e "$lower$path" ] || [ -L "$lower$path" ] || printf '%s\n' "$path"
+	done
+	for path in "$root/var/lib/dkms/ummunot" "$root/lib/modules/$kver/updates/dkms/"ummunot.ko* \
+		"$root"/usr/src/ummunot-*; do
+		[ ! -e "$path" ] || printf '%s\n' "${path#"$root"}"
+	done
+}
+
+# Every change made to the root, as "TYPE PATH": what the overlay's upper
+# layer holds apart from the test's own files (c = a whiteout: a deletion;
+# directories only where the lower layer has none), and all of the modules
+# directory.
+root_changes() {
+	local type path
+	{
+		(cd "$upper" && find . -mindepth 1 ! -path ".$test_dir" ! -path ".$test_dir/*" -printf '%y /%P\n') |
+			while read -r type path; do
+				[ "$type" != d ] || [ ! -d "$lower$path" ] || continue
+				printf '%s %s\n' "$type" "$path"
+			done
+		(cd "$modules_dir" && find . -mindepth 1 -printf "%y /lib/modules/$kver/%P\n")
+	} | sort
+}
+
+# The small modules directory (see the top): the modules loaded now, with
+# the kernel's own lists and the build link, indexed by depmod.
+make_modules_dir() {
+	local name path
+	mount -t tmpfs -o mode=755 tmpfs "$modules_dir" || return 1
+	cp -P "/lib/modules/$kver/"{modules.order,modules.builtin,modules.builtin.modinfo,build} \
+		"$modules_dir/" || return 1
+	while read -r name _; do
+		path=$(modinfo -k "$kver" -n "$name" 2>/dev/null) || continue
+		[ -f "$path" ] || continue
+		mkdir -p "$root$(dirname "$path")" && cp "$path" "$root$path" || return 1
+	done </proc/modules
+	bounded 300 /tmp/depmod.log "depmod -a $kver over the modules loaded now" \
+		chroot "$root" depmod -a "$kver"
+}
+
+# The bookkeeping that installing and purging packages changes by design
+# (dpkg's and apt's databases and logs, the linker cache, depmod's
+# indexes), and what DKMS itself keeps: its module-signing key, made at the
+# first build on a machine and used for every DKMS module (the dkms
+# package's purge removes it), and the files sqlite adds next to root's rpm
+# database, which `dkms remove` queries (rpm -qf) where rpm is installed.
+# They may differ afterwards; nothing else may.
+BOOKKEEPING="[a-z] /(var/lib/dpkg/|var/log/|var/cache/(apt|debconf|ldconfig)/|"
+BOOKKEEPING+="var/lib/apt/|etc/ld\\.so\\.cache$|lib/modules/$kver/modules\\.|"
+BOOKKEEPING+="var/lib/dkms/mok\\.(key|pub)$|root/\\.rpmdb/rpmdb\\.sqlite-(shm|wal)$)"
+
 # ---- the fresh root ---------------------------------------------------------------
-mkdir -p "$ov/upper" "$ov/work" "$root"
+mkdir -p "$ov/upper" "$lower" "$root"
+mount --bind / "$lower" || bail "bind / at $lower"
 mount -t tmpfs -o size=1200m tmpfs "$ov/upper" || bail "tmpfs for the overlay"
-mkdir -p "$ov/upper/u" "$ov/upper/w"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$ov/upper/u,workdir=$ov/upper/w" "$root" ||
+mkdir -p "$upper" "$ov/upper/w"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$upper,workdir=$ov/upper/w" "$root" ||
 	bail "cannot mount an overlay over the host root"
 # What udev would have created at boot: dkms uses <(...), which needs /dev/fd.
 for fd in 0:stdin 1:stdout 2:stderr; do
@@ -62,6 +192,8 @@ done
 mount -t tmpfs tmpfs "$root$src" || bail "hiding $src"
 mount -t tmpfs tmpfs "$root/boot" || bail "tmpfs /boot"
 cp "/boot/config-$kver" "$root/boot/"
+make_modules_dir || bail "cannot make the modules directory $modules_dir"
+echo "# $modules_dir: $(find "$modules_dir" -name '*.ko*' | wc -l) modules"
 mkdir -p "$root$test_dir"
 cp "$debs"/*.deb "$verbs_prog" "$root$test_dir/"
 chmod -R a+rX "$root$test_dir"
@@ -74,53 +206,69 @@ deb_files=()
 for deb in "$debs"/*.deb; do
 	deb_files+=("$test_dir/$(basename "$deb")")
 done
-echo "# fresh root at $root (overlay over /), kernel $kver, $(ls "$debs")"
+echo "# fresh root at $root (overlay over /), kernel $kver, $(cd "$debs" && echo *.deb)"
 
 check "the source tree is not visible in the new root" test ! -e "$root$src/meson.build"
 check "nothing of ummunot is installed in the new root yet" sh -c \
 	"! ls '$root'/usr/src/ummunot-* '$root'/usr/lib/*/libummushim.so '$root'/usr/local/lib/*/libummushim.so \
-'$root'/usr/bin/ummushim '$root'/var/lib/dkms/ummunot >/dev/null 2>&1"
+'$root'/usr/bin/ummushim '$root'/var/lib/dkms/ummunot '$root'/lib/modules/$kver/updates/dkms/ummunot.ko* >/dev/null 2>&1"
+check "no udev rule of the root names ummunot yet" test -z "$(rules_naming_ummunot)"
 check "the module is not loaded before the install" test ! -e /sys/module/ummunot
+root_changes >/tmp/root-before
+
+# ---- udevd, as on a booted system --------------------------------------------------
+# The VM's init is a script, not systemd: start the root's own udevd, which
+# then handles the device events of everything below (module loads).
+bounded 60 /tmp/udevd.log "starting systemd-udevd in the new root" \
+	chroot "$root" /lib/systemd/systemd-udevd --daemon
+bounded 60 /tmp/udevping.log "udevadm control --ping" "${UDEVADM[@]}" control --ping
+check "systemd-udevd runs in the new root" test -S "$root/run/udev/control"
 
 # ---- install ------------------------------------------------------------------------
-# Without udevd, as in this VM, dpkg runs the maintainer scripts alone.
-echo "# $(date +%T) dpkg -i (DKMS builds the module: minutes under emulation)"
-if in_root env DEBIAN_FRONTEND=noninteractive dpkg -i "${deb_files[@]}" 2>&1 | tee /tmp/dpkg.log |
-	sed -u 's/^/# dpkg: /'; [ "${PIPESTATUS[0]}" = 0 ]; then
+if bounded 2400 /tmp/dpkg.log "dpkg -i of the three packages (DKMS builds the module)" \
+	chroot "$root" env DEBIAN_FRONTEND=noninteractive dpkg -i "${deb_files[@]}"; then
 	ok "dpkg -i of the three packages"
 else
 	not_ok "dpkg -i of the three packages"
 	find "$root/var/lib/dkms" -name make.log -exec sed 's/^/# make.log: /' {} + 2>/dev/null
 	bail "installation failed"
 fi
-echo "# $(date +%T) installed"
+bounded 120 /tmp/settle.log "udevadm settle" "${UDEVADM[@]}" settle --timeout=100
 status=$(in_root dkms status -m ummunot)
 echo "# dkms status: $status"
 check "DKMS built and installed ummunot for $kver" grep -q "^ummunot/.*, $kver, .*: installed" <<<"$status"
 ko=$(in_root modinfo -k "$kver" -n ummunot 2>/dev/null)
+# ummunot.ko, or ummunot.ko.xz where the kernel's modules are compressed (6.12).
 check "the module is in /lib/modules/$kver/updates/dkms ($ko)" \
-	grep -q "^/lib/modules/$kver/updates/dkms/ummunot.ko" <<<"$ko"
+	grep -Eq "^/lib/modules/$kver/updates/dkms/ummunot\\.ko(\\.xz|\\.zst|\\.gz)?$" <<<"$ko"
 check "its vermagic is $kver" sh -c "chroot '$root' modinfo -k '$kver' -F vermagic ummunot | grep -q '^$kver '"
 check "the package loaded the module" test -d /sys/module/ummunot
 check "/dev/ummunot exists" test -c /dev/ummunot
-
-# udevd does not run in this VM: have udevadm apply the packaged rules to
-# the device's add event, as udevd would when the module loads.
-if nobody_can_open; then
-	not_ok "before the rule applies, an unprivileged user cannot open /dev/ummunot"
-else
-	ok "before the rule applies, an unprivileged user cannot open /dev/ummunot"
-fi
-in_root udevadm test --action=add /sys/class/misc/ummunot >/tmp/udev.log 2>&1
-check "udev applies MODE 0666 from the packaged /usr/lib/udev/rules.d/60-ummunot.rules" \
-	grep -Eq '/usr/lib/udev/rules.d/60-ummunot.rules:[0-9]+ MODE 0666' /tmp/udev.log
-check "/dev/ummunot has mode 0666 ($(stat -c %a /dev/ummunot))" test "$(stat -c %a /dev/ummunot)" = 666
+check "the packaged rule /usr/lib/udev/rules.d/60-ummunot.rules is the only one naming ummunot" \
+	test "$(rules_naming_ummunot)" = "$(realpath "$root/usr/lib/udev/rules.d/60-ummunot.rules")"
+check "udevd gave /dev/ummunot mode 0666" mode_is_0666
 check "an unprivileged user opens /dev/ummunot" nobody_can_open
+
+# ---- loading at boot ----------------------------------------------------------------
+# Boot loads the module through /usr/lib/modules-load.d (systemd-modules-load);
+# without the rule's effect a fresh node is mode 0600 (devtmpfs's default).
+bounded 60 /tmp/rmmod.log "modprobe -r ummunot" chroot "$root" modprobe -r ummunot
+bounded 120 /tmp/settle.log "udevadm settle" "${UDEVADM[@]}" settle --timeout=100
+check "unloaded: no /sys/module/ummunot, no /dev/ummunot" sh -c "[ ! -e /sys/module/ummunot ] && [ ! -e /dev/ummunot ]"
+bounded 120 /tmp/modules-load.log "systemd-modules-load (what boot runs)" \
+	chroot "$root" /lib/systemd/systemd-modules-load
+check "systemd-modules-load loaded ummunot from the packaged modules-load.d entry" sh -c \
+	"[ -d /sys/module/ummunot ] && grep -qx ummunot '$root/usr/lib/modules-load.d/ummunot.conf'"
+bounded 120 /tmp/settle.log "udevadm settle" "${UDEVADM[@]}" settle --timeout=100
+check "after that load too, udevd gave /dev/ummunot mode 0666" mode_is_0666
+bounded 120 /tmp/udev-test.log "udevadm test of the device's add event" \
+	"${UDEVADM[@]}" test --action=add /sys/class/misc/ummunot
+check "udev's own account: MODE 0666 from the packaged rule" \
+	grep -Eq '/usr/lib/udev/rules.d/60-ummunot.rules:[0-9]+ MODE 0666' /tmp/udev-test.log
 
 # ---- ummushim check, as an unprivileged user ----------------------------------------
 rc=0
-as_nobody ummushim check >/tmp/check.log 2>&1 || rc=$?
-sed 's/^/# /' /tmp/check.log
+bounded 300 /tmp/check.log "ummushim check as nobody" "${AS_NOBODY[@]}" ummushim check || rc=$?
 check "ummushim check exits 0 as an unprivileged user (got $rc)" test "$rc" = 0
 check "check: module loaded" grep -Eq '^ok +module: +ummunot' /tmp/check.log
 check "check: auto picks ummunot" grep -Eq '^ok +monitor: +auto picks ummunot' /tmp/check.log
@@ -128,16 +276,18 @@ check "check: the probe's second registration was a cache hit" \
 	grep -Eq '^ok +probe: +on rxe0 the second registration was a cache hit \(monitor=ummunot\)' /tmp/check.log
 check "check: the installed shim binds" \
 	grep -Eq '^ok +interposition: +.* /usr/lib/[^/]+/libummushim.so$' /tmp/check.log
+check "check reports no problem" sh -c "! grep -q '^problem' /tmp/check.log"
 
 # ---- an unmodified verbs program under ummushim run ---------------------------------
 check "$prog is not linked against the shim" sh -c "! chroot '$root' ldd '$prog' | grep -q ummushim"
 mkdir -p "$root/tmp/logs" && chmod 1777 "$root/tmp/logs"
-if as_nobody ummushim run --stats --log /tmp/logs -- "$prog" const "$CYCLES" >/tmp/run.log 2>&1; then
+if bounded 600 /tmp/run.log "$(basename "$prog") const $CYCLES under ummushim run, as nobody" \
+	"${AS_NOBODY[@]}" ummushim run --stats --log /tmp/logs -- "$prog" const "$CYCLES"; then
 	ok "$(basename "$prog") const $CYCLES under ummushim run"
 else
 	not_ok "$(basename "$prog") const $CYCLES under ummushim run"
 fi
-sed 's/^/# /' /tmp/run.log "$root"/tmp/logs/*
+sed 's/^/# log: /' "$root"/tmp/logs/*
 as_nobody ummushim stats /tmp/logs | sed 's/^/# /'
 as_nobody ummushim stats --json /tmp/logs >/tmp/stats.json
 check "under the installed shim: monitor ummunot, $CYCLES cycles on 2 real registrations, 0 stale" \
@@ -149,31 +299,43 @@ print("# total:", f)
 assert t["texts"]["monitor"] == {"ummunot": 1}, t["texts"]
 assert f["real_regs"] == 2 and f["hits"] == cycles - 1 and f["stale"] == 0, f
 EOF
+check "the statistics line itself says stale=0" sh -c "grep -h ' stats: ' '$root'/tmp/logs/* | grep -q ' stale=0 '"
 
-echo "# $(date +%T) purging"
 # ---- purge ----------------------------------------------------------------------------
-if in_root env DEBIAN_FRONTEND=noninteractive apt-get purge -y ummunot-dkms libummushim \
-	ummunot-dev >/tmp/purge.log 2>&1; then
+installed_files | sort -u >/tmp/installed
+echo "# $(wc -l </tmp/installed) files and links the install added:"
+sed 's/^/#   /' /tmp/installed
+check "the install list holds the rule, the autoload entry, the shim, the command, the module" sh -c \
+	"grep -qx /usr/lib/udev/rules.d/60-ummunot.rules /tmp/installed &&
+grep -qx /usr/lib/modules-load.d/ummunot.conf /tmp/installed &&
+grep -Eqx '/usr/lib/[^/]+/libummushim\\.so' /tmp/installed && grep -qx /usr/bin/ummushim /tmp/installed &&
+grep -Eq '^/lib/modules/$kver/updates/dkms/ummunot\\.ko' /tmp/installed"
+rm -rf "$root/tmp/logs"
+if bounded 900 /tmp/purge.log "apt-get purge of the three packages" \
+	chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get purge -y ummunot-dkms libummushim ummunot-dev; then
 	ok "apt-get purge of the three packages"
 else
 	not_ok "apt-get purge of the three packages"
-	sed 's/^/# /' /tmp/purge.log
 fi
-check "the module is unloaded" test ! -e /sys/module/ummunot
+bounded 120 /tmp/settle.log "udevadm settle" "${UDEVADM[@]}" settle --timeout=100
+check "the module is unloaded, /dev/ummunot gone" sh -c "[ ! -e /sys/module/ummunot ] && [ ! -e /dev/ummunot ]"
 check "dpkg knows none of the packages" sh -c \
 	"! chroot '$root' dpkg-query -W -f='\${db:Status-Abbrev} \${Package}\n' ummunot-dkms libummushim ummunot-dev 2>/dev/null | grep -q '^.i'"
-# Everything the install changed is in the overlay's upper layer: nothing
-# named after the project may remain there (whiteouts are deletions).
-left=$(find "$ov/upper/u" -iname '*ummu*' ! -type c ! -path "*$test_dir*" ! -path '*/tmp/*' 2>/dev/null)
-check "nothing named *ummu* is left in the root" test -z "$left"
+left=$(while IFS= read -r path; do [ -e "$root$path" ] || [ -L "$root$path" ] && echo "$path"; done </tmp/installed)
+check "none of the $(wc -l </tmp/installed) installed files is left" test -z "$left"
 [ -z "$left" ] || printf '# left: %s\n' "$left"
-for path in /usr/lib/udev/rules.d/60-ummunot.rules /usr/lib/modules-load.d/ummunot.conf \
-	/usr/bin/ummushim /usr/include/ummunot.h /var/lib/dkms/ummunot; do
-	check "removed: $path" test ! -e "$root$path"
-done
-check "removed: the module file" sh -c "! ls '$root'/lib/modules/'$kver'/updates/dkms/ummunot.ko* 2>/dev/null"
-check "removed: the shim" sh -c "! ls '$root'/usr/lib/*/libummushim.so 2>/dev/null"
-check "removed: the module source" sh -c "! ls -d '$root'/usr/src/ummunot-* 2>/dev/null"
+check "depmod's indexes no longer name ummunot" sh -c "! grep -qsw ummunot '$root'/lib/modules/'$kver'/modules.dep '$root'/lib/modules/'$kver'/modules.alias"
+# Before/after: every change the install and purge made to the root is in
+# the overlay's upper layer.  Apart from package bookkeeping it must be as
+# it was before the install (nothing added, nothing of the host deleted).
+root_changes >/tmp/root-after
+echo "# changes to the root after the purge (bookkeeping included):"
+sed 's/^/#   /' /tmp/root-after
+extra=$(comm -3 /tmp/root-before /tmp/root-after | sed 's/^\t/+ /; t; s/^/- /' | grep -Ev "^[-+] $BOOKKEEPING")
+check "after the purge the root is as before the install, but for package bookkeeping" test -z "$extra"
+[ -z "$extra" ] || printf '# differs (+ added, - gone): %s\n' "$extra"
+check "nothing named *ummu* is left in the root" sh -c \
+	"! grep -i ummu /tmp/root-after | grep -Ev '^. /var/lib/dpkg/|^. /var/log/'"
 
-echo "1..$n"
-[ "$failed" -eq 0 ]
+"${UDEVADM[@]}" control --exit 2>/dev/null
+tap_done

@@ -15,5 +15,5 @@ trap 'rm -rf "$work"' EXIT
 "$here/deb-build.sh" "$src" "$work/debs"
 cp "$verbs_prog" "$work/"
 cd "$src"
-scripts/vm/run-vm.sh --rdma --timeout 2700 --out "$work/vm" \
+scripts/vm/run-vm.sh --rdma --timeout 3300 --out "$work/vm" \
 	-- "$here/guest-deb-install.sh" "$work/debs" "$work/$(basename "$verbs_prog")" "$src"
