@@ -54,7 +54,9 @@
  *     before it.
  *
  * (e) Nothing a user registers makes a kernel thread loop: the callback
- *     does O(log n) work plus O(UMMUNOT_NR_RANGES) on the set, per file.
+ *     does O(log n) work plus O(UMMUNOT_NR_RANGES) on the set, per file;
+ *     with the set full, O(UMMUNOT_NR_RANGES * log n) to widen an entry
+ *     over no registration where it can (ummunot_ranges_add()).
  *     Files per mm are capped (max_files_per_mm).
  */
 
@@ -314,35 +316,70 @@ static void ummunot_ranges_absorb(struct ummunot_file *uf, unsigned int i)
 	} while (merged);
 }
 
+/* Is widening a (gap_free, same, gap) entry better than the best so far? */
+static bool ummunot_better_widening(bool gap_free, bool same, unsigned long gap,
+				    bool best_free, bool best_same,
+				    unsigned long best_gap)
+{
+	if (gap_free != best_free)
+		return gap_free;
+	if (same != best_same)
+		return same;
+	return gap < best_gap;
+}
+
+/*
+ * Does widening @r to cover [@start, @end) swallow no registration, i.e.
+ * is the gap between them free of registrations?  O(log n).
+ */
+static bool ummunot_gap_is_free(struct ummunot_file *uf,
+				const struct ummunot_range *r,
+				unsigned long start, unsigned long end)
+{
+	unsigned long gap_start, gap_end;
+
+	if (!ummunot_gap(r, start, end))
+		return true;
+	gap_start = end < r->start ? end : r->end;
+	gap_end = end < r->start ? r->start : start;
+	return !interval_tree_iter_first(&uf->itree, gap_start, gap_end - 1);
+}
+
 /*
  * Record @new: merge it with an entry of the same kind it overlaps or
- * touches, else append it, else (set full) widen the nearest entry,
- * preferring one of the same kind.  Never drops a range.  Candidate
- * huge-page splits are kept apart while there is room, so that read() can
- * check them.
+ * touches, else append it, else (set full) widen the nearest entry.  The
+ * choice prefers, in this order, an entry whose gap to @new holds no
+ * registration (widening over one would report it although its pages
+ * never changed: a false invalidation), then one of the same kind.
+ * Never drops a range.  Candidate huge-page splits are kept apart while
+ * there is room, so that read() can check them.
  */
 static void ummunot_ranges_add(struct ummunot_file *uf,
 			       const struct ummunot_range *new)
 {
 	unsigned long gap, best_gap = ULONG_MAX;
 	unsigned int i, best = 0;
-	bool best_same = false;
+	bool best_same = false, best_free = false;
 
 	lockdep_assert_held(&uf->tree_lock);
 	for (i = 0; i < uf->nr_ranges; i++) {
 		struct ummunot_range *r = &uf->ranges[i];
-		bool same = r->unmapped == new->unmapped;
+		bool same = r->unmapped == new->unmapped, gap_free;
 
 		gap = ummunot_gap(r, new->start, new->end);
 		if (same && !gap && !new->huge && !r->huge) {
 			best = i;
 			goto merge;
 		}
-		if ((same && !best_same) ||
-		    (same == best_same && gap < best_gap)) {
+		if (uf->nr_ranges < UMMUNOT_NR_RANGES)
+			continue;	/* there is room: nothing is widened */
+		gap_free = ummunot_gap_is_free(uf, r, new->start, new->end);
+		if (ummunot_better_widening(gap_free, same, gap, best_free,
+					    best_same, best_gap)) {
 			best = i;
 			best_gap = gap;
 			best_same = same;
+			best_free = gap_free;
 		}
 	}
 	if (uf->nr_ranges < UMMUNOT_NR_RANGES) {

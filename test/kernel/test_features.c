@@ -192,6 +192,53 @@ START_TEST(many_ranges_none_lost)
 }
 END_TEST
 
+/*
+ * With the range set full, a new range widens an entry: never one whose
+ * gap to it holds a registration when another choice exists, or that
+ * registration gets an event although its pages never changed.  Page 100
+ * is the bystander; the nearest entry to the last range (page 98) is the
+ * one at 102, across it; the one at page 0 is farther, with an empty gap.
+ */
+#define BYSTANDER 100
+#define RANGE_SET_SLOTS 16	/* UMMUNOT_NR_RANGES in kernel/ummunot.c */
+START_TEST(full_set_spares_bystanders)
+{
+	int fd = kt_open_nb();
+	char *p = kt_map_anon(200);
+	struct ummunot_event ev[RANGE_SET_SLOTS + 4];
+	uint64_t pages[RANGE_SET_SLOTS + 1];
+	size_t n, npages = 0;
+	int seen[200] = { 0 };
+
+	kt_touch(p, 200);
+	pages[npages++] = 0;
+	for (uint64_t k = 0; npages < RANGE_SET_SLOTS; k++)
+		pages[npages++] = BYSTANDER + 2 + 4 * k;
+	pages[npages++] = BYSTANDER - 2;	/* last: the set is full */
+	kt_register_ok(fd, kt_pg(p, BYSTANDER), kt_pg(p, BYSTANDER + 1),
+		       BYSTANDER);
+	for (size_t i = 0; i < npages; i++)
+		kt_register_ok(fd, kt_pg(p, pages[i]), kt_pg(p, pages[i] + 1),
+			       pages[i]);
+	for (size_t i = 0; i < npages; i++)
+		ck_assert_int_eq(madvise((void *)kt_pg(p, pages[i]), kt_page(),
+					 MADV_DONTNEED), 0);
+	n = kt_drain(fd, ev, RANGE_SET_SLOTS + 4);
+	ck_assert_uint_ge(n, 1);
+	for (size_t k = 0; k + 1 < n; k++) {
+		ck_assert_uint_eq(ev[k].type, UMMUNOT_EVENT_TYPE_INVAL);
+		ck_assert_uint_lt(ev[k].user_cookie_counter, 200);
+		seen[ev[k].user_cookie_counter]++;
+	}
+	ck_assert_msg(!seen[BYSTANDER],
+		      "the untouched registration got an event");
+	for (size_t i = 0; i < npages; i++)
+		ck_assert_int_eq(seen[pages[i]], 1);
+	ck_assert_uint_eq(n, npages + 1);
+	ck_assert_uint_eq(ev[n - 1].type, UMMUNOT_EVENT_TYPE_LAST);
+}
+END_TEST
+
 #define THP_ENABLED "/sys/kernel/mm/transparent_hugepage/enabled"
 #define MIB (1024UL * 1024UL)
 
@@ -315,7 +362,8 @@ Suite *kt_features_suite(void)
 
 	KT_ADD_TESTS(s, "features", refuse_unwatchable, event_cause_unmapped);
 	KT_ADD_TESTS(s, "limits", per_user_region_limit, files_per_mm_limit);
-	KT_ADD_TESTS(s, "ranges", many_ranges_none_lost);
+	KT_ADD_TESTS(s, "ranges", many_ranges_none_lost,
+		     full_set_spares_bystanders);
 	KT_ADD_TESTS(s, "thp", thp_split_keeps_neighbours);
 	return s;
 }
