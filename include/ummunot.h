@@ -84,7 +84,11 @@ enum {
 	 * mremap away from it, MAP_FIXED or shmat(SHM_REMAP) over it): the
 	 * application certainly replaced memory it had registered.  Without
 	 * it the kernel invalidated the pages for another reason (madvise,
-	 * migration, copy-on-write, a huge-page split or reclaim).
+	 * migration, copy-on-write, a huge-page split or reclaim).  When more
+	 * invalidations are pending than the module keeps apart (16 ranges
+	 * per file), ranges of both kinds can merge and the flag can be set
+	 * for a registration that was invalidated for another reason: read
+	 * promptly to keep it exact.
 	 */
 	UMMUNOT_EVENT_FLAG_UNMAPPED = 1 << 1,
 };

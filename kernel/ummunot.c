@@ -350,7 +350,9 @@ static bool ummunot_gap_is_free(struct ummunot_file *uf,
  * touches, else append it, else (set full) widen the nearest entry.  The
  * choice prefers, in this order, an entry whose gap to @new holds no
  * registration (widening over one would report it although its pages
- * never changed: a false invalidation), then one of the same kind.
+ * never changed: a false invalidation), then one of the same kind (else
+ * the widened entry's registrations may get a needless UNMAPPED flag:
+ * they are invalidated anyway, only the cause is over-reported).
  * Never drops a range.  Candidate huge-page splits are kept apart while
  * there is room, so that read() can check them.
  */
@@ -373,6 +375,11 @@ static void ummunot_ranges_add(struct ummunot_file *uf,
 		}
 		if (uf->nr_ranges < UMMUNOT_NR_RANGES)
 			continue;	/* there is room: nothing is widened */
+		/* Not even a free gap would make this one better: no query. */
+		if (best_free && !ummunot_better_widening(true, same, gap,
+							  best_free, best_same,
+							  best_gap))
+			continue;
 		gap_free = ummunot_gap_is_free(uf, r, new->start, new->end);
 		if (ummunot_better_widening(gap_free, same, gap, best_free,
 					    best_same, best_gap)) {
@@ -505,7 +512,9 @@ static void ummunot_split_unchanged(struct mm_struct *mm,
  * @cur_seq: the mm's invalidation sequence, for mmu_interval_set_seq()
  *
  * Records the range if it hits a registration, moves the counter and
- * wakes the reader.  O(log n) in the number of registrations.
+ * wakes the reader.  O(log n) in the number of registrations; with the
+ * range set full, up to UMMUNOT_NR_RANGES more tree queries (see
+ * ummunot_ranges_add()).
  *
  * Context: any task invalidating the owner's mm (the owner, kswapd,
  * kcompactd, khugepaged, the OOM reaper, another task's reclaim), with

@@ -61,6 +61,7 @@ ci) ;;
 full)
 	add_to_matrix_row 6.12 "$FULL_EXTRA_TESTS"
 	add_to_matrix_row 6.12-rt "$FULL_EXTRA_TESTS"
+	add_to_matrix_row debug vm-shim
 	FUZZ_OPS=1000000
 	;;
 *)
@@ -101,7 +102,13 @@ problem() {
 }
 
 print_matrix() {
-	local tests=(compile "${DEFAULT_KERNEL_TESTS[@]}" fuzz) kernel test
+	local tests=(compile "${DEFAULT_KERNEL_TESTS[@]}") kernel test row
+	# Then every other test a matrix row names, once, in order.
+	for row in "${KERNEL_MATRIX[@]}"; do
+		for test in ${row#* }; do
+			[[ " ${tests[*]} " == *" $test "* ]] || tests+=("$test")
+		done
+	done
 	[ ${#matrix_kernels[@]} -gt 0 ] || return 0
 	say "kernel matrix (ok = passed, - = not part of the matrix)"
 	printf '%-34s' kernel

@@ -429,6 +429,18 @@ static int enough_work(const struct mutator *mut, struct registrar *reg)
 	return registered >= MIN_ITERS;
 }
 
+/* Racy peek as above: a thread that failed has stopped, so stop waiting. */
+static int any_failed(const struct mutator *mut, const struct registrar *reg)
+{
+	for (int m = 0; m < MUTATORS; m++)
+		if (*(const volatile char *)mut[m].failure)
+			return 1;
+	for (int r = 0; r < REGISTRARS; r++)
+		if (*(const volatile char *)reg[r].failure)
+			return 1;
+	return 0;
+}
+
 START_TEST(concurrent_exact_oracle)
 {
 	struct mutator mut[MUTATORS];
@@ -461,7 +473,8 @@ START_TEST(concurrent_exact_oracle)
 						&reg[r]), 0);
 	start = now_s();
 	while (now_s() < start + RUN_SECONDS ||
-	       (!enough_work(mut, reg) && now_s() < start + max_seconds))
+	       (!enough_work(mut, reg) && !any_failed(mut, reg) &&
+		now_s() < start + max_seconds))
 		nanosleep(&tick, NULL);
 	atomic_store(&sh.stop_writers, 1);
 	for (int m = 0; m < MUTATORS; m++)
