@@ -23,6 +23,8 @@
 /* Global: the queue is process-wide by design (see dereg_defer.h). */
 atomic_uint dereg_defer_claimed;
 static _Atomic(void *) slots[DEREG_DEFER_SLOTS];
+__thread volatile sig_atomic_t dereg_defer_queued_here
+	__attribute__((tls_model("initial-exec")));
 
 int dereg_defer(void *mr)
 {
@@ -36,8 +38,10 @@ int dereg_defer(void *mr)
 		for (size_t i = 0; i < DEREG_DEFER_SLOTS; i++) {
 			void *empty = NULL;
 
-			if (atomic_compare_exchange_strong(&slots[i], &empty, mr))
+			if (atomic_compare_exchange_strong(&slots[i], &empty, mr)) {
+				dereg_defer_queued_here = 1;
 				return 0;
+			}
 		}
 	}
 }

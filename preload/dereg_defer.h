@@ -18,6 +18,7 @@
 #ifndef UMMUSHIM_DEREG_DEFER_H
 #define UMMUSHIM_DEREG_DEFER_H
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -29,7 +30,18 @@
  */
 extern atomic_uint dereg_defer_claimed __attribute__((visibility("hidden")));
 
-/* Queue @mr (not NULL): 0, or EAGAIN when DEREG_DEFER_SLOTS are queued. */
+/*
+ * Thread-local (hidden, initial-exec: read and written in signal
+ * handlers): set by dereg_defer() on this thread after its entry is
+ * stored; dereg_defer_drain() clears it and goes round again when set.
+ */
+extern __thread volatile sig_atomic_t dereg_defer_queued_here
+	__attribute__((tls_model("initial-exec"), visibility("hidden")));
+
+/*
+ * Queue @mr (not NULL): 0, or EAGAIN when DEREG_DEFER_SLOTS are queued.
+ * Sets dereg_defer_queued_here on success.
+ */
 int dereg_defer(void *mr);
 
 /* Anything queued?  (One relaxed load: the return path's check.) */
@@ -41,5 +53,13 @@ static inline bool dereg_defer_pending(void)
 
 /* Take one queued pointer (each is taken once), or NULL if none is. */
 void *dereg_defer_take(void);
+
+/*
+ * Do every queued deregistration with @dereg, with *@depth (the calling
+ * thread's depth inside the shim, read by its signal handlers) raised by
+ * one meanwhile, until none is left that this thread must do: also those
+ * its own signal handlers queue before *@depth is back (dereg_defer_drain.c).
+ */
+void dereg_defer_drain(volatile unsigned int *depth, void (*dereg)(void *mr));
 
 #endif /* UMMUSHIM_DEREG_DEFER_H */

@@ -64,27 +64,30 @@ static void shim_enter(struct shim_entry *s, bool nocancel)
 	shim_depth++;
 }
 
+/* One deregistration taken from the queue (dereg_defer_drain()). */
+static void dereg_deferred(void *p)
+{
+	struct ibv_mr *mr = p;
+	struct cache *c = shim_cache_if_ready();
+	int rc = c ? cache_dereg(c, mr) : shim_timed_dereg(mr);
+
+	if (rc)
+		log_warn("ibv_dereg_mr(%p), called from a signal handler or from inside libibverbs and done on return to the shim, failed: %s",
+			 (void *)mr, strerror(rc));
+}
+
 /*
  * Do the deregistrations queued by dereg_defer() (this thread's, or those
- * of a thread that never came back to the application).  At depth 1, so
- * that a handler's deregs meanwhile are queued again.  Out of line:
- * shim_leave() is on the hit path.
+ * of a thread that never came back to the application), at a raised
+ * depth so that a handler's deregs meanwhile are queued again (and done
+ * before the return: dereg_defer_drain()).  Out of line: shim_leave() is
+ * on the hit path.
  */
 __attribute__((noinline, cold)) static void run_deferred_deregs(void)
 {
 	int saved = errno;
-	struct ibv_mr *mr;
 
-	shim_depth++;
-	while ((mr = dereg_defer_take()) != NULL) {
-		struct cache *c = shim_cache_if_ready();
-		int rc = c ? cache_dereg(c, mr) : shim_timed_dereg(mr);
-
-		if (rc)
-			log_warn("ibv_dereg_mr(%p), called from a signal handler or from inside libibverbs and done on return to the shim, failed: %s",
-				 (void *)mr, strerror(rc));
-	}
-	shim_depth--;
+	dereg_defer_drain(&shim_depth, dereg_deferred);
 	errno = saved;
 }
 
