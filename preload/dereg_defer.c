@@ -20,6 +20,8 @@
 #include <errno.h>
 #include <stddef.h>
 
+#include "proc.h"
+
 /* Global: the queue is process-wide by design (see dereg_defer.h). */
 atomic_uint dereg_defer_claimed;
 static _Atomic(void *) slots[DEREG_DEFER_SLOTS];
@@ -62,4 +64,26 @@ void *dereg_defer_take(void)
 		}
 	}
 	return NULL;
+}
+
+void dereg_defer_reset(void)
+{
+	for (size_t i = 0; i < DEREG_DEFER_SLOTS; i++)
+		atomic_store_explicit(&slots[i], NULL, memory_order_relaxed);
+	atomic_store(&dereg_defer_claimed, 0);
+	dereg_defer_queued_here = 0;
+}
+
+static void reset_in_child(void *arg)
+{
+	(void)arg;
+	dereg_defer_reset();
+}
+
+/* Global: registered once with proc.c, never removed. */
+static struct proc_fork_hooks fork_hooks = { .child = reset_in_child };
+
+void dereg_defer_install_fork_hook(void)
+{
+	proc_fork_hooks_add(&fork_hooks);
 }

@@ -55,6 +55,19 @@ static inline bool dereg_defer_pending(void)
 void *dereg_defer_take(void);
 
 /*
+ * Empty the queue without doing anything queued: in a child process,
+ * whose copy of the queue holds the parent's MRs (the child has one
+ * thread; nothing else may use the queue meanwhile).
+ */
+void dereg_defer_reset(void);
+
+/*
+ * Reset the queue in the child of every fork() (proc.c's hooks);
+ * idempotent.
+ */
+void dereg_defer_install_fork_hook(void);
+
+/*
  * Do every queued deregistration with @dereg, with *@depth (the calling
  * thread's depth inside the shim, read by its signal handlers) raised by
  * one meanwhile, until none is left that this thread must do: also those

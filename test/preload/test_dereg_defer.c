@@ -3,7 +3,8 @@
  * Unit tests of the queue of deferred deregistrations (dereg_defer.c):
  * a queued pointer is taken by any thread, also after the queuing thread
  * is gone; each exactly once under concurrent queuing and taking; a full
- * queue says EAGAIN and loses nothing.
+ * queue says EAGAIN and loses nothing; a forked child starts with an
+ * empty queue.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -11,6 +12,8 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "dereg_defer.h"
 
@@ -54,6 +57,31 @@ START_TEST(full_queue_says_eagain_and_keeps_what_it_has)
 	ck_assert_uint_eq(seen, ~0UL >> (64 - DEREG_DEFER_SLOTS));
 	ck_assert_int_eq(dereg_defer((void *)0x999), 0);	/* room again */
 	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x999);
+}
+END_TEST
+
+/*
+ * The parent's queued MRs (and a claim some thread held at the fork) are
+ * not the child's: its queue is empty; the parent keeps its own.
+ */
+START_TEST(a_forked_child_starts_with_an_empty_queue)
+{
+	pid_t pid;
+	int status;
+
+	dereg_defer_install_fork_hook();
+	ck_assert_int_eq(dereg_defer((void *)0x4321), 0);
+	atomic_fetch_add(&dereg_defer_claimed, 1);	/* a thread mid-take */
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(dereg_defer_take() == NULL && !dereg_defer_pending() ? 0 : 1);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	atomic_fetch_sub(&dereg_defer_claimed, 1);
+	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x4321);
+	ck_assert(!dereg_defer_pending());
 }
 END_TEST
 
@@ -124,6 +152,7 @@ int main(void)
 
 	tcase_add_test(tc, taken_by_another_thread_after_the_queuer_exits);
 	tcase_add_test(tc, full_queue_says_eagain_and_keeps_what_it_has);
+	tcase_add_test(tc, a_forked_child_starts_with_an_empty_queue);
 	tcase_add_test(tc, each_pointer_taken_once_under_concurrency);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
