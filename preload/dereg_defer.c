@@ -5,8 +5,10 @@
  *
  * Queueing first claims a slot in the count (at most DEREG_DEFER_SLOTS
  * claims), then stores the pointer into an empty slot with a
- * compare-and-swap.  Taking exchanges a full slot with NULL first and
- * gives its claim back after.  A slot is therefore full only while its
+ * compare-and-swap.  Taking exchanges a full slot with NULL first; the
+ * taker gives the claim back once the deregistration is done
+ * (dereg_defer_done()), so that "nothing pending" means no
+ * deregistration is still under way either (ibv_dealloc_pd waits for it).  A slot is therefore full only while its
  * claim is held, so a claimer always finds an empty slot (fewer than
  * DEREG_DEFER_SLOTS others hold claims), and a pointer is taken exactly
  * once (the exchange that sees it empties the slot).  A taker that finds
@@ -58,12 +60,16 @@ void *dereg_defer_take(void)
 		if (!atomic_load_explicit(&slots[i], memory_order_relaxed))
 			continue;
 		mr = atomic_exchange(&slots[i], NULL);
-		if (mr) {
-			atomic_fetch_sub(&dereg_defer_claimed, 1);
-			return mr;
-		}
+		if (mr)
+			return mr;	/* the claim goes with it */
 	}
 	return NULL;
+}
+
+void dereg_defer_done(void *mr)
+{
+	(void)mr;
+	atomic_fetch_sub(&dereg_defer_claimed, 1);
 }
 
 void dereg_defer_reset(void)

@@ -25,8 +25,8 @@
 #define DEREG_DEFER_SLOTS 64
 
 /*
- * Global (hidden): how many slots are claimed (queued, or being queued or
- * taken).  Read on every return to the application, hence here.
+ * Global (hidden): how many slots are claimed (queued, being queued, or
+ * taken and not done yet).  Read on every return to the application, hence here.
  */
 extern atomic_uint dereg_defer_claimed __attribute__((visibility("hidden")));
 
@@ -51,8 +51,13 @@ static inline bool dereg_defer_pending(void)
 				    memory_order_relaxed) != 0;
 }
 
-/* Take one queued pointer (each is taken once), or NULL if none is. */
+/*
+ * Take one queued pointer (each is taken once), or NULL if none is.  The
+ * queue stays pending until the taker has done the deregistration and
+ * said so with dereg_defer_done(the pointer).
+ */
 void *dereg_defer_take(void);
+void dereg_defer_done(void *mr);
 
 /*
  * Empty the queue without doing anything queued: in a child process,

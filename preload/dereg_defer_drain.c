@@ -24,8 +24,10 @@ void dereg_defer_drain(volatile unsigned int *depth, void (*dereg)(void *mr))
 		dereg_defer_queued_here = 0;
 		++*depth;
 		atomic_signal_fence(memory_order_seq_cst);
-		while ((mr = dereg_defer_take()) != NULL)
+		while ((mr = dereg_defer_take()) != NULL) {
 			dereg(mr);
+			dereg_defer_done(mr);
+		}
 		--*depth;
 		atomic_signal_fence(memory_order_seq_cst);
 	} while (dereg_defer_queued_here);

@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -98,6 +99,21 @@ __attribute__((noinline, cold)) static void run_deferred_deregs(void)
 	else
 		dereg_defer_drain(&shim_depth, dereg_deferred);
 	errno = saved;
+}
+
+/*
+ * Before a PD or a device is freed: every queued deregistration done,
+ * also those another thread has taken and is still doing (its MR would
+ * keep the PD busy: the real call would fail with EBUSY).  Waits for
+ * those threads (at most one deregistration each).
+ */
+static void finish_deferred_deregs(void)
+{
+	while (dereg_defer_pending()) {
+		run_deferred_deregs();
+		if (dereg_defer_pending())
+			sched_yield();
+	}
 }
 
 /*
@@ -258,8 +274,7 @@ SHIM_INTERPOSER(ibv_dealloc_pd, int, struct ibv_pd *pd)
 	if (!c || !pd || shim_depth > 0)
 		return f(pd);
 	shim_enter(&se, true);
-	if (dereg_defer_pending())	/* MRs of @pd may be queued */
-		run_deferred_deregs();
+	finish_deferred_deregs();	/* MRs of @pd may be queued */
 	cache_release_pd(c, pd);
 	rc = f(pd);
 	shim_leave(&se);
@@ -278,8 +293,7 @@ SHIM_INTERPOSER(ibv_close_device, int, struct ibv_context *ctx)
 	if (!c || !ctx || shim_depth > 0)
 		return f(ctx);
 	shim_enter(&se, true);
-	if (dereg_defer_pending())	/* MRs of @ctx may be queued */
-		run_deferred_deregs();
+	finish_deferred_deregs();	/* MRs of @ctx may be queued */
 	cache_release_ctx(c, ctx);
 	rc = f(ctx);
 	if (rc == 0)

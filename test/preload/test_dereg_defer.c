@@ -34,6 +34,8 @@ START_TEST(taken_by_another_thread_after_the_queuer_exits)
 	ck_assert_ptr_null(rc);
 	ck_assert(dereg_defer_pending());
 	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x1234);
+	ck_assert(dereg_defer_pending());	/* taken, not done yet */
+	dereg_defer_done((void *)0x1234);
 	ck_assert(!dereg_defer_pending());
 	ck_assert_ptr_null(dereg_defer_take());
 }
@@ -53,10 +55,12 @@ START_TEST(full_queue_says_eagain_and_keeps_what_it_has)
 		ck_assert(v >= 1 && v <= DEREG_DEFER_SLOTS);
 		ck_assert(!(seen & (1UL << (v - 1))));	/* once each */
 		seen |= 1UL << (v - 1);
+		dereg_defer_done(p);
 	}
 	ck_assert_uint_eq(seen, ~0UL >> (64 - DEREG_DEFER_SLOTS));
 	ck_assert_int_eq(dereg_defer((void *)0x999), 0);	/* room again */
 	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x999);
+	dereg_defer_done((void *)0x999);
 }
 END_TEST
 
@@ -81,6 +85,7 @@ START_TEST(a_forked_child_starts_with_an_empty_queue)
 	ck_assert_int_eq(WEXITSTATUS(status), 0);
 	atomic_fetch_sub(&dereg_defer_claimed, 1);
 	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x4321);
+	dereg_defer_done((void *)0x4321);
 	ck_assert(!dereg_defer_pending());
 }
 END_TEST
@@ -110,6 +115,7 @@ static void take_all(void)
 	while ((p = dereg_defer_take()) != NULL) {
 		atomic_fetch_add(&taken[(uintptr_t)p], 1);
 		atomic_fetch_add(&n_taken, 1);
+		dereg_defer_done(p);
 	}
 }
 
