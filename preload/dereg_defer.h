@@ -22,7 +22,11 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#define DEREG_DEFER_SLOTS 64
+/*
+ * Process-wide capacity (static: no allocation in a signal handler); a
+ * queue this full means handlers deregister faster than threads return.
+ */
+#define DEREG_DEFER_SLOTS 1024
 
 /*
  * Global (hidden): how many slots are claimed (queued, being queued, or

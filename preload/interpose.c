@@ -78,6 +78,20 @@ static void dereg_deferred(void *p)
 }
 
 /*
+ * Once, outside the handler that met it: a full queue made ibv_dereg_mr
+ * fail with EAGAIN (counted in deferred_full).
+ */
+static void report_full_queue(void)
+{
+	static atomic_bool reported;
+
+	if (stats_get(&shim_stats.deferred_full) &&
+	    !atomic_exchange(&reported, true))
+		log_warn("ibv_dereg_mr called from signal handlers failed with EAGAIN: more than %d such calls were waiting for their threads to return from the shim (counted in deferred_full)",
+			 DEREG_DEFER_SLOTS);
+}
+
+/*
  * Do the deregistrations queued by dereg_defer() (this thread's, or those
  * of a thread that never came back to the application), at a raised
  * depth so that a handler's deregs meanwhile are queued again (and done
@@ -98,6 +112,7 @@ __attribute__((noinline, cold)) static void run_deferred_deregs(void)
 		dereg_defer_reset();
 	else
 		dereg_defer_drain(&shim_depth, dereg_deferred);
+	report_full_queue();
 	errno = saved;
 }
 
@@ -207,8 +222,13 @@ __attribute__((noinline, cold)) static int dereg_nested(struct ibv_mr *mr)
 {
 	struct cache *c = shim_cache_if_ready();
 
-	if (mr && c)	/* a signal handler, or libibverbs itself */
-		return dereg_defer(mr);
+	if (mr && c) {	/* a signal handler, or libibverbs itself */
+		int rc = dereg_defer(mr);
+
+		if (rc == EAGAIN)	/* a relaxed atomic add: handler-safe */
+			stats_inc(&shim_stats.deferred_full);
+		return rc;
+	}
 	return call_real_dereg(mr);
 }
 
