@@ -9,10 +9,13 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -153,6 +156,81 @@ START_TEST(each_pointer_taken_once_under_concurrency)
 }
 END_TEST
 
+/*
+ * A signal handler (ITIMER_PROF: it fires while this thread runs) queues
+ * in the middle of this thread's own queuing and taking, at any point of
+ * dereg_defer() or dereg_defer_take(): every pointer, the thread's and
+ * the handler's, comes out exactly once.
+ */
+#define MAIN_MAX 20000000UL
+#define HANDLER_MAX 4000
+#define HANDLER_BASE (MAIN_MAX + 1)
+#define HANDLER_WANTED 200
+static unsigned char taken_once[HANDLER_BASE + HANDLER_MAX];
+static volatile sig_atomic_t n_fired;
+static volatile unsigned char handler_queued[HANDLER_MAX];
+
+static void queue_in_handler(int sig)
+{
+	int saved = errno;
+	sig_atomic_t k = n_fired;
+
+	(void)sig;
+	if (k < HANDLER_MAX) {
+		handler_queued[k] = dereg_defer((void *)(HANDLER_BASE + k)) == 0;
+		n_fired = k + 1;
+	}
+	errno = saved;
+}
+
+static void take_and_mark(void)
+{
+	void *p;
+
+	while ((p = dereg_defer_take()) != NULL) {
+		uintptr_t v = (uintptr_t)p;
+
+		ck_assert(v >= 1 && v < HANDLER_BASE + HANDLER_MAX);
+		ck_assert_uint_eq(taken_once[v], 0);
+		taken_once[v] = 1;
+		dereg_defer_done(p);
+	}
+}
+
+START_TEST(each_pointer_taken_once_with_a_signal_handler_queuing)
+{
+	struct sigaction sa;
+	struct itimerval it = { { 0, 1000 }, { 0, 1000 } };
+	struct itimerval off;
+	uintptr_t n_main = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = queue_in_handler;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	ck_assert_int_eq(sigaction(SIGPROF, &sa, NULL), 0);
+	ck_assert_int_eq(setitimer(ITIMER_PROF, &it, NULL), 0);
+	while (n_fired < HANDLER_WANTED && n_main < MAIN_MAX) {
+		n_main++;
+		ck_assert_int_eq(dereg_defer((void *)n_main), 0);
+		if (n_main % 3 == 0)	/* let a few wait in the queue */
+			take_and_mark();
+	}
+	memset(&off, 0, sizeof(off));
+	ck_assert_int_eq(setitimer(ITIMER_PROF, &off, NULL), 0);
+	take_and_mark();
+	ck_assert(!dereg_defer_pending());
+	/* The handler must have run, or nothing was tested. */
+	ck_assert_int_ge(n_fired, 10);
+	for (uintptr_t v = 1; v <= n_main; v++)
+		ck_assert_msg(taken_once[v], "%lu not taken", (unsigned long)v);
+	for (sig_atomic_t k = 0; k < n_fired; k++) {
+		ck_assert(handler_queued[k]);	/* never full here */
+		ck_assert_msg(taken_once[HANDLER_BASE + k], "handler's %d not taken", (int)k);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("dereg_defer");
@@ -164,6 +242,7 @@ int main(void)
 	tcase_add_test(tc, full_queue_says_eagain_and_keeps_what_it_has);
 	tcase_add_test(tc, a_forked_child_starts_with_an_empty_queue);
 	tcase_add_test(tc, each_pointer_taken_once_under_concurrency);
+	tcase_add_test(tc, each_pointer_taken_once_with_a_signal_handler_queuing);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
