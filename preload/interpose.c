@@ -63,6 +63,8 @@ static void shim_enter(struct shim_entry *s, bool nocancel)
 	if (nocancel)
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &s->cancel_state);
 	shim_depth++;
+	/* A handler on this thread sees the depth before the shim's work. */
+	atomic_signal_fence(memory_order_seq_cst);
 }
 
 /* One deregistration taken from the queue (dereg_defer_drain()). */
