@@ -29,10 +29,28 @@ atomic_uint dereg_defer_claimed;
 static _Atomic(void *) slots[DEREG_DEFER_SLOTS];
 __thread volatile sig_atomic_t dereg_defer_queued_here
 	__attribute__((tls_model("initial-exec")));
+/*
+ * The process whose deregistrations the queue holds (0: not known yet,
+ * taken as the caller's).  A child, also one made without the fork
+ * handlers, finds another pid here and empties the queue first.
+ */
+static atomic_int owner;
+
+/* Drop what another process queued (see dereg_defer_adopt()). */
+static void adopt(void)
+{
+	int o = atomic_load_explicit(&owner, memory_order_relaxed);
+
+	if (o != 0 && o != (int)proc_pid())
+		dereg_defer_reset();
+}
 
 int dereg_defer(void *mr)
 {
-	unsigned int n = atomic_load(&dereg_defer_claimed);
+	unsigned int n;
+
+	adopt();
+	n = atomic_load(&dereg_defer_claimed);
 
 	do {
 		if (n >= DEREG_DEFER_SLOTS)
@@ -78,6 +96,12 @@ void dereg_defer_reset(void)
 		atomic_store_explicit(&slots[i], NULL, memory_order_relaxed);
 	atomic_store(&dereg_defer_claimed, 0);
 	dereg_defer_queued_here = 0;
+	atomic_store(&owner, (int)proc_pid());
+}
+
+void dereg_defer_adopt(void)
+{
+	adopt();
 }
 
 static void reset_in_child(void *arg)
@@ -91,5 +115,9 @@ static struct proc_fork_hooks fork_hooks = { .child = reset_in_child };
 
 void dereg_defer_install_fork_hook(void)
 {
+	int none = 0;
+
+	/* Before anything can be queued: no race with a first queuer. */
+	atomic_compare_exchange_strong(&owner, &none, (int)proc_pid());
 	proc_fork_hooks_add(&fork_hooks);
 }

@@ -44,7 +44,8 @@ extern __thread volatile sig_atomic_t dereg_defer_queued_here
 
 /*
  * Queue @mr (not NULL): 0, or EAGAIN when DEREG_DEFER_SLOTS are queued.
- * Sets dereg_defer_queued_here on success.
+ * Sets dereg_defer_queued_here on success.  Empties a queue inherited
+ * from another process first (dereg_defer_adopt()).
  */
 int dereg_defer(void *mr);
 
@@ -71,8 +72,16 @@ void dereg_defer_done(void *mr);
 void dereg_defer_reset(void);
 
 /*
- * Reset the queue in the child of every fork() (proc.c's hooks);
- * idempotent.
+ * In a child made without the fork handlers (raw clone: one thread), the
+ * parent's queue: empty it.  A system call; dereg_defer() and
+ * dereg_defer_drain() do it first.
+ */
+void dereg_defer_adopt(void);
+
+/*
+ * Record the calling process as the queue's owner and reset the queue in
+ * the child of every fork() (proc.c's hooks); idempotent.  Call before
+ * anything is queued.
  */
 void dereg_defer_install_fork_hook(void);
 

@@ -20,6 +20,7 @@ void dereg_defer_drain(volatile unsigned int *depth, void (*dereg)(void *mr))
 {
 	void *mr;
 
+	dereg_defer_adopt();	/* not the parent's */
 	do {
 		dereg_defer_queued_here = 0;
 		++*depth;

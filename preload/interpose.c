@@ -104,16 +104,8 @@ __attribute__((noinline, cold)) static void run_deferred_deregs(void)
 {
 	int saved = errno;
 
-	/*
-	 * A child made without the fork handlers (raw clone) has the
-	 * parent's queue: the parent's MRs, not the child's to deregister
-	 * (a passed-through one would go to the shared uverbs fd).  Such a
-	 * child has one thread.
-	 */
-	if (shim_is_other_process())
-		dereg_defer_reset();
-	else
-		dereg_defer_drain(&shim_depth, dereg_deferred);
+	/* In a child, only the child's own (dereg_defer_adopt()). */
+	dereg_defer_drain(&shim_depth, dereg_deferred);
 	report_full_queue();
 	errno = saved;
 }

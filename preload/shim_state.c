@@ -311,11 +311,6 @@ static void install_atfork(void)
 	proc_fork_hooks_add(&g_fork_hooks);
 }
 
-bool shim_is_other_process(void)
-{
-	return atomic_load(&shim_initialized) && proc_is_other(g_init_pid);
-}
-
 /*
  * At load: the fork handlers, and, when libibverbs is already loaded
  * (linked by the application), its internal calls are rebound now,

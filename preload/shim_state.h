@@ -47,12 +47,6 @@ static inline struct cache *shim_cache_if_ready(void)
 	return atomic_load(&shim_the_cache);
 }
 
-/*
- * Whether this is not the process that initialised the shim (a child,
- * also one made without the fork handlers); a system call.
- */
-bool shim_is_other_process(void);
-
 /* The real registration / deregistration, timed and counted. */
 struct ibv_mr *shim_timed_reg(int how, const struct cache_key *k);
 int shim_timed_dereg(struct ibv_mr *mr);

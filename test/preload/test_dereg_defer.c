@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -93,6 +94,53 @@ START_TEST(a_forked_child_starts_with_an_empty_queue)
 	atomic_fetch_sub(&dereg_defer_claimed, 1);
 	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x4321);
 	dereg_defer_done((void *)0x4321);
+	ck_assert(!dereg_defer_pending());
+}
+END_TEST
+
+/*
+ * A child made without the fork handlers (a raw clone) finds the
+ * parent's entries in its copy of the queue: its drain drops them
+ * without doing them, and its own entries are queued and taken as usual.
+ */
+static int n_drained;
+
+static void count_drained(void *mr)
+{
+	(void)mr;
+	n_drained++;
+}
+
+static int raw_child(void)
+{
+	unsigned int depth = 0;
+
+	dereg_defer_drain(&depth, count_drained);
+	if (n_drained != 0 || dereg_defer_pending())
+		return 1;
+	if (dereg_defer((void *)0x6666) != 0 ||
+	    dereg_defer_take() != (void *)0x6666)
+		return 2;
+	dereg_defer_done((void *)0x6666);
+	return dereg_defer_pending() ? 3 : 0;
+}
+
+START_TEST(a_raw_clone_child_drops_only_the_parents_entries)
+{
+	long pid;
+	int status;
+
+	dereg_defer_install_fork_hook();
+	ck_assert_int_eq(dereg_defer((void *)0x5555), 0);
+	pid = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(raw_child());
+	ck_assert_int_eq(waitpid((pid_t)pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	ck_assert_ptr_eq(dereg_defer_take(), (void *)0x5555);
+	dereg_defer_done((void *)0x5555);
 	ck_assert(!dereg_defer_pending());
 }
 END_TEST
@@ -241,6 +289,7 @@ int main(void)
 	tcase_add_test(tc, taken_by_another_thread_after_the_queuer_exits);
 	tcase_add_test(tc, full_queue_says_eagain_and_keeps_what_it_has);
 	tcase_add_test(tc, a_forked_child_starts_with_an_empty_queue);
+	tcase_add_test(tc, a_raw_clone_child_drops_only_the_parents_entries);
 	tcase_add_test(tc, each_pointer_taken_once_under_concurrency);
 	tcase_add_test(tc, each_pointer_taken_once_with_a_signal_handler_queuing);
 	tcase_set_timeout(tc, 120);
