@@ -5,8 +5,10 @@
  *
  * Queueing first claims a slot in the count (at most DEREG_DEFER_SLOTS
  * claims), then stores the pointer into an empty slot with a
- * compare-and-swap.  Taking exchanges a full slot with NULL first and
- * gives its claim back after.  A slot is therefore full only while its
+ * compare-and-swap.  Taking exchanges a full slot with NULL first; the
+ * taker gives the claim back once the deregistration is done
+ * (dereg_defer_done()), so that "nothing pending" means no
+ * deregistration is still under way either (ibv_dealloc_pd waits for it).  A slot is therefore full only while its
  * claim is held, so a claimer always finds an empty slot (fewer than
  * DEREG_DEFER_SLOTS others hold claims), and a pointer is taken exactly
  * once (the exchange that sees it empties the slot).  A taker that finds
@@ -20,13 +22,35 @@
 #include <errno.h>
 #include <stddef.h>
 
+#include "proc.h"
+
 /* Global: the queue is process-wide by design (see dereg_defer.h). */
 atomic_uint dereg_defer_claimed;
 static _Atomic(void *) slots[DEREG_DEFER_SLOTS];
+__thread volatile sig_atomic_t dereg_defer_queued_here
+	__attribute__((tls_model("initial-exec")));
+/*
+ * The process whose deregistrations the queue holds (0: not known yet,
+ * taken as the caller's).  A child, also one made without the fork
+ * handlers, finds another pid here and empties the queue first.
+ */
+static atomic_int owner;
+
+/* Drop what another process queued (see dereg_defer_adopt()). */
+static void adopt(void)
+{
+	int o = atomic_load_explicit(&owner, memory_order_relaxed);
+
+	if (o != 0 && o != (int)proc_pid())
+		dereg_defer_reset();
+}
 
 int dereg_defer(void *mr)
 {
-	unsigned int n = atomic_load(&dereg_defer_claimed);
+	unsigned int n;
+
+	adopt();
+	n = atomic_load(&dereg_defer_claimed);
 
 	do {
 		if (n >= DEREG_DEFER_SLOTS)
@@ -36,8 +60,10 @@ int dereg_defer(void *mr)
 		for (size_t i = 0; i < DEREG_DEFER_SLOTS; i++) {
 			void *empty = NULL;
 
-			if (atomic_compare_exchange_strong(&slots[i], &empty, mr))
+			if (atomic_compare_exchange_strong(&slots[i], &empty, mr)) {
+				dereg_defer_queued_here = 1;
 				return 0;
+			}
 		}
 	}
 }
@@ -52,10 +78,46 @@ void *dereg_defer_take(void)
 		if (!atomic_load_explicit(&slots[i], memory_order_relaxed))
 			continue;
 		mr = atomic_exchange(&slots[i], NULL);
-		if (mr) {
-			atomic_fetch_sub(&dereg_defer_claimed, 1);
-			return mr;
-		}
+		if (mr)
+			return mr;	/* the claim goes with it */
 	}
 	return NULL;
+}
+
+void dereg_defer_done(void *mr)
+{
+	(void)mr;
+	atomic_fetch_sub(&dereg_defer_claimed, 1);
+}
+
+void dereg_defer_reset(void)
+{
+	for (size_t i = 0; i < DEREG_DEFER_SLOTS; i++)
+		atomic_store_explicit(&slots[i], NULL, memory_order_relaxed);
+	atomic_store(&dereg_defer_claimed, 0);
+	dereg_defer_queued_here = 0;
+	atomic_store(&owner, (int)proc_pid());
+}
+
+void dereg_defer_adopt(void)
+{
+	adopt();
+}
+
+static void reset_in_child(void *arg)
+{
+	(void)arg;
+	dereg_defer_reset();
+}
+
+/* Global: registered once with proc.c, never removed. */
+static struct proc_fork_hooks fork_hooks = { .child = reset_in_child };
+
+void dereg_defer_install_fork_hook(void)
+{
+	int none = 0;
+
+	/* Before anything can be queued: no race with a first queuer. */
+	atomic_compare_exchange_strong(&owner, &none, (int)proc_pid());
+	proc_fork_hooks_add(&fork_hooks);
 }

@@ -18,18 +18,35 @@
 #ifndef UMMUSHIM_DEREG_DEFER_H
 #define UMMUSHIM_DEREG_DEFER_H
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#define DEREG_DEFER_SLOTS 64
+/*
+ * Process-wide capacity (static: no allocation in a signal handler); a
+ * queue this full means handlers deregister faster than threads return.
+ */
+#define DEREG_DEFER_SLOTS 1024
 
 /*
- * Global (hidden): how many slots are claimed (queued, or being queued or
- * taken).  Read on every return to the application, hence here.
+ * Global (hidden): how many slots are claimed (queued, being queued, or
+ * taken and not done yet).  Read on every return to the application, hence here.
  */
 extern atomic_uint dereg_defer_claimed __attribute__((visibility("hidden")));
 
-/* Queue @mr (not NULL): 0, or EAGAIN when DEREG_DEFER_SLOTS are queued. */
+/*
+ * Thread-local (hidden, initial-exec: read and written in signal
+ * handlers): set by dereg_defer() on this thread after its entry is
+ * stored; dereg_defer_drain() clears it and goes round again when set.
+ */
+extern __thread volatile sig_atomic_t dereg_defer_queued_here
+	__attribute__((tls_model("initial-exec"), visibility("hidden")));
+
+/*
+ * Queue @mr (not NULL): 0, or EAGAIN when DEREG_DEFER_SLOTS are queued.
+ * Sets dereg_defer_queued_here on success.  Empties a queue inherited
+ * from another process first (dereg_defer_adopt()).
+ */
 int dereg_defer(void *mr);
 
 /* Anything queued?  (One relaxed load: the return path's check.) */
@@ -39,7 +56,41 @@ static inline bool dereg_defer_pending(void)
 				    memory_order_relaxed) != 0;
 }
 
-/* Take one queued pointer (each is taken once), or NULL if none is. */
+/*
+ * Take one queued pointer (each is taken once), or NULL if none is.  The
+ * queue stays pending until the taker has done the deregistration and
+ * said so with dereg_defer_done(the pointer).
+ */
 void *dereg_defer_take(void);
+void dereg_defer_done(void *mr);
+
+/*
+ * Empty the queue without doing anything queued: in a child process,
+ * whose copy of the queue holds the parent's MRs (the child has one
+ * thread; nothing else may use the queue meanwhile).
+ */
+void dereg_defer_reset(void);
+
+/*
+ * In a child made without the fork handlers (raw clone: one thread), the
+ * parent's queue: empty it.  A system call; dereg_defer() and
+ * dereg_defer_drain() do it first.
+ */
+void dereg_defer_adopt(void);
+
+/*
+ * Record the calling process as the queue's owner and reset the queue in
+ * the child of every fork() (proc.c's hooks); idempotent.  Call before
+ * anything is queued.
+ */
+void dereg_defer_install_fork_hook(void);
+
+/*
+ * Do every queued deregistration with @dereg, with *@depth (the calling
+ * thread's depth inside the shim, read by its signal handlers) raised by
+ * one meanwhile, until none is left that this thread must do: also those
+ * its own signal handlers queue before *@depth is back (dereg_defer_drain.c).
+ */
+void dereg_defer_drain(volatile unsigned int *depth, void (*dereg)(void *mr));
 
 #endif /* UMMUSHIM_DEREG_DEFER_H */

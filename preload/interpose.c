@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -62,30 +63,66 @@ static void shim_enter(struct shim_entry *s, bool nocancel)
 	if (nocancel)
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &s->cancel_state);
 	shim_depth++;
+	/* A handler on this thread sees the depth before the shim's work. */
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+/* One deregistration taken from the queue (dereg_defer_drain()). */
+static void dereg_deferred(void *p)
+{
+	struct ibv_mr *mr = p;
+	struct cache *c = shim_cache_if_ready();
+	int rc = c ? cache_dereg(c, mr) : shim_timed_dereg(mr);
+
+	if (rc)
+		log_warn("ibv_dereg_mr(%p), called from a signal handler or from inside libibverbs and done on return to the shim, failed: %s",
+			 (void *)mr, strerror(rc));
+}
+
+/*
+ * Once, outside the handler that met it: a full queue made ibv_dereg_mr
+ * fail with EAGAIN (counted in deferred_full).
+ */
+static void report_full_queue(void)
+{
+	static atomic_bool reported;
+
+	if (stats_get(&shim_stats.deferred_full) &&
+	    !atomic_exchange(&reported, true))
+		log_warn("ibv_dereg_mr called from signal handlers failed with EAGAIN: more than %d such calls were waiting for their threads to return from the shim (counted in deferred_full)",
+			 DEREG_DEFER_SLOTS);
 }
 
 /*
  * Do the deregistrations queued by dereg_defer() (this thread's, or those
- * of a thread that never came back to the application).  At depth 1, so
- * that a handler's deregs meanwhile are queued again.  Out of line:
- * shim_leave() is on the hit path.
+ * of a thread that never came back to the application), at a raised
+ * depth so that a handler's deregs meanwhile are queued again (and done
+ * before the return: dereg_defer_drain()).  Out of line: shim_leave() is
+ * on the hit path.
  */
 __attribute__((noinline, cold)) static void run_deferred_deregs(void)
 {
 	int saved = errno;
-	struct ibv_mr *mr;
 
-	shim_depth++;
-	while ((mr = dereg_defer_take()) != NULL) {
-		struct cache *c = shim_cache_if_ready();
-		int rc = c ? cache_dereg(c, mr) : shim_timed_dereg(mr);
-
-		if (rc)
-			log_warn("ibv_dereg_mr(%p), called from a signal handler or from inside libibverbs and done on return to the shim, failed: %s",
-				 (void *)mr, strerror(rc));
-	}
-	shim_depth--;
+	/* In a child, only the child's own (dereg_defer_adopt()). */
+	dereg_defer_drain(&shim_depth, dereg_deferred);
+	report_full_queue();
 	errno = saved;
+}
+
+/*
+ * Before a PD or a device is freed: every queued deregistration done,
+ * also those another thread has taken and is still doing (its MR would
+ * keep the PD busy: the real call would fail with EBUSY).  Waits for
+ * those threads (at most one deregistration each).
+ */
+static void finish_deferred_deregs(void)
+{
+	while (dereg_defer_pending()) {
+		run_deferred_deregs();
+		if (dereg_defer_pending())
+			sched_yield();
+	}
 }
 
 /*
@@ -179,8 +216,13 @@ __attribute__((noinline, cold)) static int dereg_nested(struct ibv_mr *mr)
 {
 	struct cache *c = shim_cache_if_ready();
 
-	if (mr && c)	/* a signal handler, or libibverbs itself */
-		return dereg_defer(mr);
+	if (mr && c) {	/* a signal handler, or libibverbs itself */
+		int rc = dereg_defer(mr);
+
+		if (rc == EAGAIN)	/* a relaxed atomic add: handler-safe */
+			stats_inc(&shim_stats.deferred_full);
+		return rc;
+	}
 	return call_real_dereg(mr);
 }
 
@@ -246,8 +288,7 @@ SHIM_INTERPOSER(ibv_dealloc_pd, int, struct ibv_pd *pd)
 	if (!c || !pd || shim_depth > 0)
 		return f(pd);
 	shim_enter(&se, true);
-	if (dereg_defer_pending())	/* MRs of @pd may be queued */
-		run_deferred_deregs();
+	finish_deferred_deregs();	/* MRs of @pd may be queued */
 	cache_release_pd(c, pd);
 	rc = f(pd);
 	shim_leave(&se);
@@ -266,8 +307,7 @@ SHIM_INTERPOSER(ibv_close_device, int, struct ibv_context *ctx)
 	if (!c || !ctx || shim_depth > 0)
 		return f(ctx);
 	shim_enter(&se, true);
-	if (dereg_defer_pending())	/* MRs of @ctx may be queued */
-		run_deferred_deregs();
+	finish_deferred_deregs();	/* MRs of @ctx may be queued */
 	cache_release_ctx(c, ctx);
 	rc = f(ctx);
 	if (rc == 0)

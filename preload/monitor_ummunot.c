@@ -64,8 +64,11 @@ static struct ummunot_monitor *to_um(struct monitor *m)
 
 static uint64_t read_counter(const struct ummunot_monitor *um)
 {
-	/* The kernel writes the counter with WRITE_ONCE: a plain 64-bit load. */
-	uint64_t v = *um->counter;
+	/*
+	 * The kernel writes the counter with WRITE_ONCE: one untorn 64-bit
+	 * load that the compiler may neither split nor repeat (READ_ONCE).
+	 */
+	uint64_t v = __atomic_load_n(um->counter, __ATOMIC_RELAXED);
 
 	atomic_thread_fence(memory_order_acquire);
 	return v;

@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 
 #include "config.h"
+#include "dereg_defer.h"
 #include "log.h"
 #include "monitor.h"
 #include "proc.h"
@@ -306,6 +307,7 @@ static struct proc_fork_hooks g_fork_hooks = {
 /* Idempotent; shim_init() calls it before publishing the cache. */
 static void install_atfork(void)
 {
+	dereg_defer_install_fork_hook();	/* the parent's queued MRs */
 	proc_fork_hooks_add(&g_fork_hooks);
 }
 

@@ -37,7 +37,8 @@ void stats_format(const struct shim_stats *s, const char *monitor,
 		 " invalidations=%" PRIu64 " stale=%" PRIu64
 		 " stale_unmapped=%" PRIu64 " stale_invalidated=%" PRIu64
 		 " unwatchable=%" PRIu64 " pinned_bytes=%" PRIu64 " peak_pinned_bytes=%" PRIu64
-		 " reg_ns=%" PRIu64 " dereg_ns=%" PRIu64,
+		 " reg_ns=%" PRIu64 " dereg_ns=%" PRIu64
+		 " deferred_full=%" PRIu64,
 		 monitor, stats_hits(s), stats_get(&s->misses),
 		 stats_get(&s->passthrough), stats_get(&s->real_regs),
 		 stats_get(&s->real_deregs), stats_get(&s->evictions),
@@ -45,7 +46,8 @@ void stats_format(const struct shim_stats *s, const char *monitor,
 		 stats_get(&s->stale_unmapped), stats_get(&s->stale_invalidated),
 		 stats_get(&s->unwatchable),
 		 stats_get(&s->pinned_bytes), stats_get(&s->peak_pinned_bytes),
-		 stats_get(&s->reg_ns), stats_get(&s->dereg_ns));
+		 stats_get(&s->reg_ns), stats_get(&s->dereg_ns),
+		 stats_get(&s->deferred_full));
 }
 
 uint64_t stats_now_ns(void)

@@ -48,6 +48,8 @@ struct shim_stats {
 	atomic_uint_fast64_t peak_pinned_bytes;
 	atomic_uint_fast64_t reg_ns;		/* time inside real registrations */
 	atomic_uint_fast64_t dereg_ns;		/* time inside real deregistrations */
+	/* ibv_dereg_mr calls refused (EAGAIN): the deferred queue was full. */
+	atomic_uint_fast64_t deferred_full;
 };
 
 static inline void stats_inc(atomic_uint_fast64_t *c)

@@ -13,7 +13,7 @@
 # ABI only grew), else the script fails.
 #
 # Usage: hitpath-vm.sh BUILD_DIR [COMMIT...]
-#   Each COMMIT's shim is built once in BUILD_DIR/hitpath-baseline-COMMIT
+#   Each COMMIT's shim is built once in BUILD_DIR/hitpath-baseline-COMMIT/HASH
 #   (inside the tree, so the guest sees it); the columns are the commits
 #   in order, then this build.
 # Environment: HIT_ITERS (pairs per thread and run, default 300000),

@@ -110,6 +110,55 @@ START_TEST(hit_count_exact_past_the_shards)
 }
 END_TEST
 
+/*
+ * The same, deterministically (white-box): with every thread's hot alive
+ * at once, no two share a nonzero shard (a shard's owner writes it
+ * without a read-modify-write), and those beyond STATS_HIT_SHARDS - 1
+ * get shard 0.
+ */
+static unsigned int shard_of[N_THREADS];
+static pthread_barrier_t hots_alive;
+
+static void *take_hot(void *arg)
+{
+	uintptr_t i = (uintptr_t)arg;
+	struct hot *h = hot_get(cache);
+
+	if (!h)
+		atomic_fetch_add(&failures, 1);
+	else
+		shard_of[i] = h->shard;
+	pthread_barrier_wait(&hots_alive);	/* none handed on yet */
+	return NULL;
+}
+
+START_TEST(live_hots_never_share_a_shard)
+{
+	pthread_t t[N_THREADS];
+	bool owned[STATS_HIT_SHARDS] = { false };
+	unsigned int n_shared = 0;
+
+	pthread_barrier_init(&hots_alive, NULL, N_THREADS);
+	for (uintptr_t i = 0; i < N_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, take_hot, (void *)i), 0);
+	for (int i = 0; i < N_THREADS; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_int_eq(atomic_load(&failures), 0);
+	for (int i = 0; i < N_THREADS; i++) {
+		unsigned int sh = shard_of[i];
+
+		ck_assert_uint_lt(sh, STATS_HIT_SHARDS);
+		if (sh == 0) {
+			n_shared++;
+			continue;
+		}
+		ck_assert_msg(!owned[sh], "shard %u given to two live hots", sh);
+		owned[sh] = true;
+	}
+	ck_assert_uint_eq(n_shared, N_THREADS - (STATS_HIT_SHARDS - 1));
+}
+END_TEST
+
 /* ---- generations ------------------------------------------------------------ */
 
 /* The entry of this thread's latest remembered hit or registration. */
@@ -175,6 +224,7 @@ int main(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, hit_count_exact_past_the_shards);
+	tcase_add_test(tc, live_hots_never_share_a_shard);
 	tcase_add_test(tc, remembered_hit_survives_generation_wrap);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
