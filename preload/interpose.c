@@ -27,6 +27,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include <infiniband/verbs.h>
 
@@ -114,14 +115,38 @@ __attribute__((noinline, cold)) static void run_deferred_deregs(void)
  * Before a PD or a device is freed: every queued deregistration done,
  * also those another thread has taken and is still doing (its MR would
  * keep the PD busy: the real call would fail with EBUSY).  Waits for
- * those threads (at most one deregistration each).
+ * those threads (at most one deregistration each), but never forever:
+ * a claim that is never finished (a handler that longjmp'ed out between
+ * its claim and its store) must not hang the application.  After
+ * FINISH_WAIT_NS the free goes ahead and may fail with EBUSY, as the
+ * real call does for any PD with a live MR.
  */
+#define FINISH_WAIT_NS (10LL * 1000 * 1000 * 1000)
+
+static long long monotonic_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 static void finish_deferred_deregs(void)
 {
+	long long deadline = 0;
+
 	while (dereg_defer_pending()) {
 		run_deferred_deregs();
-		if (dereg_defer_pending())
-			sched_yield();
+		if (!dereg_defer_pending())
+			break;
+		if (!deadline) {
+			deadline = monotonic_ns() + FINISH_WAIT_NS;
+		} else if (monotonic_ns() > deadline) {
+			log_warn("a deferred ibv_dereg_mr was still unfinished after %lld s: freeing the PD or device without waiting for it",
+				 FINISH_WAIT_NS / 1000000000LL);
+			break;
+		}
+		sched_yield();
 	}
 }
 
