@@ -209,9 +209,19 @@ done
 echo "# fresh root at $root (overlay over /), kernel $kver, $(cd "$debs" && echo *.deb)"
 
 check "the source tree is not visible in the new root" test ! -e "$root$src/meson.build"
-check "nothing of ummunot is installed in the new root yet" sh -c \
-	"! ls '$root'/usr/src/ummunot-* '$root'/usr/lib/*/libummushim.so '$root'/usr/local/lib/*/libummushim.so \
-'$root'/usr/bin/ummushim '$root'/var/lib/dkms/ummunot '$root'/lib/modules/$kver/updates/dkms/ummunot.ko* >/dev/null 2>&1"
+# Each path on its own (one `ls` of all would fail, and so "pass", as soon
+# as any one of them is missing).
+none_installed() {
+	local p
+	for p in "$root"/usr/src/ummunot-* "$root"/usr/lib/*/libummushim.so \
+		"$root"/usr/local/lib/*/libummushim.so "$root"/usr/bin/ummushim \
+		"$root"/var/lib/dkms/ummunot "$root"/lib/modules/"$kver"/updates/dkms/ummunot.ko* \
+		"$root"/usr/lib/modules-load.d/ummunot.conf "$root"/etc/modules-load.d/ummunot.conf; do
+		[ ! -e "$p" ] || { echo "# already there: ${p#"$root"}"; return 1; }
+	done
+	! grep -qsw ummunot "$root"/etc/modules "$root"/etc/modules-load.d/*.conf "$root"/usr/lib/modules-load.d/*.conf
+}
+check "nothing of ummunot is installed in the new root yet (files, modules-load entries)" none_installed
 check "no udev rule of the root names ummunot yet" test -z "$(rules_naming_ummunot)"
 check "the module is not loaded before the install" test ! -e /sys/module/ummunot
 root_changes >/tmp/root-before
@@ -279,7 +289,12 @@ check "check: the installed shim binds" \
 check "check reports no problem" sh -c "! grep -q '^problem' /tmp/check.log"
 
 # ---- an unmodified verbs program under ummushim run ---------------------------------
-check "$prog is not linked against the shim" sh -c "! chroot '$root' ldd '$prog' | grep -q ummushim"
+not_linked_to_shim() {
+	local libs
+	libs=$(chroot "$root" ldd "$prog") || return 1
+	! grep -q ummushim <<<"$libs"
+}
+check "$prog is not linked against the shim (ldd ran)" not_linked_to_shim
 mkdir -p "$root/tmp/logs" && chmod 1777 "$root/tmp/logs"
 if bounded 600 /tmp/run.log "$(basename "$prog") const $CYCLES under ummushim run, as nobody" \
 	"${AS_NOBODY[@]}" ummushim run --stats --log /tmp/logs -- "$prog" const "$CYCLES"; then
@@ -319,12 +334,26 @@ else
 fi
 bounded 120 /tmp/settle.log "udevadm settle" "${UDEVADM[@]}" settle --timeout=100
 check "the module is unloaded, /dev/ummunot gone" sh -c "[ ! -e /sys/module/ummunot ] && [ ! -e /dev/ummunot ]"
-check "dpkg knows none of the packages" sh -c \
-	"! chroot '$root' dpkg-query -W -f='\${db:Status-Abbrev} \${Package}\n' ummunot-dkms libummushim ummunot-dev 2>/dev/null | grep -q '^.i'"
+# Purged means "not installed, no config files" (un/pn, or unknown to
+# dpkg), not "rc".  One package per query: dpkg-query fails as a whole
+# when any one of several is unknown.
+purged_all() {
+	local pkg state
+	for pkg in ummunot-dkms libummushim ummunot-dev; do
+		# shellcheck disable=SC2016 # dpkg-query's format, not the shell's
+		state=$(chroot "$root" dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null) ||
+			continue	# unknown to dpkg
+		case $state in
+		[up]n*) ;;
+		*) echo "# $pkg: dpkg state '$state'"; return 1 ;;
+		esac
+	done
+}
+check "dpkg knows none of the packages (not even their config files)" purged_all
 left=$(while IFS= read -r path; do [ -e "$root$path" ] || [ -L "$root$path" ] && echo "$path"; done </tmp/installed)
 check "none of the $(wc -l </tmp/installed) installed files is left" test -z "$left"
 [ -z "$left" ] || printf '# left: %s\n' "$left"
-check "depmod's indexes no longer name ummunot" sh -c "! grep -qsw ummunot '$root'/lib/modules/'$kver'/modules.dep '$root'/lib/modules/'$kver'/modules.alias"
+check "depmod's indexes no longer name ummunot (and exist)" sh -c "[ -f '$root'/lib/modules/'$kver'/modules.dep ] && ! grep -qsw ummunot '$root'/lib/modules/'$kver'/modules.dep '$root'/lib/modules/'$kver'/modules.alias"
 # Before/after: every change the install and purge made to the root is in
 # the overlay's upper layer.  Apart from package bookkeeping it must be as
 # it was before the install (nothing added, nothing of the host deleted).
