@@ -189,7 +189,10 @@ for fs in tmp run; do
 done
 # Not the build tree: the sources are hidden, and only this kernel is
 # offered to DKMS (the host has others; building for each is not the test).
-mount -t tmpfs tmpfs "$root$src" || bail "hiding $src"
+# A tree under /tmp (or /run) is already hidden by the tmpfs above.
+if [ -d "$root$src" ]; then
+	mount -t tmpfs tmpfs "$root$src" || bail "hiding $src"
+fi
 mount -t tmpfs tmpfs "$root/boot" || bail "tmpfs /boot"
 cp "/boot/config-$kver" "$root/boot/"
 make_modules_dir || bail "cannot make the modules directory $modules_dir"
