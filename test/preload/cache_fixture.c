@@ -33,6 +33,14 @@ void fixture_setup(const struct cache_limits *lim)
 	fixture_make_cache(lim);
 }
 
+void fixture_setup_default(void)
+{
+	struct cache_limits lim = { .max_entries = 1000,
+				    .max_bytes = 1ULL << 40 };
+
+	fixture_setup(&lim);
+}
+
 void fixture_teardown(void)
 {
 	if (cache)

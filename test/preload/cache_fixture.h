@@ -12,6 +12,13 @@
 #include "fakes.h"
 #include "stats.h"
 
+/* The protection domains, device contexts and page size the tests use. */
+#define PD1 ((void *)0x1000)
+#define PD2 ((void *)0x2000)
+#define CTX1 ((void *)0xc1)
+#define CTX2 ((void *)0xc2)
+#define PAGE 4096UL
+
 extern struct fake_monitor *fmon;
 extern struct fake_verbs *fv;
 extern struct shim_stats *st;
@@ -19,6 +26,8 @@ extern struct cache *cache;
 
 /* The doubles and counters, and a cache with @lim (fixture_make_cache). */
 void fixture_setup(const struct cache_limits *lim);
+/* fixture_setup() with room for 1000 entries and 1 TiB. */
+void fixture_setup_default(void);
 void fixture_teardown(void);
 /* Replace the cache (if any) by a new one with @lim, same doubles. */
 void fixture_make_cache(const struct cache_limits *lim);

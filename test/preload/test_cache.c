@@ -23,31 +23,12 @@
 #include "log.h"
 #include "stats.h"
 
-#define PD1 ((void *)0x1000)
-#define PD2 ((void *)0x2000)
-#define CTX1 ((void *)0xc1)
-#define CTX2 ((void *)0xc2)
-#define PAGE 4096UL
-
 static void make_cache(uint64_t max_entries, uint64_t max_bytes)
 {
 	struct cache_limits lim = { .max_entries = max_entries,
 				    .max_bytes = max_bytes };
 
 	fixture_make_cache(&lim);
-}
-
-static void setup(void)
-{
-	struct cache_limits lim = { .max_entries = 1000,
-				    .max_bytes = 1ULL << 40 };
-
-	fixture_setup(&lim);
-}
-
-static void teardown(void)
-{
-	fixture_teardown();
 }
 
 static struct cache_key key_of(void *pd, uintptr_t addr, size_t len,
@@ -937,7 +918,6 @@ START_TEST(stalled_log_never_stalls_other_threads)
 }
 END_TEST
 
-
 /* ---- accounting, unwatchable memory, stale reports ------------------------- */
 
 START_TEST(misses_counted_only_after_success)
@@ -1173,7 +1153,7 @@ static Suite *cache_suite(void)
 	Suite *s = suite_create("cache");
 	TCase *tc = tcase_create("core");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fixture_setup_default, fixture_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, miss_then_hit_returns_same_mr);
 	tcase_add_test(tc, every_key_field_matters);

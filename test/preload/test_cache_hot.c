@@ -19,23 +19,6 @@
 #include "fakes.h"
 #include "stats.h"
 
-#define PD1 ((void *)0x1000)
-#define CTX1 ((void *)0xc1)
-#define PAGE 4096UL
-
-static void setup(void)
-{
-	struct cache_limits lim = { .max_entries = 1000,
-				    .max_bytes = 1ULL << 40 };
-
-	fixture_setup(&lim);
-}
-
-static void teardown(void)
-{
-	fixture_teardown();
-}
-
 static struct cache_key key_at(uintptr_t addr)
 {
 	struct cache_key k = { PD1, addr, PAGE, addr, 7 };
@@ -222,7 +205,7 @@ int main(void)
 	SRunner *sr;
 	int failed;
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fixture_setup_default, fixture_teardown);
 	tcase_add_test(tc, hit_count_exact_past_the_shards);
 	tcase_add_test(tc, live_hots_never_share_a_shard);
 	tcase_add_test(tc, remembered_hit_survives_generation_wrap);

@@ -18,9 +18,6 @@
 #include "fakes.h"
 #include "stats.h"
 
-#define PD1 ((void *)0x1000)
-#define CTX1 ((void *)0xc1)
-#define PAGE 4096UL
 #define BASE 0x100000UL		/* page-aligned */
 #define P(n) (BASE + (n) * PAGE)
 #define LOCAL 0x1u		/* access bits of the tests: local ... */
@@ -51,11 +48,6 @@ static void setup(void)
 	struct cache_limits lim = limits_of(CACHE_SUBRANGE_LOCAL, 1ULL << 40);
 
 	fixture_setup(&lim);
-}
-
-static void teardown(void)
-{
-	fixture_teardown();
 }
 
 static struct fake_mr *reg_a(uintptr_t addr, size_t len, unsigned int access)
@@ -420,7 +412,7 @@ static Suite *suite(void)
 	Suite *s = suite_create("cache_subrange");
 	TCase *tc = tcase_create("subrange");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, setup, fixture_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, miss_registers_the_page_aligned_region);
 	tcase_add_test(tc, containment_hit_returns_a_slice_with_the_regions_keys);

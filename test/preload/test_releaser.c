@@ -22,23 +22,6 @@
 #include "releaser.h"
 #include "stats.h"
 
-#define PD1 ((void *)0x1000)
-#define CTX1 ((void *)0xc1)
-#define PAGE 4096UL
-
-static void setup(void)
-{
-	struct cache_limits lim = { .max_entries = 1000,
-				    .max_bytes = 1ULL << 40 };
-
-	fixture_setup(&lim);
-}
-
-static void teardown(void)
-{
-	fixture_teardown();
-}
-
 static void *reg_at(uintptr_t addr)
 {
 	struct cache_key k = { PD1, addr, PAGE, addr, 7 };
@@ -142,7 +125,7 @@ START_TEST(exit_does_not_wait_for_a_release)
 	if (pid == 0) {
 		/* The fixture's cache is the parent's here: a new one. */
 		fixture_teardown();
-		setup();
+		fixture_setup_default();
 		releaser_busy();
 		exit(0);	/* runs the releaser's atexit handler */
 	}
@@ -175,7 +158,7 @@ int main(void)
 	SRunner *sr;
 	int failed;
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fixture_setup_default, fixture_teardown);
 	tcase_add_test(tc, releaser_releases_without_application_calls);
 	tcase_add_test(tc, exit_does_not_wait_for_a_release);
 	tcase_add_test(tc, child_forked_during_a_release_exits_at_once);
