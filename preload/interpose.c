@@ -27,7 +27,6 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <time.h>
 
 #include <infiniband/verbs.h>
 
@@ -121,29 +120,21 @@ __attribute__((noinline, cold)) static void run_deferred_deregs(void)
  * FINISH_WAIT_NS the free goes ahead and may fail with EBUSY, as the
  * real call does for any PD with a live MR.
  */
-#define FINISH_WAIT_NS (10LL * 1000 * 1000 * 1000)
-
-static long long monotonic_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
+#define FINISH_WAIT_NS (10ULL * 1000 * 1000 * 1000)
 
 static void finish_deferred_deregs(void)
 {
-	long long deadline = 0;
+	uint64_t deadline = 0;
 
 	while (dereg_defer_pending()) {
 		run_deferred_deregs();
 		if (!dereg_defer_pending())
 			break;
 		if (!deadline) {
-			deadline = monotonic_ns() + FINISH_WAIT_NS;
-		} else if (monotonic_ns() > deadline) {
-			log_warn("a deferred ibv_dereg_mr was still unfinished after %lld s: freeing the PD or device without waiting for it",
-				 FINISH_WAIT_NS / 1000000000LL);
+			deadline = stats_now_ns() + FINISH_WAIT_NS;
+		} else if (stats_now_ns() > deadline) {
+			log_warn("a deferred ibv_dereg_mr was still unfinished after %llu s: freeing the PD or device without waiting for it",
+				 FINISH_WAIT_NS / 1000000000ULL);
 			break;
 		}
 		sched_yield();
