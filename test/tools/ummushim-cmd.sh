@@ -65,6 +65,12 @@ rc=0
 "$UMMUSHIM" run -- /nonexistent/program 2>"$TMP/err" || rc=$?
 check "run of a missing program exits 127 with a message" \
 	sh -c "[ $rc = 127 ] && grep -q 'cannot run' '$TMP/err'"
+# A copy of the command whose shim path names nothing.
+sed 's|^SHIM = .*|SHIM = "/nonexistent/libummushim.so"|' "$UMMUSHIM" >"$TMP/ummushim-noshim"
+rc=0
+python3 "$TMP/ummushim-noshim" run -- true 2>"$TMP/err" || rc=$?
+check "run without the shim installed exits 1 naming the missing file (got $rc)" \
+	sh -c "[ $rc = 1 ] && grep -q '/nonexistent/libummushim.so is missing' '$TMP/err'"
 
 # shellcheck disable=SC2016 # the ranks expand these
 RANK_ENV='echo "rank LD_PRELOAD=$LD_PRELOAD UMMUSHIM_STATS=$UMMUSHIM_STATS"'
@@ -125,6 +131,13 @@ rc=0
 "$UMMUSHIM" stats "$TMP/a.log" "$TMP/missing.log" >"$TMP/out" 2>"$TMP/err" || rc=$?
 check "stats with an unreadable file: exit 1, names it, still prints the rest" \
 	sh -c "[ $rc = 1 ] && grep -q 'missing.log' '$TMP/err' && grep -q '^total ' '$TMP/out'"
+
+# A reader that leaves early (| head) ends the command quietly: no traceback.
+for host in $(seq 1 4000); do
+	echo "ummushim[host$host:1] stats: monitor=ummunot hits=1 misses=1 real_regs=1 stale=0"
+done >"$TMP/many"
+"$UMMUSHIM" stats "$TMP/many" 2>"$TMP/err" | head -n 1 >/dev/null
+check "stats into a closed pipe prints no traceback" test ! -s "$TMP/err"
 
 # ---- check, on a host without the module ----------------------------------------
 check "this host has no ummunot module loaded (precondition)" test ! -e /sys/module/ummunot
