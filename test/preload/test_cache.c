@@ -5,6 +5,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -1207,13 +1209,7 @@ static Suite *cache_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(cache_suite());
-	int failed;
-
 	/* Warnings (stale MRs) are expected in some tests; keep output short. */
 	log_init(LOG_LEVEL_ERROR, NULL);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run_suite(cache_suite());
 }

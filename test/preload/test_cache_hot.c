@@ -8,6 +8,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
@@ -202,8 +204,6 @@ int main(void)
 {
 	Suite *s = suite_create("cache_hot");
 	TCase *tc = tcase_create("hot");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, fixture_setup_default, fixture_teardown);
 	tcase_add_test(tc, hit_count_exact_past_the_shards);
@@ -211,9 +211,5 @@ int main(void)
 	tcase_add_test(tc, remembered_hit_survives_generation_wrap);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(s);
 }

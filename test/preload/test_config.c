@@ -2,6 +2,8 @@
 /* Unit tests of the environment parsing and of the log helpers. */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -405,11 +407,5 @@ static Suite *config_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(config_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run_suite(config_suite());
 }

@@ -8,6 +8,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <errno.h>
 #include <signal.h>
 #include <pthread.h>
@@ -283,8 +285,6 @@ int main(void)
 {
 	Suite *s = suite_create("dereg_defer");
 	TCase *tc = tcase_create("queue");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, taken_by_another_thread_after_the_queuer_exits);
 	tcase_add_test(tc, full_queue_says_eagain_and_keeps_what_it_has);
@@ -294,9 +294,5 @@ int main(void)
 	tcase_add_test(tc, each_pointer_taken_once_with_a_signal_handler_queuing);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(s);
 }

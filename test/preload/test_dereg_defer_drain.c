@@ -7,6 +7,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -99,16 +101,10 @@ int main(void)
 {
 	Suite *s = suite_create("dereg_defer_drain");
 	TCase *tc = tcase_create("drain");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_add_test(tc, handler_after_the_last_take_is_done_before_return);
 	tcase_add_test(tc, another_threads_half_queued_entry_does_not_hold_the_drain);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(s);
 }

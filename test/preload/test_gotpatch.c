@@ -6,6 +6,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdint.h>
@@ -120,8 +122,6 @@ int main(int argc, char **argv)
 {
 	Suite *s = suite_create("gotpatch");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: test_gotpatch PATH/libibverbs.so.1\n");
@@ -132,9 +132,5 @@ int main(int argc, char **argv)
 	tcase_add_test(tc, relro_page_is_read_only_again);
 	tcase_add_test(tc, missing_object_is_reported);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run_suite(s);
 }

@@ -8,6 +8,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -980,11 +982,5 @@ static Suite *uffd_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(uffd_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(uffd_suite());
 }

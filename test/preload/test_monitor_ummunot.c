@@ -7,6 +7,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -270,11 +272,5 @@ static Suite *monitor_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(monitor_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run_suite(monitor_suite());
 }

@@ -6,6 +6,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -212,8 +214,6 @@ int main(void)
 	Suite *s = suite_create("proc_maps");
 	TCase *parse = tcase_create("parser");
 	TCase *live = tcase_create("this_process");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(live, setup, NULL);
 	tcase_add_test(parse, parses_every_field_in_any_chunking);
@@ -226,9 +226,5 @@ int main(void)
 	tcase_add_test(live, count_and_room);
 	suite_add_tcase(s, parse);
 	suite_add_tcase(s, live);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(s);
 }

@@ -5,6 +5,8 @@
  * never allocate within it).  Checked against a page-by-page model.
  */
 #include <check.h>
+
+#include "check_run.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,8 +176,6 @@ int main(void)
 {
 	Suite *s = suite_create("range_set");
 	TCase *tc = tcase_create("range_set");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_add_test(tc, overlapping_and_adjacent);
@@ -183,9 +183,5 @@ int main(void)
 	tcase_add_test(tc, gaps_are_the_uncovered_pieces);
 	tcase_add_test(tc, random_within_reserve_fits);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(s);
 }

@@ -7,6 +7,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <fcntl.h>
 #include <semaphore.h>
 #include <stdlib.h>
@@ -155,17 +157,11 @@ int main(void)
 {
 	Suite *s = suite_create("releaser");
 	TCase *tc = tcase_create("releaser");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, fixture_setup_default, fixture_teardown);
 	tcase_add_test(tc, releaser_releases_without_application_calls);
 	tcase_add_test(tc, exit_does_not_wait_for_a_release);
 	tcase_add_test(tc, child_forked_during_a_release_exits_at_once);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(s);
 }

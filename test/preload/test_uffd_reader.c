@@ -7,6 +7,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -285,8 +287,6 @@ int main(void)
 	Suite *s = suite_create("uffd_reader");
 	TCase *reader = tcase_create("reader");
 	TCase *sus = tcase_create("suspects");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(reader, 60);
 	tcase_add_test(reader, each_event_kind_queued);
@@ -299,9 +299,5 @@ int main(void)
 	tcase_add_test(sus, suspects_overflow_means_everything);
 	suite_add_tcase(s, reader);
 	suite_add_tcase(s, sus);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(s);
 }

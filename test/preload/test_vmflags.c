@@ -5,6 +5,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "check_run.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,8 +98,6 @@ int main(void)
 {
 	Suite *s = suite_create("vmflags");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, pfnmap_io_range_is_unwatchable);
@@ -106,9 +106,5 @@ int main(void)
 	tcase_add_test(tc, missing_file_is_an_error);
 	tcase_add_test(tc, own_anonymous_memory_is_watchable);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run_suite(s);
 }

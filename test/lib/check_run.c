@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/* The one Check runner every unit-test program's main() ends with. */
+#include "check_run.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int check_run_suite(Suite *suite)
+{
+	SRunner *sr = srunner_create(suite);
+	int run, failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	run = srunner_ntests_run(sr);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	if (run == 0) {
+		/* A suite that runs nothing proves nothing. */
+		fprintf(stderr, "no test ran\n");
+		return EXIT_FAILURE;
+	}
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
