@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -23,6 +24,8 @@
 static struct cache *g_cache;
 static int g_fd = -1;
 static atomic_bool g_stop;	/* exit() has begun: start no release */
+/* Posted by the thread once its allocator is set up (see warm_up()). */
+static sem_t g_ready;
 
 static void sleep_ns(long ns)
 {
@@ -32,9 +35,33 @@ static void sleep_ns(long ns)
 		;
 }
 
+/*
+ * A thread's first allocation makes the allocator map memory for it:
+ * glibc reserves a new 128 MiB arena wherever the kernel finds room, then
+ * unmaps the parts that are not 64 MiB-aligned.  Done at an arbitrary
+ * moment -- the first release frees the MR object inside the real
+ * ibv_dereg_mr -- the reservation can land in a hole the application has
+ * just unmapped and is about to map again with MAP_FIXED (safe in a
+ * single-threaded program, which this thread makes two-threaded); the
+ * application's mapping then replaces part of the reservation and the
+ * trimming munmap removes it: the application's next access faults
+ * (SIGSEGV) or its ibv_reg_mr fails (EFAULT).  So the thread allocates
+ * once before releaser_start() returns, inside the application's verbs
+ * call and never between its munmap and its mmap; its later (small,
+ * short-lived) allocations come from that arena and map nothing.
+ */
+static void warm_up(void)
+{
+	void *volatile p = malloc(64);	/* volatile: not optimised away */
+
+	free(p);
+}
+
 static void *run(void *arg)
 {
 	(void)arg;
+	warm_up();
+	sem_post(&g_ready);
 	while (!atomic_load(&g_stop)) {
 		struct pollfd p = { .fd = g_fd, .events = POLLIN };
 		int n = poll(&p, 1, -1);
@@ -82,6 +109,8 @@ int releaser_start(struct cache *c, int wait_fd)
 	g_fd = wait_fd;
 	if (atexit(stop_at_exit) != 0)
 		return -ENOMEM;
+	if (sem_init(&g_ready, 0, 0) != 0)
+		return -errno;
 	sigfillset(&all);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -95,5 +124,8 @@ int releaser_start(struct cache *c, int wait_fd)
 		atomic_store(&g_stop, true);
 		return -rc;
 	}
+	/* The thread maps nothing from now on (see warm_up()). */
+	while (sem_wait(&g_ready) != 0 && errno == EINTR)
+		;
 	return 0;
 }

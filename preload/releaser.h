@@ -9,13 +9,19 @@
  * concurrent verbs calls.  It blocks every signal, exists only in the
  * process that started it (not in a forked child), and starts no release
  * once exit() has begun (nor does exit() wait for one in progress).
+ * Once releaser_start() has returned it maps and unmaps nothing: its
+ * allocator is set up before (an application may be between a munmap and
+ * a MAP_FIXED mmap of the same range at any later moment).
  */
 #ifndef UMMUSHIM_RELEASER_H
 #define UMMUSHIM_RELEASER_H
 
 struct cache;
 
-/* 0, or a negative errno when the thread cannot be started. */
+/*
+ * 0 once the thread runs and its allocator is set up, or a negative errno
+ * when the thread cannot be started.
+ */
 int releaser_start(struct cache *c, int wait_fd);
 
 #endif /* UMMUSHIM_RELEASER_H */

@@ -431,6 +431,25 @@ report_bad_log() {
 	return 1
 }
 
+# User programs the guest kernel reported as crashed (show_signal_msg():
+# "prog[pid]: segfault at ADDR ip IP sp SP error E in BINARY[OFFSET,...]",
+# then its "Code:" line; "traps: prog[pid] ..." for the other traps).
+USER_FAULT_PATTERN='\]: segfault at |traps: [^ ]+\[[0-9]+\] '
+
+# Show them, whatever the result: a crashed test program is then explained
+# by the test log itself (addr2line -e BINARY OFFSET names the line; the
+# address tells a wild pointer from memory that was unmapped).  They fail
+# nothing by themselves: the test that ran the program decides.
+report_user_faults() { # LOG
+	local log=$1 faults
+	[ -f "$log" ] || return 0
+	faults=$(grep -E -A1 "$USER_FAULT_PATTERN" "$log") || return 0
+	{
+		echo "run-vm.sh: the guest kernel reported crashed user programs:"
+		printf '%s\n' "$faults" | sed 's/^/  | /'
+	} >&2
+}
+
 # Sets GUEST_RC; returns nonzero (after saying why) if the run was not clean.
 judge_run() { # QEMU_STATUS
 	local status=$1 ok=0
@@ -476,6 +495,7 @@ main() {
 	write_job
 	echo "run-vm.sh: booting $kver (results in $OUT_DIR)" >&2
 	run_qemu "$initramfs" || status=$?
+	report_user_faults "$OUT_DIR/dmesg.txt"
 	GUEST_RC=
 	if ! judge_run "$status"; then
 		echo "run-vm.sh: results kept in $OUT_DIR" >&2

@@ -80,6 +80,27 @@ EOF
 	return "$bad"
 )
 
+# A crashed user program is shown with its code line; a clean log shows none.
+check_user_faults() (
+	# shellcheck source=/dev/null
+	. "$RUN_VM"
+	local out
+	printf '%s\n' '[   64.370884] rdma-integrity[400]: segfault at 7f87cefb0008 ip 00005643348bd00e sp 00007ffdb42ea570 error 4 in rdma-integrity[300e,5643348bc000+2000] likely on CPU 1 (core 0, socket 1)' \
+		'[   64.376479] Code: 84 bf 00 00 00 41 57 31 c0 <0f> b6 54 1d 00' \
+		'[   65.881726] d0 speed is unknown, defaulting to 1000' \
+		'[   66.000000] traps: prog[12] general protection fault ip:401000 sp:7ffc error:0 in prog[401000+1000]' >"$WORK/faults"
+	out=$(report_user_faults "$WORK/faults" 2>&1)
+	if ! grep -q 'segfault at 7f87cefb0008 .* in rdma-integrity\[300e,' <<<"$out" ||
+		! grep -q 'Code: 84 bf' <<<"$out" || ! grep -q 'traps: prog\[12\]' <<<"$out" ||
+		grep -q 'd0 speed' <<<"$out"; then
+		echo "# report_user_faults printed: $out"
+		return 1
+	fi
+	printf '%s\n' '[ 1.0] d0 speed is unknown, defaulting to 1000' >"$WORK/faults"
+	out=$(report_user_faults "$WORK/faults" 2>&1)
+	[ -z "$out" ] || { echo "# report_user_faults printed for a clean log: $out"; return 1; }
+)
+
 # ---- checks that boot the VM --------------------------------------------------
 
 check_clean_run() {
@@ -108,6 +129,9 @@ main() {
 	local status=0
 	check_log_patterns || status=1
 	report "$status" "log check catches every listed pattern and ignores the taint lines"
+	status=0
+	check_user_faults || status=1
+	report "$status" "crashed user programs in the guest kernel log are shown with their code line"
 	check_clean_run
 	check_numa
 	expect_status 3 "command's exit status comes back" -- sh -c 'exit 3'
