@@ -294,9 +294,7 @@ static void *try_hit(struct cache *c, struct hot *hot,
 	stripe_lock(c, st);
 	e = find_by_key_h(c, key, h);
 	if (e && (gen = entry_get(e, 0)) != 0) {
-		if (!atomic_load_explicit(&e->referenced, memory_order_relaxed))
-			atomic_store_explicit(&e->referenced, true,
-					      memory_order_relaxed);
+		mark_referenced(e);
 		mr = e->mr;
 		hot_remember(hot, e, gen);
 	}
@@ -466,7 +464,10 @@ void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 	if (monitor_check(c->mon, key->addr, key->addr + key->length)) {
 		struct hot *h = hot_peek(c);
 
-		if (h) {
+		if (__builtin_expect(h != NULL, 1)) {
+			mr = hot_hit_last(c, h, key);
+			if (__builtin_expect(mr != NULL, 1))
+				return mr;
 			mr = hot_hit(c, h, key);
 			if (mr)
 				return mr;

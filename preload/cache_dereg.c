@@ -126,9 +126,25 @@ static int hot_dereg(struct cache *c, void *mr)
 
 int cache_dereg(struct cache *c, void *mr)
 {
+	struct hot *h = hot_peek(c);
 	struct slice_hdr *sh;
 	int old, rc, done;
 
+	/*
+	 * The first try: the MR of this thread's last hit (never a slice
+	 * object: those are not real MRs).
+	 */
+	if (__builtin_expect(h != NULL, 1) && !atomic_load(&c->child)) {
+		struct hot_slot *s = &h->slot[(h->next - 1) % HOT_SLOTS];
+
+		if (s->e && s->mr == mr) {
+			done = entry_put_fast(s->e, s->gen);
+			if (done == 2)
+				after_idle(c, mr);
+			if (__builtin_expect(done != 0, 1))
+				return 0;
+		}
+	}
 	sh = slice_of(&c->slices, mr);
 	if (sh)
 		return slice_dereg(c, sh, mr);

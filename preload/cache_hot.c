@@ -80,8 +80,8 @@ struct hot *hot_get(struct cache *c)
 			 * read-modify-write) while there are enough; the
 			 * others share shard 0 (atomic increments).
 			 */
-			h->shard = ++c->n_hots < STATS_HIT_SHARDS ?
-				   c->n_hots : 0;
+			if (++c->n_hots < STATS_HIT_SHARDS)
+				h->own_hits = &c->stats->hits[c->n_hots].v;
 			atomic_init(&h->in_use, true);
 			h->next_hot = c->hots;
 			c->hots = h;
@@ -122,15 +122,6 @@ static bool range_contains(const struct cache_key *region,
 	       k->addr >= region->addr &&
 	       k->addr + k->length >= k->addr &&
 	       k->addr + k->length <= region->addr + region->length;
-}
-
-void count_hit(struct cache *c, struct hot *h)
-{
-	/* A hot's own shard (1..) has one writer: its thread. */
-	if (h && h->shard)
-		stats_hit_owned(c->stats, h->shard);
-	else
-		stats_hit(c->stats, 0);
 }
 
 void *make_slice(struct cache *c, struct hot *h, struct entry *e,
@@ -192,10 +183,7 @@ void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key)
 			s->e = NULL;	/* dropped or reused: forget it */
 			continue;
 		}
-		if (!atomic_load_explicit(&s->e->referenced,
-					  memory_order_relaxed))
-			atomic_store_explicit(&s->e->referenced, true,
-					      memory_order_relaxed);
+		mark_referenced(s->e);
 		if (exact) {
 			mr = s->mr;
 		} else {

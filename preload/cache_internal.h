@@ -56,6 +56,7 @@
 #ifndef UMMUSHIM_CACHE_INTERNAL_H
 #define UMMUSHIM_CACHE_INTERNAL_H
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -68,6 +69,7 @@
 #include "log.h"
 #include "region_index.h"
 #include "slice_pool.h"
+#include "stats.h"
 
 /* The state word: see "References" above. */
 #define ST_REFS 0x7fffffffULL
@@ -169,10 +171,10 @@ struct hot {
 	struct hot_slot slot[HOT_SLOTS];	/* owner */
 	unsigned int next;			/* owner: slot to replace */
 	/*
-	 * const: hit counter shard, 1.. its own (only its thread writes
-	 * it), 0 shared by the hots beyond STATS_HIT_SHARDS - 1.
+	 * const: its own hit counter shard (1.., only its thread writes it),
+	 * NULL for the hots beyond STATS_HIT_SHARDS - 1 (they share shard 0).
 	 */
-	unsigned int shard;
+	atomic_uint_fast64_t *own_hits;
 	struct slice_cache slices;		/* owner: free slice objects */
 	struct hot *next_hot;			/* c->lock (c->hots) */
 	atomic_bool in_use;			/* atomic: a live thread has it */
@@ -570,7 +572,43 @@ struct hot *hot_get(struct cache *c);
 void hot_remember(struct hot *h, struct entry *e, uint64_t gen);
 /* The lock-free hit on a remembered entry; NULL: take the next path. */
 void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key);
-void count_hit(struct cache *c, struct hot *h);
+
+/* Count a hit (@h: the thread's hot, NULL if it has none). */
+static inline void count_hit(struct cache *c, struct hot *h)
+{
+	if (__builtin_expect(h && h->own_hits, 1))
+		stats_inc_owned(h->own_hits);	/* one writer: its thread */
+	else
+		stats_hit(c->stats, 0);
+}
+
+/* @e was hit: the clock hand gives it a second chance. */
+static inline void mark_referenced(struct entry *e)
+{
+	if (!atomic_load_explicit(&e->referenced, memory_order_relaxed))
+		atomic_store_explicit(&e->referenced, true,
+				      memory_order_relaxed);
+}
+
+/*
+ * The hit path's first try: an exact hit on the entry this thread
+ * remembered last (the same buffer again), with no lock and no loop; NULL:
+ * try hot_hit() and the rest.  A remembered entry dropped or reused
+ * meanwhile fails entry_get() here and is forgotten by hot_hit().
+ */
+static inline void *hot_hit_last(struct cache *c, struct hot *h,
+				 const struct cache_key *key)
+{
+	struct hot_slot *s = &h->slot[(h->next - 1) % HOT_SLOTS];
+
+	if (!s->e || !key_equal(&s->key, key) || !entry_get(s->e, s->gen))
+		return NULL;
+	mark_referenced(s->e);
+	count_hit(c, h);
+	log_debug("hit mr=%p addr=%#" PRIxPTR " len=%zu", s->mr, key->addr,
+		  key->length);
+	return s->mr;
+}
 /*
  * What a hit on @e (a reference of generation @gen held, no lock) returns
  * for @key: @mr when @key is @e's own key, else a slice object; NULL, the
