@@ -7,7 +7,7 @@
  * the locking rules.
  */
 #define _GNU_SOURCE
-#include "cache_internal.h"
+#include "cache_fast.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -356,7 +356,7 @@ static void *serve_or_pass(struct cache *c, struct hot *h, struct entry *e,
 }
 
 /* After cache_reg()'s monitor_check() of @key (see there). */
-static void *reg_slow(struct cache *c, const struct cache_key *key,
+__attribute__((noinline)) static void *reg_slow(struct cache *c, const struct cache_key *key,
 		      void *dev_ctx, int how)
 {
 	void *garbage[2] = { NULL, NULL };
@@ -452,27 +452,17 @@ unlock_passthrough:
 	return passthrough_reg(c, key, how);
 }
 
-void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
-		int how)
+void *cache_reg_miss(struct cache *c, const struct cache_key *key,
+		     void *dev_ctx, int how)
 {
 	void *mr;
 	int old;
 
 	if (atomic_load(&c->child) || atomic_load(&c->broken))
 		return passthrough_reg(c, key, how);
-	/* The fast paths: nothing to drain, a remembered or a plain hit. */
+	/* Nothing to drain: a plain hit under the key's stripe. */
 	if (monitor_check(c->mon, key->addr, key->addr + key->length)) {
-		struct hot *h = hot_peek(c);
-
-		if (__builtin_expect(h != NULL, 1)) {
-			mr = hot_hit_last(c, h, key);
-			if (__builtin_expect(mr != NULL, 1))
-				return mr;
-			mr = hot_hit(c, h, key);
-			if (mr)
-				return mr;
-		}
-		mr = try_hit(c, h, key);
+		mr = try_hit(c, hot_peek(c), key);
 		if (mr)
 			return mr;
 	}
@@ -480,6 +470,14 @@ void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 	mr = reg_slow(c, key, dev_ctx, how);
 	nocancel_end(old);
 	return mr;
+}
+
+void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
+		int how)
+{
+	void *mr = cache_reg_hit(c, key);	/* a remembered hit */
+
+	return mr ? mr : cache_reg_miss(c, key, dev_ctx, how);
 }
 
 /* Every lock, so that the child finds none held by a vanished thread. */

@@ -6,7 +6,7 @@
  * ones at their last dereg.  The rules are in cache_internal.h.
  */
 #define _GNU_SOURCE
-#include "cache_internal.h"
+#include "cache_fast.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -124,27 +124,11 @@ static int hot_dereg(struct cache *c, void *mr)
 	return 0;
 }
 
-int cache_dereg(struct cache *c, void *mr)
+int cache_dereg_miss(struct cache *c, void *mr)
 {
-	struct hot *h = hot_peek(c);
 	struct slice_hdr *sh;
 	int old, rc, done;
 
-	/*
-	 * The first try: the MR of this thread's last hit (never a slice
-	 * object: those are not real MRs).
-	 */
-	if (__builtin_expect(h != NULL, 1) && !atomic_load(&c->child)) {
-		struct hot_slot *s = &h->slot[(h->next - 1) % HOT_SLOTS];
-
-		if (s->e && s->mr == mr) {
-			done = entry_put_fast(s->e, s->gen);
-			if (done == 2)
-				after_idle(c, mr);
-			if (__builtin_expect(done != 0, 1))
-				return 0;
-		}
-	}
 	sh = slice_of(&c->slices, mr);
 	if (sh)
 		return slice_dereg(c, sh, mr);
@@ -161,4 +145,9 @@ int cache_dereg(struct cache *c, void *mr)
 	rc = dereg_slow(c, mr);
 	nocancel_end(old);
 	return rc;
+}
+
+int cache_dereg(struct cache *c, void *mr)
+{
+	return cache_dereg_hit(c, mr) ? 0 : cache_dereg_miss(c, mr);
 }

@@ -14,13 +14,12 @@
 
 /*
  * Process-wide: makes each cache's id unique, so that a thread's hot
- * (tls_hot) is never used with another cache that happens to live at a
+ * (tls_hot.hot) is never used with another cache that happens to live at a
  * destroyed one's address (the unit tests make many).
  */
 static atomic_uint_fast64_t next_cache_id = 1;
 
-__thread struct hot *tls_hot __attribute__((tls_model("initial-exec")));
-__thread uint64_t tls_hot_id __attribute__((tls_model("initial-exec")));
+__thread struct tls_hot tls_hot __attribute__((tls_model("initial-exec")));
 
 /* pthread key destructor: the thread is gone, another may take its hot. */
 static void hot_release(void *arg)
@@ -34,9 +33,9 @@ static void hot_release(void *arg)
 	 * forget the hot first, so such a call takes a fresh one through
 	 * hot_get() instead of sharing this one with its next owner.
 	 */
-	if (tls_hot == h) {
-		tls_hot = NULL;
-		tls_hot_id = 0;
+	if (tls_hot.hot == h) {
+		tls_hot.hot = NULL;
+		tls_hot.id = 0;
 	}
 	atomic_store_explicit(&h->in_use, false, memory_order_release);
 }
@@ -55,8 +54,8 @@ void hot_fini(struct cache *c)
 		free(h);
 	}
 	c->hots = NULL;
-	if (tls_hot_id == c->id)
-		tls_hot_id = 0;
+	if (tls_hot.id == c->id)
+		tls_hot.id = 0;
 }
 
 struct hot *hot_get(struct cache *c)
@@ -93,8 +92,8 @@ struct hot *hot_get(struct cache *c)
 		return NULL;
 	}
 	if (h) {
-		tls_hot = h;
-		tls_hot_id = c->id;
+		tls_hot.hot = h;
+		tls_hot.id = c->id;
 	}
 	return h;
 }
@@ -179,7 +178,7 @@ void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key)
 		exact = key_equal(&s->key, key);
 		if (!exact && !(s->region && range_contains(&s->key, key)))
 			continue;
-		if (!entry_get(s->e, s->gen)) {
+		if (!entry_get_remembered(s->e, s->gen)) {
 			s->e = NULL;	/* dropped or reused: forget it */
 			continue;
 		}

@@ -4,7 +4,8 @@
  * them consistent; shared by cache.c (lookups, registration and
  * deregistration), cache_entry.c (entry state, watches, releasing),
  * cache_evict.c (limits and releases by PD/device) and cache_inval.c
- * (invalidations).  Nothing outside these files includes it.
+ * (invalidations), and cache_fast.h (the hit paths, inline, for the
+ * interposers).  Nothing else includes it.
  *
  * Locks, in the order they are taken:
  *  1. c->mon_lock serialises monitor calls (watch, unwatch, drain).
@@ -451,6 +452,24 @@ static inline uint64_t entry_get(struct entry *e, uint64_t gen)
 }
 
 /*
+ * entry_get() of a remembered (@e, @gen), @gen never 0: one comparison
+ * checks both USABLE and the generation (the hit path).
+ */
+static inline bool entry_get_remembered(struct entry *e, uint64_t gen)
+{
+	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
+
+	do {
+		if ((s & ~ST_REFS) != (gen | ST_USABLE) ||
+		    (s & ST_REFS) == ST_REFS)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(&e->state, &s, s + 1,
+							memory_order_acquire,
+							memory_order_relaxed));
+	return true;
+}
+
+/*
  * Drop a reference on a usable @e of generation @gen without a lock.
  * 0: not done (take the slow path: not usable any more, another
  * generation, no reference to drop); 1: done; 2: done, @e is idle now.
@@ -460,8 +479,8 @@ static inline int entry_put_fast(struct entry *e, uint64_t gen)
 	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
 
 	do {
-		if (!(s & ST_USABLE) || ST_GEN(s) != gen || !(s & ST_REFS))
-			return 0;
+		if ((s & ~ST_REFS) != (gen | ST_USABLE) || !(s & ST_REFS))
+			return 0;	/* unusable, another generation, no ref */
 	} while (!atomic_compare_exchange_weak_explicit(&e->state, &s, s - 1,
 							memory_order_release,
 							memory_order_relaxed));
@@ -554,16 +573,20 @@ void evict_all_idle(struct cache *c, struct entry **victims);
 int hot_init(struct cache *c);		/* cache_create() */
 void hot_fini(struct cache *c);		/* cache_destroy() */
 /*
- * Per thread: its hot for the cache whose id is tls_hot_id (cache_hot.c;
- * global so that the hit path reads it inline).
+ * Per thread: its hot for the cache whose id is tls_hot.id (cache_hot.c;
+ * global so that the hit path reads it inline; one object, so that both
+ * are found through one TLS offset).
  */
-extern __thread struct hot *tls_hot __attribute__((tls_model("initial-exec")));
-extern __thread uint64_t tls_hot_id __attribute__((tls_model("initial-exec")));
+struct tls_hot {
+	struct hot *hot;
+	uint64_t id;
+};
+extern __thread struct tls_hot tls_hot __attribute__((tls_model("initial-exec")));
 
 /* This thread's hot for @c if it has one (no allocation). */
 static inline struct hot *hot_peek(struct cache *c)
 {
-	return tls_hot_id == c->id ? tls_hot : NULL;
+	return tls_hot.id == c->id ? tls_hot.hot : NULL;
 }
 
 /* ... or a new one (slow paths; NULL when out of memory). */
@@ -601,7 +624,8 @@ static inline void *hot_hit_last(struct cache *c, struct hot *h,
 {
 	struct hot_slot *s = &h->slot[(h->next - 1) % HOT_SLOTS];
 
-	if (!s->e || !key_equal(&s->key, key) || !entry_get(s->e, s->gen))
+	if (!s->e || !key_equal(&s->key, key) ||
+	    !entry_get_remembered(s->e, s->gen))
 		return NULL;
 	mark_referenced(s->e);
 	count_hit(c, h);
