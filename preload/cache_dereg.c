@@ -149,5 +149,7 @@ int cache_dereg_miss(struct cache *c, void *mr)
 
 int cache_dereg(struct cache *c, void *mr)
 {
-	return cache_dereg_hit(c, mr) ? 0 : cache_dereg_miss(c, mr);
+	int rc = cache_dereg_hit(c, mr);
+
+	return rc >= 0 ? rc : cache_dereg_miss(c, mr);
 }

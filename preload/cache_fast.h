@@ -36,25 +36,29 @@ static inline void *cache_reg_hit(struct cache *c, const struct cache_key *key)
 }
 
 /*
- * The deregistration of the MR this thread's last hit returned (never a
- * slice object: those are not real MRs): true when done (the call's
- * result is 0), false: call cache_dereg_miss().
+ * The deregistration of the MR this thread's last exact hit returned, or
+ * of the slice object it handed out last (both known to be the cache's
+ * without a lookup; a real MR is never a slice object): the call's result
+ * (0 or a positive errno value), or -1: call cache_dereg_miss().
  */
-static inline bool cache_dereg_hit(struct cache *c, void *mr)
+static inline int cache_dereg_hit(struct cache *c, void *mr)
 {
 	struct hot *h = hot_peek(c);
 	struct hot_slot *s;
 	int done;
 
 	if (__builtin_expect(h == NULL || atomic_load(&c->child), 0))
-		return false;
+		return -1;
 	s = &h->slot[(h->next - 1) % HOT_SLOTS];
-	if (!s->e || s->mr != mr)
-		return false;
-	done = entry_put_fast(s->e, s->gen);
-	if (done == 2)
-		after_idle(c, mr);
-	return done != 0;
+	if (__builtin_expect(s->e != NULL && s->mr == mr, 1)) {
+		done = entry_put_fast(s->e, s->gen);
+		if (done == 2)
+			after_idle(c, mr);
+		return done ? 0 : -1;
+	}
+	if (h->last_slice && mr == slice_obj(h->last_slice))
+		return slice_dereg(c, h->last_slice, mr);
+	return -1;
 }
 
 #endif /* UMMUSHIM_CACHE_FAST_H */

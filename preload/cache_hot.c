@@ -28,6 +28,7 @@ static void hot_release(void *arg)
 
 	for (unsigned int i = 0; i < HOT_SLOTS; i++)
 		h->slot[i].e = NULL;
+	h->last_slice = NULL;
 	/*
 	 * Destructors of other libraries may still call verbs in this thread:
 	 * forget the hot first, so such a call takes a fresh one through
@@ -135,6 +136,7 @@ void *make_slice(struct cache *c, struct hot *h, struct entry *e,
 		return NULL;
 	sh->owner = e;
 	sh->gen = gen;
+	h->last_slice = sh;
 	c->ops.slice_init(slice_obj(sh), region_mr, key);
 	return slice_obj(sh);
 }

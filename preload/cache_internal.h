@@ -177,6 +177,12 @@ struct hot {
 	 */
 	atomic_uint_fast64_t *own_hits;
 	struct slice_cache slices;		/* owner: free slice objects */
+	/*
+	 * owner: the slice object make_slice() handed out last (NULL:
+	 * none), so that its dereg needs no slice_of(); the pool keeps it
+	 * memory of the pool whoever holds it now.
+	 */
+	struct slice_hdr *last_slice;
 	struct hot *next_hot;			/* c->lock (c->hots) */
 	atomic_bool in_use;			/* atomic: a live thread has it */
 };
@@ -224,6 +230,11 @@ struct cache {
 	 */
 	atomic_size_t n_registered;
 	_Atomic uint64_t bytes_registered;
+	/*
+	 * Atomic: over_limits(), kept with the two above (under lock), so
+	 * that the dereg fast path asks with one load.
+	 */
+	atomic_bool over;
 
 	/* Atomic: the monitor failed, caching is off for good (set under lock). */
 	atomic_bool broken;
@@ -650,7 +661,8 @@ void after_idle_slow(struct cache *c, void *mr);
 
 static inline void after_idle(struct cache *c, void *mr)
 {
-	if (log_enabled(LOG_LEVEL_DEBUG) || over_limits(c))
+	if (log_enabled(LOG_LEVEL_DEBUG) ||
+	    atomic_load_explicit(&c->over, memory_order_relaxed))
 		after_idle_slow(c, mr);
 }
 

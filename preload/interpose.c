@@ -257,7 +257,9 @@ SHIM_INTERPOSER(ibv_dereg_mr, int, struct ibv_mr *mr)
 	shim_enter(&se, false);
 	if (c) {
 		/* Inline: the dereg of this thread's last hit. */
-		rc = cache_dereg_hit(c, mr) ? 0 : cache_dereg_miss(c, mr);
+		rc = cache_dereg_hit(c, mr);
+		if (__builtin_expect(rc < 0, 0))
+			rc = cache_dereg_miss(c, mr);
 	} else {
 		rc = shim_timed_dereg(mr);
 		log_debug("dereg (pass-through) mr=%p rc=%d", (void *)mr, rc);
