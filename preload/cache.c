@@ -355,9 +355,12 @@ static void *serve_or_pass(struct cache *c, struct hot *h, struct entry *e,
 	return ret ? ret : passthrough_reg(c, key, how);
 }
 
-/* After cache_reg()'s monitor_check() of @key (see there). */
-__attribute__((noinline)) static void *reg_slow(struct cache *c, const struct cache_key *key,
-		      void *dev_ctx, int how)
+/*
+ * After cache_reg()'s monitor_check() of @key (see there).  Out of line:
+ * inlined, its frame would be set up on the hit path too.
+ */
+__attribute__((noinline)) static void *
+reg_slow(struct cache *c, const struct cache_key *key, void *dev_ctx, int how)
 {
 	void *garbage[2] = { NULL, NULL };
 	struct entry *e, *fresh = NULL;
