@@ -7,7 +7,7 @@
  * the locking rules.
  */
 #define _GNU_SOURCE
-#include "cache_internal.h"
+#include "cache_fast.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -294,9 +294,7 @@ static void *try_hit(struct cache *c, struct hot *hot,
 	stripe_lock(c, st);
 	e = find_by_key_h(c, key, h);
 	if (e && (gen = entry_get(e, 0)) != 0) {
-		if (!atomic_load_explicit(&e->referenced, memory_order_relaxed))
-			atomic_store_explicit(&e->referenced, true,
-					      memory_order_relaxed);
+		mark_referenced(e);
 		mr = e->mr;
 		hot_remember(hot, e, gen);
 	}
@@ -357,9 +355,12 @@ static void *serve_or_pass(struct cache *c, struct hot *h, struct entry *e,
 	return ret ? ret : passthrough_reg(c, key, how);
 }
 
-/* After cache_reg()'s monitor_check() of @key (see there). */
-static void *reg_slow(struct cache *c, const struct cache_key *key,
-		      void *dev_ctx, int how)
+/*
+ * After cache_reg()'s monitor_check() of @key (see there).  Out of line:
+ * inlined, its frame would be set up on the hit path too.
+ */
+__attribute__((noinline)) static void *
+reg_slow(struct cache *c, const struct cache_key *key, void *dev_ctx, int how)
 {
 	void *garbage[2] = { NULL, NULL };
 	struct entry *e, *fresh = NULL;
@@ -454,24 +455,17 @@ unlock_passthrough:
 	return passthrough_reg(c, key, how);
 }
 
-void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
-		int how)
+void *cache_reg_miss(struct cache *c, const struct cache_key *key,
+		     void *dev_ctx, int how)
 {
 	void *mr;
 	int old;
 
 	if (atomic_load(&c->child) || atomic_load(&c->broken))
 		return passthrough_reg(c, key, how);
-	/* The fast paths: nothing to drain, a remembered or a plain hit. */
+	/* Nothing to drain: a plain hit under the key's stripe. */
 	if (monitor_check(c->mon, key->addr, key->addr + key->length)) {
-		struct hot *h = hot_peek(c);
-
-		if (h) {
-			mr = hot_hit(c, h, key);
-			if (mr)
-				return mr;
-		}
-		mr = try_hit(c, h, key);
+		mr = try_hit(c, hot_peek(c), key);
 		if (mr)
 			return mr;
 	}
@@ -479,6 +473,14 @@ void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 	mr = reg_slow(c, key, dev_ctx, how);
 	nocancel_end(old);
 	return mr;
+}
+
+void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
+		int how)
+{
+	void *mr = cache_reg_hit(c, key);	/* a remembered hit */
+
+	return mr ? mr : cache_reg_miss(c, key, dev_ctx, how);
 }
 
 /* Every lock, so that the child finds none held by a vanished thread. */

@@ -105,6 +105,12 @@ void cache_destroy(struct cache *c);
 /* ibv_reg_mr: the MR or NULL with errno set (the real library's). */
 void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 		int how);
+/*
+ * cache_reg() after its inline first half, cache_reg_hit() (cache_fast.h),
+ * found no hit.
+ */
+void *cache_reg_miss(struct cache *c, const struct cache_key *key,
+		     void *dev_ctx, int how);
 
 /*
  * A registration the caller decided not to cache (on-demand paging, not
@@ -126,6 +132,8 @@ void cache_report_suppressed(struct cache *c);
 
 /* ibv_dereg_mr: 0 or a positive errno value. MRs not ours pass through. */
 int cache_dereg(struct cache *c, void *mr);
+/* cache_dereg() after cache_dereg_hit() (cache_fast.h) did not do it. */
+int cache_dereg_miss(struct cache *c, void *mr);
 
 /* Before ibv_dealloc_pd / ibv_close_device: deregister idle MRs of it. */
 void cache_release_pd(struct cache *c, void *pd);

@@ -6,7 +6,7 @@
  * ones at their last dereg.  The rules are in cache_internal.h.
  */
 #define _GNU_SOURCE
-#include "cache_internal.h"
+#include "cache_fast.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -124,7 +124,7 @@ static int hot_dereg(struct cache *c, void *mr)
 	return 0;
 }
 
-int cache_dereg(struct cache *c, void *mr)
+int cache_dereg_miss(struct cache *c, void *mr)
 {
 	struct slice_hdr *sh;
 	int old, rc, done;
@@ -145,4 +145,11 @@ int cache_dereg(struct cache *c, void *mr)
 	rc = dereg_slow(c, mr);
 	nocancel_end(old);
 	return rc;
+}
+
+int cache_dereg(struct cache *c, void *mr)
+{
+	int rc = cache_dereg_hit(c, mr);
+
+	return rc >= 0 ? rc : cache_dereg_miss(c, mr);
 }

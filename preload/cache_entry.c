@@ -127,6 +127,7 @@ void entry_set_registered(struct cache *c, struct entry *e, void *mr)
 	e->registered = true;
 	c->n_registered++;
 	c->bytes_registered += entry_pinned_bytes(c, e);
+	atomic_store_explicit(&c->over, over_limits(c), memory_order_relaxed);
 	stats_pin(c->stats, entry_pinned_bytes(c, e));
 }
 
@@ -138,6 +139,7 @@ void entry_clear_registered(struct cache *c, struct entry *e)
 	e->registered = false;
 	c->n_registered--;
 	c->bytes_registered -= entry_pinned_bytes(c, e);
+	atomic_store_explicit(&c->over, over_limits(c), memory_order_relaxed);
 	stats_unpin(c->stats, entry_pinned_bytes(c, e));
 }
 

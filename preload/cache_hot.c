@@ -14,13 +14,12 @@
 
 /*
  * Process-wide: makes each cache's id unique, so that a thread's hot
- * (tls_hot) is never used with another cache that happens to live at a
+ * (tls_hot.hot) is never used with another cache that happens to live at a
  * destroyed one's address (the unit tests make many).
  */
 static atomic_uint_fast64_t next_cache_id = 1;
 
-__thread struct hot *tls_hot __attribute__((tls_model("initial-exec")));
-__thread uint64_t tls_hot_id __attribute__((tls_model("initial-exec")));
+__thread struct tls_hot tls_hot __attribute__((tls_model("initial-exec")));
 
 /* pthread key destructor: the thread is gone, another may take its hot. */
 static void hot_release(void *arg)
@@ -29,14 +28,15 @@ static void hot_release(void *arg)
 
 	for (unsigned int i = 0; i < HOT_SLOTS; i++)
 		h->slot[i].e = NULL;
+	h->last_slice = NULL;
 	/*
 	 * Destructors of other libraries may still call verbs in this thread:
 	 * forget the hot first, so such a call takes a fresh one through
 	 * hot_get() instead of sharing this one with its next owner.
 	 */
-	if (tls_hot == h) {
-		tls_hot = NULL;
-		tls_hot_id = 0;
+	if (tls_hot.hot == h) {
+		tls_hot.hot = NULL;
+		tls_hot.id = 0;
 	}
 	atomic_store_explicit(&h->in_use, false, memory_order_release);
 }
@@ -55,8 +55,8 @@ void hot_fini(struct cache *c)
 		free(h);
 	}
 	c->hots = NULL;
-	if (tls_hot_id == c->id)
-		tls_hot_id = 0;
+	if (tls_hot.id == c->id)
+		tls_hot.id = 0;
 }
 
 struct hot *hot_get(struct cache *c)
@@ -80,8 +80,8 @@ struct hot *hot_get(struct cache *c)
 			 * read-modify-write) while there are enough; the
 			 * others share shard 0 (atomic increments).
 			 */
-			h->shard = ++c->n_hots < STATS_HIT_SHARDS ?
-				   c->n_hots : 0;
+			if (++c->n_hots < STATS_HIT_SHARDS)
+				h->own_hits = &c->stats->hits[c->n_hots].v;
 			atomic_init(&h->in_use, true);
 			h->next_hot = c->hots;
 			c->hots = h;
@@ -93,8 +93,8 @@ struct hot *hot_get(struct cache *c)
 		return NULL;
 	}
 	if (h) {
-		tls_hot = h;
-		tls_hot_id = c->id;
+		tls_hot.hot = h;
+		tls_hot.id = c->id;
 	}
 	return h;
 }
@@ -124,15 +124,6 @@ static bool range_contains(const struct cache_key *region,
 	       k->addr + k->length <= region->addr + region->length;
 }
 
-void count_hit(struct cache *c, struct hot *h)
-{
-	/* A hot's own shard (1..) has one writer: its thread. */
-	if (h && h->shard)
-		stats_hit_owned(c->stats, h->shard);
-	else
-		stats_hit(c->stats, 0);
-}
-
 void *make_slice(struct cache *c, struct hot *h, struct entry *e,
 		 uint64_t gen, void *region_mr, const struct cache_key *key)
 {
@@ -145,6 +136,7 @@ void *make_slice(struct cache *c, struct hot *h, struct entry *e,
 		return NULL;
 	sh->owner = e;
 	sh->gen = gen;
+	h->last_slice = sh;
 	c->ops.slice_init(slice_obj(sh), region_mr, key);
 	return slice_obj(sh);
 }
@@ -188,14 +180,11 @@ void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key)
 		exact = key_equal(&s->key, key);
 		if (!exact && !(s->region && range_contains(&s->key, key)))
 			continue;
-		if (!entry_get(s->e, s->gen)) {
+		if (!entry_get_remembered(s->e, s->gen)) {
 			s->e = NULL;	/* dropped or reused: forget it */
 			continue;
 		}
-		if (!atomic_load_explicit(&s->e->referenced,
-					  memory_order_relaxed))
-			atomic_store_explicit(&s->e->referenced, true,
-					      memory_order_relaxed);
+		mark_referenced(s->e);
 		if (exact) {
 			mr = s->mr;
 		} else {

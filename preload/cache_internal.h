@@ -4,7 +4,8 @@
  * them consistent; shared by cache.c (lookups, registration and
  * deregistration), cache_entry.c (entry state, watches, releasing),
  * cache_evict.c (limits and releases by PD/device) and cache_inval.c
- * (invalidations).  Nothing outside these files includes it.
+ * (invalidations), and cache_fast.h (the hit paths, inline, for the
+ * interposers).  Nothing else includes it.
  *
  * Locks, in the order they are taken:
  *  1. c->mon_lock serialises monitor calls (watch, unwatch, drain).
@@ -56,6 +57,7 @@
 #ifndef UMMUSHIM_CACHE_INTERNAL_H
 #define UMMUSHIM_CACHE_INTERNAL_H
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -68,6 +70,7 @@
 #include "log.h"
 #include "region_index.h"
 #include "slice_pool.h"
+#include "stats.h"
 
 /* The state word: see "References" above. */
 #define ST_REFS 0x7fffffffULL
@@ -169,11 +172,17 @@ struct hot {
 	struct hot_slot slot[HOT_SLOTS];	/* owner */
 	unsigned int next;			/* owner: slot to replace */
 	/*
-	 * const: hit counter shard, 1.. its own (only its thread writes
-	 * it), 0 shared by the hots beyond STATS_HIT_SHARDS - 1.
+	 * const: its own hit counter shard (1.., only its thread writes it),
+	 * NULL for the hots beyond STATS_HIT_SHARDS - 1 (they share shard 0).
 	 */
-	unsigned int shard;
+	atomic_uint_fast64_t *own_hits;
 	struct slice_cache slices;		/* owner: free slice objects */
+	/*
+	 * owner: the slice object make_slice() handed out last (NULL:
+	 * none), so that its dereg needs no slice_of(); the pool keeps it
+	 * memory of the pool whoever holds it now.
+	 */
+	struct slice_hdr *last_slice;
 	struct hot *next_hot;			/* c->lock (c->hots) */
 	atomic_bool in_use;			/* atomic: a live thread has it */
 };
@@ -221,6 +230,11 @@ struct cache {
 	 */
 	atomic_size_t n_registered;
 	_Atomic uint64_t bytes_registered;
+	/*
+	 * Atomic: over_limits(), kept with the two above (under lock), so
+	 * that the dereg fast path asks with one load.
+	 */
+	atomic_bool over;
 
 	/* Atomic: the monitor failed, caching is off for good (set under lock). */
 	atomic_bool broken;
@@ -449,6 +463,24 @@ static inline uint64_t entry_get(struct entry *e, uint64_t gen)
 }
 
 /*
+ * entry_get() of a remembered (@e, @gen), @gen never 0: one comparison
+ * checks both USABLE and the generation (the hit path).
+ */
+static inline bool entry_get_remembered(struct entry *e, uint64_t gen)
+{
+	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
+
+	do {
+		if ((s & ~ST_REFS) != (gen | ST_USABLE) ||
+		    (s & ST_REFS) == ST_REFS)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(&e->state, &s, s + 1,
+							memory_order_acquire,
+							memory_order_relaxed));
+	return true;
+}
+
+/*
  * Drop a reference on a usable @e of generation @gen without a lock.
  * 0: not done (take the slow path: not usable any more, another
  * generation, no reference to drop); 1: done; 2: done, @e is idle now.
@@ -458,8 +490,8 @@ static inline int entry_put_fast(struct entry *e, uint64_t gen)
 	uint64_t s = atomic_load_explicit(&e->state, memory_order_relaxed);
 
 	do {
-		if (!(s & ST_USABLE) || ST_GEN(s) != gen || !(s & ST_REFS))
-			return 0;
+		if ((s & ~ST_REFS) != (gen | ST_USABLE) || !(s & ST_REFS))
+			return 0;	/* unusable, another generation, no ref */
 	} while (!atomic_compare_exchange_weak_explicit(&e->state, &s, s - 1,
 							memory_order_release,
 							memory_order_relaxed));
@@ -552,16 +584,20 @@ void evict_all_idle(struct cache *c, struct entry **victims);
 int hot_init(struct cache *c);		/* cache_create() */
 void hot_fini(struct cache *c);		/* cache_destroy() */
 /*
- * Per thread: its hot for the cache whose id is tls_hot_id (cache_hot.c;
- * global so that the hit path reads it inline).
+ * Per thread: its hot for the cache whose id is tls_hot.id (cache_hot.c;
+ * global so that the hit path reads it inline; one object, so that both
+ * are found through one TLS offset).
  */
-extern __thread struct hot *tls_hot __attribute__((tls_model("initial-exec")));
-extern __thread uint64_t tls_hot_id __attribute__((tls_model("initial-exec")));
+struct tls_hot {
+	struct hot *hot;
+	uint64_t id;
+};
+extern __thread struct tls_hot tls_hot __attribute__((tls_model("initial-exec")));
 
 /* This thread's hot for @c if it has one (no allocation). */
 static inline struct hot *hot_peek(struct cache *c)
 {
-	return tls_hot_id == c->id ? tls_hot : NULL;
+	return tls_hot.id == c->id ? tls_hot.hot : NULL;
 }
 
 /* ... or a new one (slow paths; NULL when out of memory). */
@@ -570,7 +606,44 @@ struct hot *hot_get(struct cache *c);
 void hot_remember(struct hot *h, struct entry *e, uint64_t gen);
 /* The lock-free hit on a remembered entry; NULL: take the next path. */
 void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key);
-void count_hit(struct cache *c, struct hot *h);
+
+/* Count a hit (@h: the thread's hot, NULL if it has none). */
+static inline void count_hit(struct cache *c, struct hot *h)
+{
+	if (__builtin_expect(h && h->own_hits, 1))
+		stats_inc_owned(h->own_hits);	/* one writer: its thread */
+	else
+		stats_hit(c->stats, 0);
+}
+
+/* @e was hit: the clock hand gives it a second chance. */
+static inline void mark_referenced(struct entry *e)
+{
+	if (!atomic_load_explicit(&e->referenced, memory_order_relaxed))
+		atomic_store_explicit(&e->referenced, true,
+				      memory_order_relaxed);
+}
+
+/*
+ * The hit path's first try: an exact hit on the entry this thread
+ * remembered last (the same buffer again), with no lock and no loop; NULL:
+ * try hot_hit() and the rest.  A remembered entry dropped or reused
+ * meanwhile fails entry_get() here and is forgotten by hot_hit().
+ */
+static inline void *hot_hit_last(struct cache *c, struct hot *h,
+				 const struct cache_key *key)
+{
+	struct hot_slot *s = &h->slot[(h->next - 1) % HOT_SLOTS];
+
+	if (!s->e || !key_equal(&s->key, key) ||
+	    !entry_get_remembered(s->e, s->gen))
+		return NULL;
+	mark_referenced(s->e);
+	count_hit(c, h);
+	log_debug("hit mr=%p addr=%#" PRIxPTR " len=%zu", s->mr, key->addr,
+		  key->length);
+	return s->mr;
+}
 /*
  * What a hit on @e (a reference of generation @gen held, no lock) returns
  * for @key: @mr when @key is @e's own key, else a slice object; NULL, the
@@ -588,7 +661,8 @@ void after_idle_slow(struct cache *c, void *mr);
 
 static inline void after_idle(struct cache *c, void *mr)
 {
-	if (log_enabled(LOG_LEVEL_DEBUG) || over_limits(c))
+	if (log_enabled(LOG_LEVEL_DEBUG) ||
+	    atomic_load_explicit(&c->over, memory_order_relaxed))
 		after_idle_slow(c, mr);
 }
 

@@ -31,6 +31,7 @@
 #include <infiniband/verbs.h>
 
 #include "cache.h"
+#include "cache_fast.h"
 #include "dereg_defer.h"
 #include "log.h"
 #include "reals.h"
@@ -198,7 +199,9 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 		/* Not cached, but idle cached MRs still make way on ENOMEM. */
 		mr = cache_reg_uncached(c, &key, how);
 	} else {
-		mr = cache_reg(c, &key, pd->context, how);
+		mr = cache_reg_hit(c, &key);	/* inline: the hit path */
+		if (__builtin_expect(mr == NULL, 0))
+			mr = cache_reg_miss(c, &key, pd->context, how);
 	}
 	if (!atomic_load(&reals_patched) && reals_internal_unpatched())
 		shim_report_patch_note();
@@ -253,7 +256,10 @@ SHIM_INTERPOSER(ibv_dereg_mr, int, struct ibv_mr *mr)
 	c = shim_cache_if_ready();
 	shim_enter(&se, false);
 	if (c) {
-		rc = cache_dereg(c, mr);
+		/* Inline: the dereg of this thread's last hit. */
+		rc = cache_dereg_hit(c, mr);
+		if (__builtin_expect(rc < 0, 0))
+			rc = cache_dereg_miss(c, mr);
 	} else {
 		rc = shim_timed_dereg(mr);
 		log_debug("dereg (pass-through) mr=%p rc=%d", (void *)mr, rc);

@@ -18,7 +18,7 @@
  * level, set once from the environment).  The level is atomic because
  * every thread reads it on every debug call.
  */
-static atomic_int log_level = LOG_LEVEL_WARN;
+atomic_int log_current_level = LOG_LEVEL_WARN;
 static atomic_int log_fd = STDERR_FILENO;
 static char log_host[64];
 
@@ -39,7 +39,7 @@ int log_level_parse(const char *s)
 
 enum log_level log_get_level(void)
 {
-	return (enum log_level)atomic_load_explicit(&log_level,
+	return (enum log_level)atomic_load_explicit(&log_current_level,
 						    memory_order_relaxed);
 }
 
@@ -99,7 +99,7 @@ void log_reset(void)
 
 	if (old != STDERR_FILENO)
 		close(old);
-	atomic_store(&log_level, LOG_LEVEL_WARN);
+	atomic_store(&log_current_level, LOG_LEVEL_WARN);
 }
 
 int log_init(enum log_level level, const char *file_template)
@@ -107,7 +107,7 @@ int log_init(enum log_level level, const char *file_template)
 	char path[4096];
 	int fd;
 
-	atomic_store(&log_level, level);
+	atomic_store(&log_current_level, level);
 	if (!file_template || !*file_template)
 		return 0;
 	if (log_expand_path(file_template, path, sizeof(path), (long)getpid(),

@@ -8,6 +8,8 @@
 #ifndef UMMUSHIM_LOG_H
 #define UMMUSHIM_LOG_H
 
+#include <stdatomic.h>
+
 enum log_level {
 	LOG_LEVEL_ERROR = 0,
 	LOG_LEVEL_WARN = 1,
@@ -32,9 +34,16 @@ int log_level_parse(const char *s);
 
 enum log_level log_get_level(void);
 
+/*
+ * Global (log.c): the process-wide level, read inline because every hit
+ * asks whether it logs.
+ */
+extern atomic_int log_current_level;
+
 static inline int log_enabled(enum log_level level)
 {
-	return level <= log_get_level();
+	return (int)level <= atomic_load_explicit(&log_current_level,
+						  memory_order_relaxed);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)

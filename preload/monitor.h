@@ -38,7 +38,9 @@
 #ifndef UMMUSHIM_MONITOR_H
 #define UMMUSHIM_MONITOR_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define MONITOR_COOKIE_ANY UINT64_MAX
@@ -80,11 +82,27 @@ struct monitor_ops {
 
 struct monitor {
 	const struct monitor_ops *ops;
+	/*
+	 * Optional (NULL: none; then also no check()): a backend whose
+	 * changed() is exactly "the counter at @gen differs from the value
+	 * at @seen" (ummunot) sets both, so that monitor_check() compares
+	 * them inline, with changed()'s ordering (see there), instead of
+	 * calling it through ops.
+	 */
+	const volatile uint64_t *gen;
+	const atomic_uint_fast64_t *seen;
 };
 
 static inline bool monitor_check(struct monitor *m, uintptr_t start,
 				 uintptr_t end)
 {
+	if (__builtin_expect(m->gen != NULL, 1)) {
+		/* One untorn load (READ_ONCE), then acquire: as changed(). */
+		uint64_t v = __atomic_load_n(m->gen, __ATOMIC_RELAXED);
+
+		atomic_thread_fence(memory_order_acquire);
+		return v == atomic_load_explicit(m->seen, memory_order_acquire);
+	}
 	if (m->ops->check)
 		return m->ops->check(m, start, end);
 	return !m->ops->changed(m);

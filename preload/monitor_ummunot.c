@@ -222,6 +222,9 @@ struct monitor *monitor_ummunot_from_fd(int fd,
 	um->unmap_counter = unmap_counter;
 	um->features = features;
 	atomic_init(&um->last_seen, read_counter(um));
+	/* changed() is exactly counter != last_seen: checked inline. */
+	um->base.gen = counter;
+	um->base.seen = &um->last_seen;
 	return &um->base;
 }
 

@@ -34,6 +34,11 @@ void shim_init_once(void);
 /* The cache, initialising on first use; NULL means pass through. */
 static inline struct cache *shim_cache(void)
 {
+	struct cache *c = atomic_load(&shim_the_cache);
+
+	/* A published cache means initialised (see shim_init()). */
+	if (__builtin_expect(c != NULL, 1))
+		return atomic_load(&shim_forked) ? NULL : c;
 	if (atomic_load(&shim_forked))
 		return NULL;
 	if (!atomic_load(&shim_initialized))

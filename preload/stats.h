@@ -14,7 +14,7 @@
  * The hit counter is split into cache-line-sized shards, so that threads
  * never write the same cache line on a hit; stats_hits() adds them up.
  * The cache gives each thread's hot a shard of its own (1.., written by
- * that thread alone: stats_hit_owned()) while there are enough, and
+ * that thread alone: stats_inc_owned()) while there are enough, and
  * shard 0 (atomic increments: stats_hit()) to the rest, so the sum is
  * exact.
  */
@@ -72,11 +72,12 @@ static inline void stats_hit(struct shim_stats *s, unsigned int shard)
 	stats_inc(&s->hits[shard % STATS_HIT_SHARDS].v);
 }
 
-/* The same, for a shard that only the calling thread writes. */
-static inline void stats_hit_owned(struct shim_stats *s, unsigned int shard)
+/*
+ * The same for a counter only the calling thread writes (its own hit
+ * shard): no read-modify-write, readers still see whole values.
+ */
+static inline void stats_inc_owned(atomic_uint_fast64_t *v)
 {
-	atomic_uint_fast64_t *v = &s->hits[shard % STATS_HIT_SHARDS].v;
-
 	atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 }

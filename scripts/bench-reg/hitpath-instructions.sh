@@ -10,8 +10,10 @@
 #   (default shim: BUILD_DIR/preload/libummushim.so)
 # Environment: HIT_MONITOR (UMMUSHIM_MONITOR, default uffd: the host has
 #   no /dev/ummunot; the probe's system call counts a few instructions in
-#   user space, its time in the kernel is not counted), HIT_PAIRS (N,
-#   default 100000).
+#   user space, its time in the kernel is not counted; fake-ummunot: the
+#   ummunot monitor on the stand-in device of fakeummunot/, whose counter
+#   never moves, the hit path of the module's monitor on a host without
+#   it), HIT_PAIRS (N, default 100000).
 # Prints one line per shim and mode: "SHIM MODE INSTRUCTIONS/PAIR".
 set -eu -o pipefail
 
@@ -20,6 +22,12 @@ shift
 bench=$build/test/preload/bench_hitpath_mt
 pairs=${HIT_PAIRS:-100000}
 monitor=${HIT_MONITOR:-uffd}
+preload=
+if [ "$monitor" = fake-ummunot ]; then
+	monitor=ummunot
+	preload=$build/scripts/bench-reg/fakeummunot/libfakeummunot.so:
+	[ -e "${preload%:}" ] || { echo "hitpath-instructions.sh: missing ${preload%:}" >&2; exit 1; }
+fi
 [ $# -gt 0 ] || set -- "$build/preload/libummushim.so"
 command -v valgrind >/dev/null || { echo "hitpath-instructions.sh: valgrind is not installed" >&2; exit 1; }
 for f in "$bench" "$@"; do
@@ -30,7 +38,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 # Total instructions (Ir) of one run of @pairs pairs.
 count() { # shim mode pairs
-	env LD_PRELOAD="$1" UMMUSHIM_MONITOR="$monitor" UMMUSHIM_STATS=1 \
+	env LD_PRELOAD="$preload$1" UMMUSHIM_MONITOR="$monitor" UMMUSHIM_STATS=1 \
 		valgrind --tool=cachegrind --cache-sim=no \
 		--cachegrind-out-file="$tmp/out" "$bench" 1 "$3" "$2" \
 		>/dev/null 2>"$tmp/err" ||

@@ -87,6 +87,14 @@ guest() {
 		done
 	done
 	for i in "${!shims[@]}"; do echo "# shim$i: ${shims[$i]}"; done
+	echo "# every round's figure (the medians' samples, in round order):"
+	for mode in exact slice; do
+		for threads in 1 2; do
+			for i in "${!shims[@]}"; do
+				echo "#   $mode $threads shim$i: ${samples[$i-$mode-$threads]}"
+			done
+		done
+	done
 	echo "# guest load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	if [ "${HIT_INSTRUCTIONS:-1}" = 1 ]; then
 		echo "# instructions per pair (cachegrind, 1 thread, monitor ummunot):"

@@ -102,6 +102,7 @@ END_TEST
  * get shard 0.
  */
 static unsigned int shard_of[N_THREADS];
+static atomic_uint_fast64_t *hot_of[N_THREADS];	/* each one's own_hits */
 static pthread_barrier_t hots_alive;
 
 static void *take_hot(void *arg)
@@ -109,10 +110,16 @@ static void *take_hot(void *arg)
 	uintptr_t i = (uintptr_t)arg;
 	struct hot *h = hot_get(cache);
 
+	if (h)
+		hot_of[i] = h->own_hits;
 	if (!h)
 		atomic_fetch_add(&failures, 1);
+	else if (h->own_hits)
+		shard_of[i] = (unsigned int)(((char *)h->own_hits -
+					      (char *)&st->hits[0].v) /
+					     sizeof(st->hits[0]));
 	else
-		shard_of[i] = h->shard;
+		shard_of[i] = 0;
 	pthread_barrier_wait(&hots_alive);	/* none handed on yet */
 	return NULL;
 }
@@ -133,6 +140,8 @@ START_TEST(live_hots_never_share_a_shard)
 		unsigned int sh = shard_of[i];
 
 		ck_assert_uint_lt(sh, STATS_HIT_SHARDS);
+		if (sh)
+			ck_assert_ptr_eq(hot_of[i], &st->hits[sh].v);
 		if (sh == 0) {
 			n_shared++;
 			continue;

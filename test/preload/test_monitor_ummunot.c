@@ -94,6 +94,36 @@ START_TEST(unchanged_until_counter_moves)
 }
 END_TEST
 
+/*
+ * The hit path's check (monitor_check(), which compares the counter with
+ * the last drained value inline) says what changed() says, through the
+ * same sequence of counter moves and drains, LAST older than the counter
+ * included.
+ */
+START_TEST(inline_check_follows_counter_and_drains)
+{
+	struct seen s = { 0 };
+
+	ck_assert(mon->gen == &counter);
+	ck_assert(monitor_check(mon, 0x1000, 0x2000));
+	counter = 6;
+	ck_assert(!monitor_check(mon, 0x1000, 0x2000));
+	put_inval(11, 0x1000, 0x2000);
+	put_last(6);
+	ck_assert_int_eq(mon->ops->drain(mon, record, &s), 0);
+	ck_assert(monitor_check(mon, 0x1000, 0x2000));
+	put_inval(12, 0x1000, 0x2000);
+	put_last(7);
+	counter = 8;	/* one more after LAST */
+	ck_assert_int_eq(mon->ops->drain(mon, record, &s), 0);
+	ck_assert(!monitor_check(mon, 0x1000, 0x2000));
+	ck_assert(mon->ops->changed(mon));
+	ck_assert_int_eq(mon->ops->drain(mon, record, &s), 0);
+	ck_assert(monitor_check(mon, 0x1000, 0x2000));
+	ck_assert_int_eq(s.n, 2);
+}
+END_TEST
+
 START_TEST(drain_reports_cookies_and_hints_up_to_last)
 {
 	struct seen s = { 0 };
@@ -256,6 +286,7 @@ static Suite *monitor_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, unchanged_until_counter_moves);
+	tcase_add_test(tc, inline_check_follows_counter_and_drains);
 	tcase_add_test(tc, drain_reports_cookies_and_hints_up_to_last);
 	tcase_add_test(tc, last_older_than_counter_keeps_changed);
 	tcase_add_test(tc, events_after_last_in_one_read_are_reported);
