@@ -29,9 +29,16 @@ struct cache *cache_create(const struct cache_ops *ops, struct monitor *mon,
 			   const struct cache_limits *limits,
 			   struct shim_stats *stats)
 {
-	struct cache *c = calloc(1, sizeof(*c));
+	struct cache *c;
 	long page = sysconf(_SC_PAGESIZE);
 
+	/* monitor_check() compares an inline counter instead of probing. */
+	if ((mon->gen != NULL) != (mon->seen != NULL) ||
+	    (mon->gen && mon->ops->check)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
 	if (htab_init(&c->by_key) || htab_init(&c->by_mr) ||
@@ -456,15 +463,19 @@ unlock_passthrough:
 }
 
 void *cache_reg_miss(struct cache *c, const struct cache_key *key,
-		     void *dev_ctx, int how)
+		     void *dev_ctx, int how, enum cache_check check)
 {
 	void *mr;
 	int old;
 
 	if (atomic_load(&c->child) || atomic_load(&c->broken))
 		return passthrough_reg(c, key, how);
+	if (check == CACHE_CHECK_NOT_DONE)
+		check = monitor_check(c->mon, key->addr,
+				      key->addr + key->length) ?
+			CACHE_CHECK_PASSED : CACHE_CHECK_FAILED;
 	/* Nothing to drain: a plain hit under the key's stripe. */
-	if (monitor_check(c->mon, key->addr, key->addr + key->length)) {
+	if (check == CACHE_CHECK_PASSED) {
 		mr = try_hit(c, hot_peek(c), key);
 		if (mr)
 			return mr;
@@ -478,9 +489,10 @@ void *cache_reg_miss(struct cache *c, const struct cache_key *key,
 void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 		int how)
 {
-	void *mr = cache_reg_hit(c, key);	/* a remembered hit */
+	enum cache_check check;
+	void *mr = cache_reg_hit(c, key, &check);	/* a remembered hit */
 
-	return mr ? mr : cache_reg_miss(c, key, dev_ctx, how);
+	return mr ? mr : cache_reg_miss(c, key, dev_ctx, how, check);
 }
 
 /* Every lock, so that the child finds none held by a vanished thread. */

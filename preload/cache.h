@@ -105,12 +105,19 @@ void cache_destroy(struct cache *c);
 /* ibv_reg_mr: the MR or NULL with errno set (the real library's). */
 void *cache_reg(struct cache *c, const struct cache_key *key, void *dev_ctx,
 		int how);
+/* What the inline hit path learnt from the monitor about the range. */
+enum cache_check {
+	CACHE_CHECK_NOT_DONE,	/* not asked */
+	CACHE_CHECK_PASSED,	/* nothing changed: a plain hit may serve */
+	CACHE_CHECK_FAILED,	/* something may have: drain first */
+};
+
 /*
  * cache_reg() after its inline first half, cache_reg_hit() (cache_fast.h),
- * found no hit.
+ * found no hit; @check is what that half's monitor check said.
  */
 void *cache_reg_miss(struct cache *c, const struct cache_key *key,
-		     void *dev_ctx, int how);
+		     void *dev_ctx, int how, enum cache_check check);
 
 /*
  * A registration the caller decided not to cache (on-demand paging, not
@@ -124,6 +131,8 @@ void *cache_reg_uncached(struct cache *c, const struct cache_key *key,
  * Apply the invalidations reported so far (idle invalidated MRs are
  * deregistered now).  For a thread that waits on the monitor's
  * wait_fd(), so they are released without the application's next call.
+ * That thread must place no new mapping (see releaser.h): nothing this
+ * reaches may allocate 128 KiB or more, or grow an array with realloc().
  */
 void cache_release_invalidated(struct cache *c);
 

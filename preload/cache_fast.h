@@ -15,19 +15,26 @@
 #include "monitor.h"
 
 /*
- * A hit on an entry this thread remembers (no lock, no system call, no
- * cancellation point), or NULL: call cache_reg_miss().
+ * A hit on an entry this thread remembers (no lock, no cancellation
+ * point; a system call only for a backend that probes), or NULL: call
+ * cache_reg_miss() with *@check, the monitor check's result, so that it
+ * does not probe a second time (a probe costs a system call under uffd).
  */
-static inline void *cache_reg_hit(struct cache *c, const struct cache_key *key)
+static inline void *cache_reg_hit(struct cache *c, const struct cache_key *key,
+				  enum cache_check *check)
 {
 	struct hot *h;
 	void *mr;
 
+	*check = CACHE_CHECK_NOT_DONE;
 	if (__builtin_expect(atomic_load(&c->child) || atomic_load(&c->broken),
 			     0))
 		return NULL;
-	if (!monitor_check(c->mon, key->addr, key->addr + key->length))
+	if (!monitor_check(c->mon, key->addr, key->addr + key->length)) {
+		*check = CACHE_CHECK_FAILED;
 		return NULL;
+	}
+	*check = CACHE_CHECK_PASSED;
 	h = hot_peek(c);
 	if (__builtin_expect(h == NULL, 0))
 		return NULL;

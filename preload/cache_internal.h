@@ -4,8 +4,8 @@
  * them consistent; shared by cache.c (lookups, registration and
  * deregistration), cache_entry.c (entry state, watches, releasing),
  * cache_evict.c (limits and releases by PD/device) and cache_inval.c
- * (invalidations), and cache_fast.h (the hit paths, inline, for the
- * interposers).  Nothing else includes it.
+ * (invalidations), and cache_fast.h (the hit paths, inline, which the
+ * interposers include).  Nothing else includes it.
  *
  * Locks, in the order they are taken:
  *  1. c->mon_lock serialises monitor calls (watch, unwatch, drain).
@@ -659,6 +659,11 @@ int slice_dereg(struct cache *c, struct slice_hdr *sh, void *mr);
 /* After a lock-free dereg left an entry idle: the limits may want it. */
 void after_idle_slow(struct cache *c, void *mr);
 
+/*
+ * c->over is read relaxed after the releasing CAS: a miss that sets it
+ * concurrently may miss this entry as idle (store buffering), so the
+ * limits are soft by at most that entry until the next miss or release.
+ */
 static inline void after_idle(struct cache *c, void *mr)
 {
 	if (log_enabled(LOG_LEVEL_DEBUG) ||

@@ -152,6 +152,8 @@ static void finish_deferred_deregs(void)
 static inline __attribute__((always_inline)) void
 shim_leave(struct shim_entry *s)
 {
+	/* The inlined hit path's counter stores stay before the decrement. */
+	atomic_signal_fence(memory_order_seq_cst);
 	shim_depth--;
 	atomic_signal_fence(memory_order_seq_cst);
 	if (__builtin_expect(dereg_defer_pending(), 0))
@@ -199,9 +201,11 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 		/* Not cached, but idle cached MRs still make way on ENOMEM. */
 		mr = cache_reg_uncached(c, &key, how);
 	} else {
-		mr = cache_reg_hit(c, &key);	/* inline: the hit path */
+		enum cache_check check;
+
+		mr = cache_reg_hit(c, &key, &check);	/* inline: the hit path */
 		if (__builtin_expect(mr == NULL, 0))
-			mr = cache_reg_miss(c, &key, pd->context, how);
+			mr = cache_reg_miss(c, &key, pd->context, how, check);
 	}
 	if (!atomic_load(&reals_patched) && reals_internal_unpatched())
 		shim_report_patch_note();

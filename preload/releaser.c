@@ -16,6 +16,12 @@
 
 /* Drains at most this often, so a descriptor that stays readable cannot spin. */
 #define MIN_INTERVAL_NS 1000000L	/* 1 ms */
+/*
+ * How long releaser_start() waits for the thread's allocator set-up.  It
+ * only blocks if malloc() waits for a lock the caller holds (an allocator
+ * that registers its own memory, say): then the caller must not hang.
+ */
+#define READY_TIMEOUT_S 5
 
 /*
  * Global: one releaser per process (the shim has one cache), reached from
@@ -48,13 +54,29 @@ static void sleep_ns(long ns)
  * (SIGSEGV) or its ibv_reg_mr fails (EFAULT).  So the thread allocates
  * once before releaser_start() returns, inside the application's verbs
  * call and never between its munmap and its mmap; its later (small,
- * short-lived) allocations come from that arena and map nothing.
+ * short-lived) allocations come from that arena: growing, trimming or
+ * freeing it works inside the arena's own reservation and places no new
+ * mapping.  Limits: with MALLOC_ARENA_MAX reached the thread shares an
+ * arena whose next heap is a new reservation; another allocator (jemalloc,
+ * tcmalloc) warms up only what one 64-byte allocation sets up.
  */
 static void warm_up(void)
 {
 	void *volatile p = malloc(64);	/* volatile: not optimised away */
 
 	free(p);
+}
+
+static int wait_until_ready(void)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += READY_TIMEOUT_S;
+	while (sem_clockwait(&g_ready, CLOCK_MONOTONIC, &deadline) != 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
 }
 
 static void *run(void *arg)
@@ -124,8 +146,10 @@ int releaser_start(struct cache *c, int wait_fd)
 		atomic_store(&g_stop, true);
 		return -rc;
 	}
-	/* The thread maps nothing from now on (see warm_up()). */
-	while (sem_wait(&g_ready) != 0 && errno == EINTR)
-		;
-	return 0;
+	/* The thread places no new mapping from now on (see warm_up()). */
+	rc = wait_until_ready();
+	if (rc < 0)
+		/* It releases nothing once its malloc() returns, but that may map. */
+		atomic_store(&g_stop, true);
+	return rc;
 }

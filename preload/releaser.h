@@ -9,9 +9,12 @@
  * concurrent verbs calls.  It blocks every signal, exists only in the
  * process that started it (not in a forked child), and starts no release
  * once exit() has begun (nor does exit() wait for one in progress).
- * Once releaser_start() has returned it maps and unmaps nothing: its
- * allocator is set up before (an application may be between a munmap and
- * a MAP_FIXED mmap of the same range at any later moment).
+ * Once releaser_start() has returned it places no new mapping (no
+ * mmap(NULL), no moving mremap, no brk growth): its allocator is set up
+ * before (an application may be between a munmap and a MAP_FIXED mmap of
+ * the same range at any later moment).  Nothing reachable from
+ * cache_release_invalidated() may therefore allocate a large block
+ * (mmap threshold, 128 KiB) or grow an array with realloc().
  */
 #ifndef UMMUSHIM_RELEASER_H
 #define UMMUSHIM_RELEASER_H
@@ -20,7 +23,8 @@ struct cache;
 
 /*
  * 0 once the thread runs and its allocator is set up, or a negative errno
- * when the thread cannot be started.
+ * when the thread cannot be started or its set-up takes over 5 s
+ * (-ETIMEDOUT: it then stops without releasing anything).
  */
 int releaser_start(struct cache *c, int wait_fd);
 

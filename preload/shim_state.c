@@ -149,7 +149,7 @@ static struct monitor *open_monitor(const char *choice, char *why,
 		}
 		used += (size_t)snprintf(why + used, size - used, "%s%s: %s",
 					 used ? "; " : "", backends[i].name,
-					 strerror(errno));
+					 strerror(err));
 		if (used >= size)
 			used = size - 1;
 	}
@@ -228,10 +228,13 @@ static void shim_init(void)
 			   g_cfg.max_bytes : default_max_bytes(g_cfg.max_bytes);
 	c = cache_create(&ops, g_monitor, &limits, &shim_stats);
 	if (!c) {
+		int err = errno;
+
 		g_monitor->ops->close(g_monitor);
 		g_monitor = NULL;
 		g_monitor_name = "none";
-		log_info("out of memory: caching disabled, all calls pass through");
+		log_info("cannot create the cache (%s): caching disabled, all calls pass through",
+			 strerror(err));
 		return;
 	}
 	install_atfork();	/* before the cache can be seen */
@@ -246,7 +249,9 @@ static void shim_init(void)
 	if (g_monitor->ops->wait_fd) {
 		int rc = releaser_start(c, g_monitor->ops->wait_fd(g_monitor));
 
-		if (rc < 0)
+		if (rc == -ETIMEDOUT)
+			log_warn("the releaser thread's malloc() blocked for 5 s (an allocator lock held across ibv_reg_mr?): invalidated idle MRs are released at the next verbs call, and the thread may still map memory when its malloc() returns");
+		else if (rc < 0)
 			log_info("cannot start the releaser thread (%s): invalidated idle MRs are released at the next verbs call",
 				 strerror(-rc));
 	}

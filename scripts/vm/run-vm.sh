@@ -17,8 +17,9 @@ HARNESS_FAILURE=99
 # leaves out whatever the kernel has built in (modules.builtin).
 INITRAMFS_NEEDS=(virtio_pci 9pnet_virtio 9p)
 
-# Kernel log lines that mean the kernel under test misbehaved.
-BAD_LOG_PATTERN='BUG[: ]|WARNING:|Oops|general protection fault|Call Trace|'\
+# Kernel log lines that mean the kernel under test misbehaved (a user
+# program's "traps: prog[N] general protection fault ip:..." is not one).
+BAD_LOG_PATTERN='BUG[: ]|WARNING:|Oops|general protection fault[,:]|Call Trace|'\
 'kernel BUG|UBSAN|KASAN|possible circular locking|INFO: task .* blocked|'\
 'RCU stall|self-detected stall|detected stalls|list_add corruption|'\
 'list_del corruption|refcount_t:|Kernel panic'
@@ -443,7 +444,7 @@ USER_FAULT_PATTERN='\]: segfault at |traps: [^ ]+\[[0-9]+\] '
 report_user_faults() { # LOG
 	local log=$1 faults
 	[ -f "$log" ] || return 0
-	faults=$(grep -E -A1 "$USER_FAULT_PATTERN" "$log") || return 0
+	faults=$(grep -E -A1 --no-group-separator "$USER_FAULT_PATTERN" "$log") || return 0
 	{
 		echo "run-vm.sh: the guest kernel reported crashed user programs:"
 		printf '%s\n' "$faults" | sed 's/^/  | /'

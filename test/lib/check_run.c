@@ -14,7 +14,8 @@ int check_run_suite(Suite *suite)
 	run = srunner_ntests_run(sr);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
-	if (run == 0) {
+	/* CK_RUN_SUITE/CK_RUN_CASE select tests: other programs run none. */
+	if (run == 0 && !getenv("CK_RUN_SUITE") && !getenv("CK_RUN_CASE")) {
 		/* A suite that runs nothing proves nothing. */
 		fprintf(stderr, "no test ran\n");
 		return EXIT_FAILURE;

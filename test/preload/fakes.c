@@ -118,6 +118,32 @@ static const struct monitor_ops fake_monitor_ops = {
 	.close = fm_close,
 };
 
+static bool fm_check(struct monitor *mon, uintptr_t start, uintptr_t end)
+{
+	struct fake_monitor *m = to_fake(mon);
+
+	(void)start;
+	(void)end;
+	atomic_fetch_add(&m->n_check, 1);
+	return !atomic_load(&m->dirty);
+}
+
+static const struct monitor_ops fake_monitor_check_ops = {
+	.name = "fake-check",
+	.watch = fm_watch,
+	.unwatch = fm_unwatch,
+	.changed = fm_changed,
+	.check = fm_check,
+	.drain = fm_drain,
+	.wait_fd = fm_wait_fd,
+	.close = fm_close,
+};
+
+void fake_monitor_use_check(struct fake_monitor *m)
+{
+	m->base.ops = &fake_monitor_check_ops;
+}
+
 void fake_monitor_init(struct fake_monitor *m)
 {
 	memset(m, 0, sizeof(*m));

@@ -39,6 +39,7 @@ struct fake_monitor {
 	struct fake_event events[FAKE_MAX_EVENTS];
 	int n_events;
 	atomic_int n_watch, n_unwatch, n_changed, n_drain, n_active;
+	atomic_int n_check;	/* calls of check(), once turned on */
 	/*
 	 * >= 0: the write end of a pipe whose read end is wait_fd(); an
 	 * invalidation writes a byte, drain() reads them.
@@ -49,6 +50,11 @@ struct fake_monitor {
 };
 
 void fake_monitor_init(struct fake_monitor *m);
+/*
+ * Give the monitor a per-range check() (like userfaultfd's probe, one
+ * system call each), answering !changed() and counting its calls.
+ */
+void fake_monitor_use_check(struct fake_monitor *m);
 /* The kernel side: the pages of [start, end) changed. */
 void fake_invalidate(struct fake_monitor *m, uintptr_t start, uintptr_t end);
 /* ... with what the kernel knows about the cause (MONITOR_INVAL_*). */

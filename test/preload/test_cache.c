@@ -64,6 +64,28 @@ START_TEST(miss_then_hit_returns_same_mr)
 }
 END_TEST
 
+/*
+ * A probing backend (userfaultfd: one system call per check) is asked
+ * once per registration, whichever path serves it: a miss, a hit on the
+ * thread's last entry, a hit on an entry it no longer remembers.
+ */
+START_TEST(one_monitor_check_per_registration)
+{
+	fake_monitor_use_check(fmon);
+	reg(PD1, 0x10000, PAGE);
+	ck_assert_int_eq(atomic_load(&fmon->n_check), 1);
+	reg(PD1, 0x10000, PAGE);
+	ck_assert_int_eq(atomic_load(&fmon->n_check), 2);
+	/* More buffers than the thread remembers: the first is a plain hit. */
+	for (uintptr_t i = 1; i <= 16; i++)
+		reg(PD1, 0x10000 + i * 0x10000, PAGE);
+	ck_assert_int_eq(atomic_load(&fmon->n_check), 18);
+	reg(PD1, 0x10000, PAGE);
+	ck_assert_int_eq(atomic_load(&fmon->n_check), 19);
+	ck_assert_uint_eq(stats_hits(st), 2);
+}
+END_TEST
+
 START_TEST(every_key_field_matters)
 {
 	struct cache_key base = key_of(PD1, 0x10000, PAGE, 7), k;
@@ -1158,6 +1180,7 @@ static Suite *cache_suite(void)
 	tcase_add_checked_fixture(tc, fixture_setup_default, fixture_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, miss_then_hit_returns_same_mr);
+	tcase_add_test(tc, one_monitor_check_per_registration);
 	tcase_add_test(tc, every_key_field_matters);
 	tcase_add_test(tc, how_is_passed_to_real_reg);
 	tcase_add_test(tc, lazy_dereg_keeps_registration);
