@@ -149,7 +149,7 @@ static struct monitor *open_monitor(const char *choice, char *why,
 		}
 		used += (size_t)snprintf(why + used, size - used, "%s%s: %s",
 					 used ? "; " : "", backends[i].name,
-					 strerror(err));
+					 strerror(errno));
 		if (used >= size)
 			used = size - 1;
 	}
