@@ -31,6 +31,7 @@
 struct stale_record {
 	void *mr;
 	uintptr_t start, end;
+	uintptr_t hit_start, hit_end;	/* the invalidated part, if known */
 	bool unmapped;
 };
 
@@ -68,15 +69,19 @@ static void suppressed_note(struct cache *c, char *buf, size_t size)
 
 static void report_one(struct cache *c, const struct stale_record *r)
 {
-	char note[96];
+	char note[96], part[64] = "";
 
 	suppressed_note(c, note, sizeof(note));
+	/* Which pages changed tells a split, an unmap and a widened range apart. */
+	if (r->hit_start < r->hit_end)
+		snprintf(part, sizeof(part), " (invalidated: [%#" PRIxPTR ", %#" PRIxPTR "))",
+			 r->hit_start, r->hit_end);
 	if (r->unmapped)
-		log_warn("MR %p [%#" PRIxPTR ", %#" PRIxPTR "): the application unmapped memory it still had registered; the MR is no longer cached and is deregistered at its last ibv_dereg_mr%s",
-			 r->mr, r->start, r->end, note);
+		log_warn("MR %p [%#" PRIxPTR ", %#" PRIxPTR "): the application unmapped memory it still had registered; the MR is no longer cached and is deregistered at its last ibv_dereg_mr%s%s",
+			 r->mr, r->start, r->end, part, note);
 	else
-		log_warn("MR %p [%#" PRIxPTR ", %#" PRIxPTR "): the kernel reported an invalidation over an in-use MR (the application may have changed the memory, or the kernel moved or split its pages, e.g. a huge-page split next to it); the MR is no longer cached and is deregistered at its last ibv_dereg_mr%s",
-			 r->mr, r->start, r->end, note);
+		log_warn("MR %p [%#" PRIxPTR ", %#" PRIxPTR "): the kernel reported an invalidation over an in-use MR (the application may have changed the memory, or the kernel moved or split its pages, e.g. a huge-page split next to it); the MR is no longer cached and is deregistered at its last ibv_dereg_mr%s%s",
+			 r->mr, r->start, r->end, part, note);
 }
 
 /* No lock held. */
@@ -113,8 +118,9 @@ void cache_report_suppressed(struct cache *c)
 
 /* ---- invalidation ------------------------------------------------------ */
 
+/* [@start, @end): the reported range (0, 0: unknown), clipped to @e. */
 static void record_stale(struct drain_ctx *d, const struct entry *e,
-			 bool unmapped)
+			 bool unmapped, uintptr_t start, uintptr_t end)
 {
 	struct cache *c = d->c;
 
@@ -126,6 +132,9 @@ static void record_stale(struct drain_ctx *d, const struct entry *e,
 			.mr = e->mr,
 			.start = e->key.addr,
 			.end = e->key.addr + e->key.length,
+			.hit_start = start > e->key.addr ? start : e->key.addr,
+			.hit_end = end < e->key.addr + e->key.length ?
+				   end : e->key.addr + e->key.length,
 			.unmapped = unmapped,
 		};
 	d->n_stale++;
@@ -133,7 +142,7 @@ static void record_stale(struct drain_ctx *d, const struct entry *e,
 }
 
 static void invalidate_entry(struct drain_ctx *d, struct entry *e,
-			     unsigned int flags)
+			     unsigned int flags, uintptr_t start, uintptr_t end)
 {
 	struct cache *c = d->c;
 	struct elock l;
@@ -158,7 +167,7 @@ static void invalidate_entry(struct drain_ctx *d, struct entry *e,
 		entry_evict(c, e, &d->victims);
 	} else {
 		entry_uncache(c, e);
-		record_stale(d, e, flags & MONITOR_INVAL_UNMAPPED);
+		record_stale(d, e, flags & MONITOR_INVAL_UNMAPPED, start, end);
 	}
 	entry_unlock(c, l);
 }
@@ -198,13 +207,13 @@ static void on_invalidate(void *arg, uint64_t cookie, uintptr_t start,
 
 			n = l->next;
 			if (entry_overlaps(c, e, start, end))
-				invalidate_entry(d, e, flags);
+				invalidate_entry(d, e, flags, start, end);
 		}
 	} else {
 		struct entry *e = find_by_cookie(c, cookie);
 
 		if (e)
-			invalidate_entry(d, e, flags);
+			invalidate_entry(d, e, flags, start, end);
 	}
 	unlock_cache(c);
 }

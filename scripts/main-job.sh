@@ -36,7 +36,9 @@
 #                     UMMUSHIM_SUBRANGE=all", for --quick and --soak only
 #                     "UMMUSHIM_SUBRANGE=all"; settings the shim does not
 #                     know are ignored by it)
-#   --run-timeout SEC one mpirun's limit (default 1200)
+#   --run-timeout SEC one mpirun's limit (default 1200; --soak: its
+#                     MINUTES plus 1200 s, as the time limit is checked
+#                     between iterations and the launch takes minutes)
 #   --mpiwork-args "..."  mpiwork options (sizes, iterations; see
 #                     scripts/bench-mpi/mpiwork.h)
 #   --build-dir DIR   meson build directory (default: build)
@@ -65,7 +67,7 @@ SOAK_MIN=0
 NODES=2
 STACKS="ompi-ucx mpich-ucx ompi-ofi"
 SHIM_ENV=
-RUN_TIMEOUT=1200
+RUN_TIMEOUT=
 MPIWORK_ARGS=
 # The quick mode's sizes: rendezvous messages (> 8K), a few iterations.
 QUICK_ITERS=6
@@ -104,6 +106,7 @@ parse_args() {
 	common_options_done results
 	[[ $SOAK_MIN =~ ^[0-9]+$ ]] || die "--soak wants whole minutes"
 	[[ $NODES =~ ^[2-4]$ ]] || die "--nodes wants 2, 3 or 4"
+	[ -n "$RUN_TIMEOUT" ] || RUN_TIMEOUT=$((1200 + SOAK_MIN * 60))
 	[[ $RUN_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--run-timeout wants seconds"
 	local s
 	for s in $STACKS; do
@@ -185,7 +188,8 @@ main() {
 	fi
 	local guest=("CLUSTER_NODES=$NODES" "RUN_TIMEOUT=$RUN_TIMEOUT") one=${SHIM_ENV:-UMMUSHIM_SUBRANGE=all}
 	if [ "$SOAK_MIN" -gt 0 ]; then
-		timeout=$((SOAK_MIN * 60 + 1800))
+		# The one mpirun plus the boot and the nodes' shutdown.
+		timeout=$((RUN_TIMEOUT + 1800))
 		guest+=("SOAK_SECONDS=$((SOAK_MIN * 60))" "MPIWORK_ARGS=${MPIWORK_ARGS:-$SOAK_ARGS}"
 			"SHIM_VARIANTS=${one%%;*}")
 	elif [ "$QUICK" = 1 ]; then

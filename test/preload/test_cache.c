@@ -1099,11 +1099,14 @@ START_TEST(stale_warning_says_what_is_known)
 
 	log_to_file(path);
 	fake_invalidate_flags(fmon, 0x10000, 0x11000, MONITOR_INVAL_UNMAPPED);
-	fake_invalidate(fmon, 0x20000, 0x21000);
+	fake_invalidate(fmon, 0x1f000, 0x20800);	/* half of b's page */
 	reg(PD1, 0x90000, PAGE);
 	text = read_log(path);
 	ck_assert_int_eq(count_of(text, "the application unmapped memory it still had registered"), 1);
 	ck_assert_int_eq(count_of(text, "the kernel reported an invalidation over an in-use MR"), 1);
+	/* Which part changed, clipped to the MR. */
+	ck_assert_msg(strstr(text, "(invalidated: [0x10000, 0x11000))"), "%s", text);
+	ck_assert_msg(strstr(text, "(invalidated: [0x20000, 0x20800))"), "%s", text);
 	ck_assert_int_eq(count_of(text, "changed while the application still uses"), 0);
 	ck_assert_uint_eq(stats_get(&st->stale_unmapped), 1);
 	ck_assert_uint_eq(stats_get(&st->stale_invalidated), 1);
