@@ -18,8 +18,8 @@
  *
  * Usage: kernel-stress [--ops N] [--threads N] [--seed N] [--progress N]
  *                      [--seconds N]
- *   --ops N      operations in all (default 20000; 1000000 under the
- *                debug kernel)
+ *   --ops N      operations in all (default 20000; the debug kernel's
+ *                matrix row runs 100000, or 1000000 in the full matrix)
  *   --progress N a progress line (operations, rate, slab count) every N
  *                operations (default 100000; 0: none)
  *   --seconds N  stop after N seconds even if fewer operations ran: the
