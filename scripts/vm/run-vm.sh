@@ -211,7 +211,10 @@ select_kernel() { # KVER
 		# loop limit for the 128 rounds of QEMU's PCI0._PRT method: each
 		# boot spent 2 x 30 s in AE_AML_LOOP_TIMEOUT before falling back.
 		# PCI interrupts then come from the MP table (virtio uses MSI-X).
-		KERNEL_CMDLINE+=(acpi=noirq)
+		# Only for that kernel: another one given by hand boots as is.
+		case $(cat "$UMMUNOT_KERNEL_DIR/release" 2>/dev/null) in
+		*-ummunot-debug) KERNEL_CMDLINE+=(acpi=noirq) ;;
+		esac
 	else
 		KERNEL_IMAGE=/boot/vmlinuz-$1
 	fi

@@ -1095,24 +1095,28 @@ START_TEST(stale_warning_says_what_is_known)
 {
 	char path[] = "/tmp/ummushim-test-log-XXXXXX";
 	void *a = reg(PD1, 0x10000, PAGE), *b = reg(PD1, 0x20000, PAGE);
+	void *c = reg(PD1, 0x30000, PAGE);
 	char *text;
 
 	log_to_file(path);
 	fake_invalidate_flags(fmon, 0x10000, 0x11000, MONITOR_INVAL_UNMAPPED);
 	fake_invalidate(fmon, 0x1f000, 0x20800);	/* half of b's page */
+	fake_invalidate(fmon, 0x30800, 0x40000);	/* past c's end */
 	reg(PD1, 0x90000, PAGE);
 	text = read_log(path);
 	ck_assert_int_eq(count_of(text, "the application unmapped memory it still had registered"), 1);
-	ck_assert_int_eq(count_of(text, "the kernel reported an invalidation over an in-use MR"), 1);
-	/* Which part changed, clipped to the MR. */
+	ck_assert_int_eq(count_of(text, "the kernel reported an invalidation over an in-use MR"), 2);
+	/* Which part changed, clipped to the MR at either end. */
 	ck_assert_msg(strstr(text, "(invalidated: [0x10000, 0x11000))"), "%s", text);
 	ck_assert_msg(strstr(text, "(invalidated: [0x20000, 0x20800))"), "%s", text);
+	ck_assert_msg(strstr(text, "(invalidated: [0x30800, 0x31000))"), "%s", text);
 	ck_assert_int_eq(count_of(text, "changed while the application still uses"), 0);
 	ck_assert_uint_eq(stats_get(&st->stale_unmapped), 1);
-	ck_assert_uint_eq(stats_get(&st->stale_invalidated), 1);
-	ck_assert_uint_eq(stats_get(&st->stale), 2);
+	ck_assert_uint_eq(stats_get(&st->stale_invalidated), 2);
+	ck_assert_uint_eq(stats_get(&st->stale), 3);
 	cache_dereg(cache, a);
 	cache_dereg(cache, b);
+	cache_dereg(cache, c);
 }
 END_TEST
 
