@@ -149,7 +149,5 @@ int cache_dereg_miss(struct cache *c, void *mr)
 
 int cache_dereg(struct cache *c, void *mr)
 {
-	int rc = cache_dereg_hit(c, mr);
-
-	return rc >= 0 ? rc : cache_dereg_miss(c, mr);
+	return cache_dereg_inline(c, mr);
 }

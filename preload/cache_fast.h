@@ -5,8 +5,8 @@
  * hit on, or lies inside, an entry this thread remembers, and the
  * deregistration of the MR of this thread's last hit.  Anything else
  * returns "not done" and the caller goes on with cache_reg_miss() or
- * cache_dereg_miss(); cache_reg() and cache_dereg() are the two halves
- * together.  The rules are those of cache_internal.h ("References").
+ * cache_dereg_miss(); cache_reg() and cache_dereg() (and
+ * cache_dereg_inline(), the interposer's) are the two halves together.  The rules are those of cache_internal.h ("References").
  */
 #ifndef UMMUSHIM_CACHE_FAST_H
 #define UMMUSHIM_CACHE_FAST_H
@@ -66,6 +66,16 @@ static inline int cache_dereg_hit(struct cache *c, void *mr)
 	if (h->last_slice && mr == slice_obj(h->last_slice))
 		return slice_dereg(c, h->last_slice, mr);
 	return -1;
+}
+
+/* cache_dereg(): its hit half inline, then the rest. */
+static inline int cache_dereg_inline(struct cache *c, void *mr)
+{
+	int rc = cache_dereg_hit(c, mr);
+
+	if (__builtin_expect(rc < 0, 0))
+		rc = cache_dereg_miss(c, mr);
+	return rc;
 }
 
 #endif /* UMMUSHIM_CACHE_FAST_H */

@@ -203,6 +203,11 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	} else {
 		enum cache_check check;
 
+		/*
+		 * cache_reg() open-coded: its two halves here, so that
+		 * pd->context is loaded only on a miss (2 instructions on
+		 * every hit otherwise, measured).
+		 */
 		mr = cache_reg_hit(c, &key, &check);	/* inline: the hit path */
 		if (__builtin_expect(mr == NULL, 0))
 			mr = cache_reg_miss(c, &key, pd->context, how, check);
@@ -260,10 +265,7 @@ SHIM_INTERPOSER(ibv_dereg_mr, int, struct ibv_mr *mr)
 	c = shim_cache_if_ready();
 	shim_enter(&se, false);
 	if (c) {
-		/* Inline: the dereg of this thread's last hit. */
-		rc = cache_dereg_hit(c, mr);
-		if (__builtin_expect(rc < 0, 0))
-			rc = cache_dereg_miss(c, mr);
+		rc = cache_dereg_inline(c, mr);
 	} else {
 		rc = shim_timed_dereg(mr);
 		log_debug("dereg (pass-through) mr=%p rc=%d", (void *)mr, rc);
