@@ -45,8 +45,8 @@
  * (d) Readiness: every recorded range hits a registration still in the
  *     tree (UNREGISTER drains before removing one), so a file with recorded
  *     ranges has an INVAL to deliver -- unless read() finds that the range
- *     was a huge-page split that left the registration's frames in place
- *     (see ummunot_split_unchanged()); then the file was readable and the
+ *     was a page-table split that left the registration's frames in place
+ *     (see "Page-table splits"); then the file was readable and the
  *     counter moved for nothing, which user space sees as EAGAIN.  A LAST
  *     event is only produced when the set is empty, under tree_lock,
  *     together with the counter value it reports: every invalidation that
@@ -125,22 +125,62 @@ static struct kmem_cache *ummunot_region_cache;
 /* Distinct invalidated ranges a file remembers before it widens one. */
 #define UMMUNOT_NR_RANGES 16
 
+/* Page-table snapshots a file can hold at once (see "Page-table splits"). */
+#define UMMUNOT_NR_SNAPSHOTS 2
+#define UMMUNOT_NO_SNAPSHOT (-1)
+
 /**
  * struct ummunot_range - an invalidated range not yet matched to registrations
  * @start:     first byte
  * @end:       one past the last byte
  * @unmapped:  the range (or one merged into it) was unmapped
- * @huge:      the range is one PMD that mapped a huge page starting at
- *             frame @huge_pfn when the invalidation started (a candidate
- *             huge-page split, see ummunot_split_unchanged())
- * @huge_pfn:  that frame
+ * @snapshot:  the range is one PMD whose mapping was recorded in
+ *             ummunot_file.snapshots[@snapshot] when the invalidation
+ *             started (a candidate no-op split), or UMMUNOT_NO_SNAPSHOT
  */
 struct ummunot_range {
 	unsigned long start;
 	unsigned long end;
 	bool unmapped;
+	int snapshot;
+};
+
+/**
+ * struct ummunot_snap_page - one page of a page-table snapshot
+ * @folio: referenced folio (the reference keeps its frames from being
+ *         reused before the snapshot is compared), or NULL
+ * @pfn:   the frame the page was mapped to (when @folio and comparable)
+ */
+struct ummunot_snap_page {
+	struct folio *folio;
+	unsigned long pfn;
+};
+
+/**
+ * struct ummunot_snapshot - what one PMD range mapped when an invalidation
+ *                           of exactly that range started
+ * @busy:       taken by the callback; free again once the snapshot has been
+ *              compared (or dropped) in the owner's context (under
+ *              ummunot_file.tree_lock)
+ * @start:      first byte of the PMD range
+ * @huge:       a huge PMD mapped @huge_folio from frame @huge_pfn
+ * @huge_folio: referenced folio of the huge PMD, or NULL
+ * @huge_pfn:   its first frame
+ * @pages:      otherwise, per page, what its PTE mapped (PTRS_PER_PTE)
+ * @keep:       per page: comparable -- unchanged if the page maps
+ *              @pages[i].pfn again, or nothing when @pages[i].folio is NULL
+ *
+ * Everything but @busy belongs to whoever set @busy: the callback while it
+ * fills the snapshot, then the owner's context that drains the range.
+ */
+struct ummunot_snapshot {
+	bool busy;
+	unsigned long start;
 	bool huge;
+	struct folio *huge_folio;
 	unsigned long huge_pfn;
+	struct ummunot_snap_page *pages;
+	DECLARE_BITMAP(keep, PTRS_PER_PTE);
 };
 
 /**
@@ -186,6 +226,8 @@ static DEFINE_HASHTABLE(ummunot_mms, 6);
  *                read locklessly for poll)
  * @drained:      ranges taken from @ranges, being applied (under @lock)
  * @nr_drained:   entries in @drained (under @lock)
+ * @drained_snapshots: bit i: @snapshots[i] was busy when @ranges was
+ *                drained, so it belongs to @drained (under @lock)
  * @tree_lock:    protects @itree changes, @ranges, @nr_ranges and the
  *                counter; taken in the notifier, so a spinlock under which
  *                nothing sleeps or allocates.  Changing @itree needs both
@@ -193,6 +235,7 @@ static DEFINE_HASHTABLE(ummunot_mms, 6);
  * @itree:        registrations by address range
  * @ranges:       invalidated ranges not yet matched to registrations
  * @nr_ranges:    entries in @ranges
+ * @snapshots:    page-table snapshots of candidate no-op splits
  * @counter_page: page holding the generation counter, mappable read-only
  * @counter:      the generation counter, in @counter_page
  * @read_wait:    readers and pollers waiting for events
@@ -214,11 +257,13 @@ struct ummunot_file {
 	bool ready;
 	struct ummunot_range drained[UMMUNOT_NR_RANGES];
 	unsigned int nr_drained;
+	unsigned long drained_snapshots;
 
 	spinlock_t tree_lock;		/* itree changes, ranges; notifier-safe */
 	struct rb_root_cached itree;
 	struct ummunot_range ranges[UMMUNOT_NR_RANGES];
 	unsigned int nr_ranges;
+	struct ummunot_snapshot snapshots[UMMUNOT_NR_SNAPSHOTS];
 	struct page *counter_page;
 	u64 *counter;
 
@@ -282,7 +327,7 @@ static void ummunot_range_widen(struct ummunot_range *r, unsigned long start,
 	r->start = min(r->start, start);
 	r->end = max(r->end, end);
 	r->unmapped |= unmapped;
-	r->huge = false;	/* no longer one known huge page */
+	r->snapshot = UMMUNOT_NO_SNAPSHOT;	/* no longer one PMD */
 }
 
 /*
@@ -302,7 +347,8 @@ static void ummunot_ranges_absorb(struct ummunot_file *uf, unsigned int i)
 			struct ummunot_range *o = &uf->ranges[j];
 
 			if (j == i || o->unmapped != r->unmapped ||
-			    o->huge || ummunot_gap(r, o->start, o->end))
+			    o->snapshot != UMMUNOT_NO_SNAPSHOT ||
+			    ummunot_gap(r, o->start, o->end))
 				continue;
 			ummunot_range_widen(r, o->start, o->end, o->unmapped);
 			/* Keep arrival order: events come out in it. */
@@ -353,7 +399,7 @@ static bool ummunot_gap_is_free(struct ummunot_file *uf,
  * never changed: a false invalidation), then one of the same kind (else
  * the widened entry's registrations may get a needless UNMAPPED flag:
  * they are invalidated anyway, only the cause is over-reported).
- * Never drops a range.  Candidate huge-page splits are kept apart while
+ * Never drops a range.  Candidate no-op splits are kept apart while
  * there is room, so that read() can check them.
  */
 static void ummunot_ranges_add(struct ummunot_file *uf,
@@ -369,7 +415,8 @@ static void ummunot_ranges_add(struct ummunot_file *uf,
 		bool same = r->unmapped == new->unmapped, gap_free;
 
 		gap = ummunot_gap(r, new->start, new->end);
-		if (same && !gap && !new->huge && !r->huge) {
+		if (same && !gap && new->snapshot == UMMUNOT_NO_SNAPSHOT &&
+		    r->snapshot == UMMUNOT_NO_SNAPSHOT) {
 			best = i;
 			goto merge;
 		}
@@ -401,32 +448,59 @@ merge:
 }
 
 /*
- * Huge-page splits.  Splitting a PMD-mapped huge page (a partial munmap,
- * mprotect or madvise of it, or a VMA split inside it) invalidates the
- * whole PMD range (MMU_NOTIFY_CLEAR), yet the same frames stay mapped,
- * now by PTEs.  A zap of that range looks the same to a notifier.  To
- * tell them apart, the callback notes the frame of a huge PMD when an
- * invalidation covers exactly that PMD, and read() checks which pages of
- * the range are now mapped by PTEs to exactly the same frames.  A
+ * Page-table splits.  Linux announces the split of a PMD as an
+ * invalidation (MMU_NOTIFY_CLEAR) of the whole 2 MiB PMD range, yet the
+ * same frames stay mapped, now by PTEs: when part of a PMD-mapped huge page
+ * is unmapped, mprotect()ed or madvise()d, and also -- before it even looks
+ * whether a huge page is mapped there -- whenever a VMA is split or trimmed
+ * at an address whose whole 2 MiB block lies inside the VMA
+ * (vma_adjust_trans_huge()), which the munmap() of a neighbouring buffer
+ * merged into the same VMA does.  A zap of exactly that range looks the
+ * same to a notifier.
+ *
+ * To tell them apart, when a CLEAR invalidation of exactly one PMD range
+ * hits a registration, the callback takes a snapshot of what the range
+ * maps: a huge PMD's folio, or each PTE's page, taking a reference on every
+ * folio it records.  read() then compares page by page: a page is
+ * unchanged if it maps the same frame again (or still nothing).  A
  * registration whose part of the range is wholly unchanged gets no event
- * from that range.  This is sound because any later change of those
- * frames needs another invalidation, recorded as an entry of its own
- * (a candidate entry is never merged with another one but by widening,
- * which drops the candidacy), and that entry reports the registration.
+ * from that range.  This is sound because
+ *  - the references keep the recorded frames from being freed and reused,
+ *    so the same frame at the same address is the same page (a zapped
+ *    page comes back only if the mapping shares it anyway, as a page-cache
+ *    page is shared);
+ *  - any later change of the range needs another invalidation, recorded
+ *    as an entry of its own (a candidate is never merged with another
+ *    entry but by widening, which drops the candidacy), and that entry
+ *    reports the registration.
+ *
+ * Bounds: UMMUNOT_NR_SNAPSHOTS snapshots per file, allocated at open; a
+ * candidate that finds none free is not checked (it is reported).  Taking
+ * one is O(PTRS_PER_PTE) in the callback, with interrupts off for at most
+ * UMMUNOT_SNAP_BATCH entries at a time; nothing is put there.  The
+ * references keep at most UMMUNOT_NR_SNAPSHOTS PMD ranges of the owner's
+ * own memory allocated after it is unmapped, until the owner's next
+ * read(), REGISTER or UNREGISTER, or close(); until then a
+ * split_huge_page() of those folios fails and is retried later, as during
+ * a GUP-fast.
  *
  * Page tables are read locklessly, every entry once into a local copy,
- * with interrupts off.  In the callback only down to the PMD entry of the
- * invalidated address: the invalidating task keeps those tables alive for
- * the invalidation (it holds mmap_lock or the rmap lock that free_pgtables
- * needs, and is about to change them).  In read() the whole PTE table, of
- * current's own mm, as GUP-fast does: with interrupts off, page tables
- * cannot be freed under us (TLB-flush IPIs or RCU table freeing).  An
- * entry read while it changes, or a stale table, can only make a page
- * look changed when it was not, or unchanged when a *later* invalidation
- * changed it -- and that one reports the registration by itself.  Only
- * built where PTE pages are always mapped (no HIGHPTE).
+ * with interrupts off, as GUP-fast does.  In the callback the tables of
+ * the invalidated PMD range are kept by the invalidating task (it holds
+ * mmap_lock or the rmap lock that free_pgtables and collapses need, and
+ * the range lies inside one VMA), and a PTE table freed by RCU
+ * (pte_free_defer()) outlives the interrupts-off section.  In read()
+ * they are current's, protected as for GUP-fast.  A folio is recorded
+ * only if its PTE (or PMD) still maps it once the reference is held.  An
+ * entry read while it changes can only make a page look changed when it
+ * was not, or unchanged when a *later* invalidation changed it -- and that
+ * one reports the registration by itself.  Only built where THP splits
+ * exist and PTE pages are always mapped (no HIGHPTE).
  */
 #if defined(CONFIG_TRANSPARENT_HUGEPAGE) && !defined(CONFIG_HIGHPTE)
+/* Page-table entries read with interrupts off at a time. */
+#define UMMUNOT_SNAP_BATCH 64
+
 /* The PMD covering @addr in @mm, or a none entry.  Interrupts are off. */
 static pmd_t ummunot_pmd_lockless(struct mm_struct *mm, unsigned long addr)
 {
@@ -449,61 +523,245 @@ static pmd_t ummunot_pmd_lockless(struct mm_struct *mm, unsigned long addr)
 	return READ_ONCE(*pmd_offset(&pud, addr));
 }
 
-/* Is the range one PMD, mapped by a huge page right now?  Notes its frame. */
-static void ummunot_note_huge(struct mm_struct *mm, struct ummunot_range *r)
+static pmd_t ummunot_pmd_now(struct mm_struct *mm, unsigned long addr)
 {
 	unsigned long flags;
 	pmd_t pmd;
 
-	if (r->start & ~HPAGE_PMD_MASK || r->end - r->start != HPAGE_PMD_SIZE)
-		return;
 	local_irq_save(flags);
-	pmd = ummunot_pmd_lockless(mm, r->start);
+	pmd = ummunot_pmd_lockless(mm, addr);
 	local_irq_restore(flags);
-	if (pmd_present(pmd) && pmd_trans_huge(pmd)) {
-		r->huge = true;
-		r->huge_pfn = pmd_pfn(pmd);
+	return pmd;
+}
+
+static bool ummunot_pmd_is_table(pmd_t pmd)
+{
+	return pmd_present(pmd) && !pmd_none(pmd) && !pmd_bad(pmd) &&
+	       !pmd_trans_huge(pmd);
+}
+
+/* A reference on @page's folio, unless it is device memory or being freed. */
+static struct folio *ummunot_folio_try_get(struct page *page)
+{
+	struct folio *folio;
+
+	if (is_zone_device_page(page))
+		return NULL;
+	folio = page_folio(page);
+	return folio_try_get(folio) ? folio : NULL;
+}
+
+/* Record the huge PMD @pmd, which maps @s's range. */
+static void ummunot_snap_huge(struct mm_struct *mm, struct ummunot_snapshot *s,
+			      pmd_t pmd)
+{
+	struct page *page = pmd_page(pmd);
+
+	s->huge_folio = ummunot_folio_try_get(page);
+	if (s->huge_folio && page_folio(page) == s->huge_folio &&
+	    pmd_same(ummunot_pmd_now(mm, s->start), pmd)) {
+		s->huge = true;
+		s->huge_pfn = pmd_pfn(pmd);
+	}
+}
+
+/* Record PTE @i of @s, in the PTE table of @pmd.  Interrupts are off. */
+static void ummunot_snap_pte(struct ummunot_snapshot *s, pmd_t *pmd,
+			     unsigned int i)
+{
+	pte_t *ptep = pte_offset_kernel(pmd, s->start + ((unsigned long)i <<
+							 PAGE_SHIFT));
+	pte_t pte = ptep_get_lockless(ptep);
+	struct ummunot_snap_page *sp = &s->pages[i];
+	struct page *page;
+
+	if (pte_none(pte)) {
+		__set_bit(i, s->keep);	/* unchanged if it maps nothing still */
+		return;
+	}
+	if (!pte_present(pte) || pte_special(pte))
+		return;			/* swapped, migrating, no page: changed */
+	page = pte_page(pte);
+	sp->folio = ummunot_folio_try_get(page);
+	if (sp->folio && page_folio(page) == sp->folio &&
+	    pte_same(ptep_get_lockless(ptep), pte)) {
+		sp->pfn = pte_pfn(pte);
+		__set_bit(i, s->keep);
+	}
+}
+
+/* Record every PTE of @s's range, whose PMD @first is a PTE table. */
+static void ummunot_snap_ptes(struct mm_struct *mm, struct ummunot_snapshot *s,
+			      pmd_t first)
+{
+	unsigned int i = 0;
+
+	while (i < PTRS_PER_PTE) {
+		unsigned int end = min_t(unsigned int, i + UMMUNOT_SNAP_BATCH,
+					 PTRS_PER_PTE);
+		unsigned long flags;
+		pmd_t pmd;
+
+		local_irq_save(flags);
+		pmd = ummunot_pmd_lockless(mm, s->start);
+		if (!pmd_same(pmd, first))
+			end = PTRS_PER_PTE;	/* replaced: rest not compared */
+		else
+			for (; i < end; i++)
+				ummunot_snap_pte(s, &pmd, i);
+		local_irq_restore(flags);
+		i = end;
 	}
 }
 
 /*
- * Set a bit in @same for every page of candidate @r that is now mapped by
- * a PTE to the frame the huge page had there.  Owner's context.
+ * If @r is exactly one PMD range and a snapshot is free, record what the
+ * range maps and make @r a candidate no-op split.
  */
-static void ummunot_split_unchanged(struct mm_struct *mm,
-				    const struct ummunot_range *r,
-				    unsigned long *same)
+static void ummunot_snapshot_take(struct ummunot_file *uf,
+				  struct ummunot_range *r)
 {
-	unsigned long flags, i;
+	struct ummunot_snapshot *s = NULL;
+	unsigned int i;
 	pmd_t pmd;
 
+	lockdep_assert_held(&uf->tree_lock);
+	if (r->start & ~HPAGE_PMD_MASK || r->end - r->start != HPAGE_PMD_SIZE)
+		return;
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS && !s; i++)
+		if (!uf->snapshots[i].busy)
+			s = &uf->snapshots[i];
+	if (!s)
+		return;
+
+	s->start = r->start;
+	pmd = ummunot_pmd_now(uf->mm, r->start);
+	if (pmd_present(pmd) && pmd_trans_huge(pmd))
+		ummunot_snap_huge(uf->mm, s, pmd);
+	else if (ummunot_pmd_is_table(pmd))
+		ummunot_snap_ptes(uf->mm, s, pmd);
+	else
+		return;
+	s->busy = true;	/* even if nothing is comparable: references held */
+	if (s->huge || !bitmap_empty(s->keep, PTRS_PER_PTE))
+		r->snapshot = s - uf->snapshots;
+}
+
+/* Does page @i of @s map now, as @pte, what it mapped in the snapshot? */
+static bool ummunot_page_unchanged(const struct ummunot_snapshot *s,
+				   unsigned int i, pte_t pte)
+{
+	if (s->huge)
+		return pte_present(pte) && pte_pfn(pte) == s->huge_pfn + i;
+	if (!test_bit(i, s->keep))
+		return false;
+	if (!s->pages[i].folio)
+		return pte_none(pte);
+	return pte_present(pte) && pte_pfn(pte) == s->pages[i].pfn;
+}
+
+/*
+ * Set a bit in @same for every page of @s's range that maps now what it
+ * mapped in the snapshot.  Owner's context: the tables are current's.
+ */
+static void ummunot_snapshot_compare(struct mm_struct *mm,
+				     const struct ummunot_snapshot *s,
+				     unsigned long *same)
+{
+	unsigned int i = 0;
+
 	bitmap_zero(same, PTRS_PER_PTE);
-	local_irq_save(flags);
-	pmd = ummunot_pmd_lockless(mm, r->start);
-	if (pmd_present(pmd) && !pmd_none(pmd) && !pmd_bad(pmd) &&
-	    !pmd_trans_huge(pmd)) {
-		for (i = 0; i < PTRS_PER_PTE; i++) {
-			unsigned long addr = r->start + (i << PAGE_SHIFT);
+	while (i < PTRS_PER_PTE) {
+		unsigned int end = min_t(unsigned int, i + UMMUNOT_SNAP_BATCH,
+					 PTRS_PER_PTE);
+		unsigned long flags;
+		pmd_t pmd;
+
+		local_irq_save(flags);
+		pmd = ummunot_pmd_lockless(mm, s->start);
+		for (; ummunot_pmd_is_table(pmd) && i < end; i++) {
+			unsigned long addr = s->start +
+					     ((unsigned long)i << PAGE_SHIFT);
 			pte_t pte = ptep_get_lockless(pte_offset_kernel(&pmd,
 									addr));
 
-			if (pte_present(pte) && pte_pfn(pte) == r->huge_pfn + i)
+			if (ummunot_page_unchanged(s, i, pte))
 				__set_bit(i, same);
 		}
+		local_irq_restore(flags);
+		i = end;
 	}
-	local_irq_restore(flags);
+}
+
+/* Drop the references of @s and empty it (it stays busy).  Sleeps. */
+static void ummunot_snapshot_put(struct ummunot_snapshot *s)
+{
+	unsigned int i;
+
+	if (s->huge_folio)
+		folio_put(s->huge_folio);
+	s->huge_folio = NULL;
+	s->huge = false;
+	for (i = 0; i < PTRS_PER_PTE; i++) {
+		if (s->pages[i].folio)
+			folio_put(s->pages[i].folio);
+		s->pages[i].folio = NULL;
+	}
+	bitmap_zero(s->keep, PTRS_PER_PTE);
+}
+
+static int ummunot_snapshots_alloc(struct ummunot_file *uf)
+{
+	unsigned int i;
+
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++) {
+		uf->snapshots[i].pages = kvcalloc(PTRS_PER_PTE,
+						  sizeof(struct ummunot_snap_page),
+						  GFP_KERNEL_ACCOUNT);
+		if (!uf->snapshots[i].pages)
+			return -ENOMEM;
+	}
+	return 0;
 }
 #else
-static void ummunot_note_huge(struct mm_struct *mm, struct ummunot_range *r)
+static void ummunot_snapshot_take(struct ummunot_file *uf,
+				  struct ummunot_range *r)
 {
 }
 
-static void ummunot_split_unchanged(struct mm_struct *mm,
-				    const struct ummunot_range *r,
-				    unsigned long *same)
+static void ummunot_snapshot_compare(struct mm_struct *mm,
+				     const struct ummunot_snapshot *s,
+				     unsigned long *same)
+{
+	bitmap_zero(same, PTRS_PER_PTE);
+}
+
+static void ummunot_snapshot_put(struct ummunot_snapshot *s)
 {
 }
+
+static int ummunot_snapshots_alloc(struct ummunot_file *uf)
+{
+	return 0;
+}
 #endif
+
+/*
+ * Free the snapshots in @which, once their ranges have been applied: the
+ * callback may take them again.  Owner's context or release.
+ */
+static void ummunot_snapshots_free(struct ummunot_file *uf,
+				   unsigned long which)
+{
+	unsigned int i;
+
+	for_each_set_bit(i, &which, UMMUNOT_NR_SNAPSHOTS)
+		ummunot_snapshot_put(&uf->snapshots[i]);
+	spin_lock(&uf->tree_lock);
+	for_each_set_bit(i, &which, UMMUNOT_NR_SNAPSHOTS)
+		uf->snapshots[i].busy = false;
+	spin_unlock(&uf->tree_lock);
+}
 
 /**
  * ummunot_invalidate() - interval notifier callback of a file
@@ -542,10 +800,11 @@ static bool ummunot_invalidate(struct mmu_interval_notifier *mni,
 			.start = range->start,
 			.end = range->end,
 			.unmapped = range->event == MMU_NOTIFY_UNMAP,
+			.snapshot = UMMUNOT_NO_SNAPSHOT,
 		};
 
 		if (range->event == MMU_NOTIFY_CLEAR)
-			ummunot_note_huge(uf->mm, &r);
+			ummunot_snapshot_take(uf, &r);
 		ummunot_ranges_add(uf, &r);
 		WRITE_ONCE(*uf->counter, *uf->counter + 1);
 	}
@@ -569,14 +828,23 @@ static void ummunot_update_ready(struct ummunot_file *uf)
 	WRITE_ONCE(uf->ready, !list_empty(&uf->pending) || uf->last_owed);
 }
 
-/* Move the recorded ranges to drained[]. */
+/*
+ * Move the recorded ranges to drained[], with the snapshots now busy: each
+ * belongs to a drained range or to none (its range was widened), as no
+ * other drain is being applied (drain and apply share one uf->lock hold).
+ */
 static void ummunot_drain(struct ummunot_file *uf)
 {
+	unsigned int i;
+
 	lockdep_assert_held(&uf->lock);
 	lockdep_assert_held(&uf->tree_lock);
 	memcpy(uf->drained, uf->ranges, uf->nr_ranges * sizeof(uf->ranges[0]));
 	uf->nr_drained = uf->nr_ranges;
 	WRITE_ONCE(uf->nr_ranges, 0);
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++)
+		if (uf->snapshots[i].busy)
+			__set_bit(i, &uf->drained_snapshots);
 }
 
 /* Queue or widen the registration's event for [start, end). */
@@ -631,22 +899,27 @@ static void ummunot_apply_drained(struct ummunot_file *uf,
 	lockdep_assert_held(&uf->lock);
 	for (i = 0; i < uf->nr_drained; i++) {
 		const struct ummunot_range *r = &uf->drained[i];
+		bool check = r->snapshot != UMMUNOT_NO_SNAPSHOT;
 
-		if (r->huge)
-			ummunot_split_unchanged(uf->mm, r, same);
+		if (check)
+			ummunot_snapshot_compare(uf->mm,
+						 &uf->snapshots[r->snapshot],
+						 same);
 		for (it = interval_tree_iter_first(&uf->itree, r->start,
 						   r->end - 1);
 		     it; it = interval_tree_iter_next(it, r->start, r->end - 1)) {
 			struct ummunot_region *reg =
 				container_of(it, struct ummunot_region, it);
 
-			if (reg != skip && !(r->huge &&
+			if (reg != skip && !(check &&
 					     ummunot_part_unchanged(reg, r, same)))
 				ummunot_region_mark(uf, reg, r);
 			cond_resched();
 		}
 	}
 	uf->nr_drained = 0;
+	ummunot_snapshots_free(uf, uf->drained_snapshots);
+	uf->drained_snapshots = 0;
 	ummunot_update_ready(uf);
 }
 
@@ -1267,6 +1540,20 @@ static void ummunot_acct_release(struct ummunot_file *uf)
 	mutex_unlock(&ummunot_acct_lock);
 }
 
+/* Frees @uf, with the references of busy snapshots.  No callback can run. */
+static void ummunot_file_free(struct ummunot_file *uf)
+{
+	unsigned int i;
+
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++) {
+		if (uf->snapshots[i].busy)
+			ummunot_snapshot_put(&uf->snapshots[i]);
+		kvfree(uf->snapshots[i].pages);
+	}
+	put_page(uf->counter_page);
+	kfree(uf);
+}
+
 static struct ummunot_file *ummunot_file_alloc(void)
 {
 	struct ummunot_file *uf;
@@ -1287,13 +1574,11 @@ static struct ummunot_file *ummunot_file_alloc(void)
 	spin_lock_init(&uf->tree_lock);
 	uf->itree = RB_ROOT_CACHED;
 	init_waitqueue_head(&uf->read_wait);
+	if (ummunot_snapshots_alloc(uf)) {
+		ummunot_file_free(uf);
+		return NULL;
+	}
 	return uf;
-}
-
-static void ummunot_file_free(struct ummunot_file *uf)
-{
-	put_page(uf->counter_page);
-	kfree(uf);
 }
 
 static int ummunot_open(struct inode *inode, struct file *filp)

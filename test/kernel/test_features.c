@@ -356,6 +356,65 @@ START_TEST(thp_split_keeps_neighbours)
 }
 END_TEST
 
+/*
+ * The same neighbour munmap over small pages: a VMA split (or trim) at an
+ * address whose 2 MiB block lies inside the VMA makes Linux invalidate the
+ * whole block, huge page or not, although no frame behind the rest
+ * changes.  A registration there must get no event.  Zaps of exactly one
+ * such block must still be reported: with the pages left unmapped, and
+ * with a page touched again before the read (a new frame).  THP is kept
+ * off this mapping (MADV_NOHUGEPAGE, refused with EINVAL by a kernel
+ * without THP), whatever the system's mode.
+ */
+START_TEST(vma_split_keeps_small_page_neighbours)
+{
+	bool have_thp = access(THP_ENABLED, F_OK) == 0;
+	size_t pg = kt_page();
+	char *raw, *p;
+	int fd;
+	struct kt_expect x[2];
+
+	raw = mmap(NULL, 10 * MIB, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert(raw != MAP_FAILED);
+	p = (char *)(((uintptr_t)raw + 2 * MIB - 1) & ~(2 * MIB - 1));
+	if (have_thp)
+		ck_assert_int_eq(madvise(p, 8 * MIB, MADV_NOHUGEPAGE), 0);
+	else
+		ck_assert_msg(madvise(p, 8 * MIB, MADV_NOHUGEPAGE) == -1 &&
+			      errno == EINVAL,
+			      "no " THP_ENABLED " but MADV_NOHUGEPAGE: %s",
+			      strerror(errno));
+	if (p != raw)
+		ck_assert_int_eq(munmap(raw, (size_t)(p - raw)), 0);
+	ck_assert_int_eq(munmap(p + 8 * MIB, 2 * MIB - (size_t)(p - raw)), 0);
+	for (size_t off = 0; off < 8 * MIB; off += pg)
+		p[off] = 1;
+	ck_assert_int_le(anon_huge_kb(p), 0);
+
+	fd = kt_open_nb();
+	kt_register_ok(fd, (uintptr_t)p + MIB + 2 * pg,
+		       (uintptr_t)p + 2 * MIB, 1);             /* untouched */
+	kt_register_ok(fd, (uintptr_t)p + MIB,
+		       (uintptr_t)p + MIB + pg, 2);            /* unmapped */
+	kt_register_ok(fd, (uintptr_t)p + 5 * MIB,
+		       (uintptr_t)p + 5 * MIB + pg, 3);        /* zapped */
+	kt_register_ok(fd, (uintptr_t)p + 6 * MIB,
+		       (uintptr_t)p + 6 * MIB + pg, 4);        /* refaulted */
+	ck_assert_int_eq(munmap(p, MIB + pg), 0);
+	kt_expect_one(fd, NULL, 2, (uintptr_t)p + MIB, (uintptr_t)p + MIB + pg);
+	/* Each zap is checked against a snapshot of its own. */
+	ck_assert_int_eq(madvise(p + 4 * MIB, 2 * MIB, MADV_DONTNEED), 0);
+	ck_assert_int_eq(madvise(p + 6 * MIB, 2 * MIB, MADV_DONTNEED), 0);
+	p[6 * MIB] = 2;
+	x[0] = (struct kt_expect){ 3, (uintptr_t)p + 5 * MIB,
+				   (uintptr_t)p + 5 * MIB + pg };
+	x[1] = (struct kt_expect){ 4, (uintptr_t)p + 6 * MIB,
+				   (uintptr_t)p + 6 * MIB + pg };
+	kt_expect_events(fd, NULL, 2, x);
+}
+END_TEST
+
 Suite *kt_features_suite(void)
 {
 	Suite *s = suite_create("features");
@@ -364,6 +423,7 @@ Suite *kt_features_suite(void)
 	KT_ADD_TESTS(s, "limits", per_user_region_limit, files_per_mm_limit);
 	KT_ADD_TESTS(s, "ranges", many_ranges_none_lost,
 		     full_set_spares_bystanders);
-	KT_ADD_TESTS(s, "thp", thp_split_keeps_neighbours);
+	KT_ADD_TESTS(s, "thp", thp_split_keeps_neighbours,
+		     vma_split_keeps_small_page_neighbours);
 	return s;
 }
