@@ -78,6 +78,7 @@
 #include <linux/uaccess.h>
 #include <linux/uidgid.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 
 #include <ummunot.h>
 
@@ -128,6 +129,8 @@ static struct kmem_cache *ummunot_region_cache;
 /* Page-table snapshots a file can hold at once (see "Page-table splits"). */
 #define UMMUNOT_NR_SNAPSHOTS 2
 #define UMMUNOT_NO_SNAPSHOT (-1)
+/* How long a snapshot may hold its references before it is dropped. */
+#define UMMUNOT_SNAPSHOT_LIFETIME HZ
 
 /**
  * struct ummunot_range - an invalidated range not yet matched to registrations
@@ -160,8 +163,10 @@ struct ummunot_snap_page {
  * struct ummunot_snapshot - what one PMD range mapped when an invalidation
  *                           of exactly that range started
  * @busy:       taken by the callback; free again once the snapshot has been
- *              compared (or dropped) in the owner's context (under
- *              ummunot_file.tree_lock)
+ *              compared (or dropped) in the owner's context or has expired
+ *              (written under ummunot_file.tree_lock)
+ * @seq:        the mm's invalidation sequence of the invalidation it was
+ *              taken for: it may be compared once that has ended
  * @start:      first byte of the PMD range
  * @huge:       a huge PMD mapped @huge_folio from frame @huge_pfn
  * @huge_folio: referenced folio of the huge PMD, or NULL
@@ -175,6 +180,7 @@ struct ummunot_snap_page {
  */
 struct ummunot_snapshot {
 	bool busy;
+	unsigned long seq;
 	unsigned long start;
 	bool huge;
 	struct folio *huge_folio;
@@ -228,6 +234,9 @@ static DEFINE_HASHTABLE(ummunot_mms, 6);
  * @nr_drained:   entries in @drained (under @lock)
  * @drained_snapshots: bit i: @snapshots[i] was busy when @ranges was
  *                drained, so it belongs to @drained (under @lock)
+ * @settled_seq:  snapshots of invalidations up to this sequence may be
+ *                compared: they have ended (under @lock; see
+ *                ummunot_settled_seq())
  * @tree_lock:    protects @itree changes, @ranges, @nr_ranges and the
  *                counter; taken in the notifier, so a spinlock under which
  *                nothing sleeps or allocates.  Changing @itree needs both
@@ -236,6 +245,8 @@ static DEFINE_HASHTABLE(ummunot_mms, 6);
  * @ranges:       invalidated ranges not yet matched to registrations
  * @nr_ranges:    entries in @ranges
  * @snapshots:    page-table snapshots of candidate no-op splits
+ * @expire:       drops the snapshots' references when nobody compared them
+ *                in time
  * @counter_page: page holding the generation counter, mappable read-only
  * @counter:      the generation counter, in @counter_page
  * @read_wait:    readers and pollers waiting for events
@@ -258,12 +269,14 @@ struct ummunot_file {
 	struct ummunot_range drained[UMMUNOT_NR_RANGES];
 	unsigned int nr_drained;
 	unsigned long drained_snapshots;
+	unsigned long settled_seq;
 
 	spinlock_t tree_lock;		/* itree changes, ranges; notifier-safe */
 	struct rb_root_cached itree;
 	struct ummunot_range ranges[UMMUNOT_NR_RANGES];
 	unsigned int nr_ranges;
 	struct ummunot_snapshot snapshots[UMMUNOT_NR_SNAPSHOTS];
+	struct delayed_work expire;
 	struct page *counter_page;
 	u64 *counter;
 
@@ -465,6 +478,10 @@ merge:
  * unchanged if it maps the same frame again (or still nothing).  A
  * registration whose part of the range is wholly unchanged gets no event
  * from that range.  This is sound because
+ *  - a snapshot is compared only once its invalidation has ended (its
+ *    sequence is not after the one mmu_interval_read_begin() returned
+ *    before uf->lock was taken): the callback runs before the pages are
+ *    zapped, and a comparison in between would see them still in place;
  *  - the references keep the recorded frames from being freed and reused,
  *    so the same frame at the same address is the same page (a zapped
  *    page comes back only if the mapping shares it anyway, as a page-cache
@@ -478,20 +495,23 @@ merge:
  * candidate that finds none free is not checked (it is reported).  Taking
  * one is O(PTRS_PER_PTE) in the callback, with interrupts off for at most
  * UMMUNOT_SNAP_BATCH entries at a time; nothing is put there.  The
- * references keep at most UMMUNOT_NR_SNAPSHOTS PMD ranges of the owner's
- * own memory allocated after it is unmapped, until the owner's next
- * read(), REGISTER or UNREGISTER, or close(); until then a
- * split_huge_page() of those folios fails and is retried later, as during
- * a GUP-fast.
+ * references keep at most UMMUNOT_NR_SNAPSHOTS PMD ranges of memory the
+ * owner had mapped allocated (and unmovable, and a split_huge_page() or
+ * collapse of those folios failing, to be retried later) until the
+ * owner's next read(), REGISTER or UNREGISTER, and never longer than
+ * UMMUNOT_SNAPSHOT_LIFETIME: then a work item drops them and the range is
+ * reported as any other.  Device memory, PFN maps and hugetlb pages are
+ * not recorded.
  *
  * Page tables are read locklessly, every entry once into a local copy,
  * with interrupts off, as GUP-fast does.  In the callback the tables of
  * the invalidated PMD range are kept by the invalidating task (it holds
  * mmap_lock or the rmap lock that free_pgtables and collapses need, and
- * the range lies inside one VMA), and a PTE table freed by RCU
+ * its callers invalidate one PMD range only inside one VMA), and a PTE
+ * table freed by RCU
  * (pte_free_defer()) outlives the interrupts-off section.  In read()
  * they are current's, protected as for GUP-fast.  A folio is recorded
- * only if its PTE (or PMD) still maps it once the reference is held.  An
+ * only if its PTE and PMD still map it once the reference is held.  An
  * entry read while it changes can only make a page look changed when it
  * was not, or unchanged when a *later* invalidation changed it -- and that
  * one reports the registration by itself.  Only built where THP splits
@@ -540,28 +560,58 @@ static bool ummunot_pmd_is_table(pmd_t pmd)
 	       !pmd_trans_huge(pmd);
 }
 
-/* A reference on @page's folio, unless it is device memory or being freed. */
-static struct folio *ummunot_folio_try_get(struct page *page)
+/*
+ * A reference on the folio of frame @pfn, unless it has no struct page, is
+ * device memory or is being freed.
+ */
+static struct folio *ummunot_folio_try_get(unsigned long pfn)
 {
 	struct folio *folio;
+	struct page *page;
 
+	if (!pfn_valid(pfn))
+		return NULL;
+	page = pfn_to_page(pfn);
 	if (is_zone_device_page(page))
 		return NULL;
 	folio = page_folio(page);
 	return folio_try_get(folio) ? folio : NULL;
 }
 
+/*
+ * Is @folio, referenced, still the folio of frame @pfn (not split or freed
+ * meanwhile), and can its frames be compared?  A hugetlb page is never
+ * split into PTEs.
+ */
+static bool ummunot_folio_comparable(struct folio *folio, unsigned long pfn)
+{
+	return folio && !folio_test_hugetlb(folio) &&
+	       page_folio(pfn_to_page(pfn)) == folio;
+}
+
+/* Is @pmd a huge mapping of frames that have folios? */
+static bool ummunot_pmd_is_huge_page(pmd_t pmd)
+{
+	if (!pmd_present(pmd) || !pmd_trans_huge(pmd))
+		return false;
+#ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+	if (pmd_special(pmd))
+		return false;
+#endif
+	return true;
+}
+
 /* Record the huge PMD @pmd, which maps @s's range. */
 static void ummunot_snap_huge(struct mm_struct *mm, struct ummunot_snapshot *s,
 			      pmd_t pmd)
 {
-	struct page *page = pmd_page(pmd);
+	unsigned long pfn = pmd_pfn(pmd);
 
-	s->huge_folio = ummunot_folio_try_get(page);
-	if (s->huge_folio && page_folio(page) == s->huge_folio &&
+	s->huge_folio = ummunot_folio_try_get(pfn);
+	if (ummunot_folio_comparable(s->huge_folio, pfn) &&
 	    pmd_same(ummunot_pmd_now(mm, s->start), pmd)) {
 		s->huge = true;
-		s->huge_pfn = pmd_pfn(pmd);
+		s->huge_pfn = pfn;
 	}
 }
 
@@ -573,7 +623,6 @@ static void ummunot_snap_pte(struct ummunot_snapshot *s, pmd_t *pmd,
 							 PAGE_SHIFT));
 	pte_t pte = ptep_get_lockless(ptep);
 	struct ummunot_snap_page *sp = &s->pages[i];
-	struct page *page;
 
 	if (pte_none(pte)) {
 		__set_bit(i, s->keep);	/* unchanged if it maps nothing still */
@@ -581,13 +630,11 @@ static void ummunot_snap_pte(struct ummunot_snapshot *s, pmd_t *pmd,
 	}
 	if (!pte_present(pte) || pte_special(pte))
 		return;			/* swapped, migrating, no page: changed */
-	page = pte_page(pte);
-	sp->folio = ummunot_folio_try_get(page);
-	if (sp->folio && page_folio(page) == sp->folio &&
-	    pte_same(ptep_get_lockless(ptep), pte)) {
-		sp->pfn = pte_pfn(pte);
+	sp->pfn = pte_pfn(pte);
+	sp->folio = ummunot_folio_try_get(sp->pfn);
+	if (ummunot_folio_comparable(sp->folio, sp->pfn) &&
+	    pte_same(ptep_get_lockless(ptep), pte))
 		__set_bit(i, s->keep);
-	}
 }
 
 /* Record every PTE of @s's range, whose PMD @first is a PTE table. */
@@ -604,11 +651,17 @@ static void ummunot_snap_ptes(struct mm_struct *mm, struct ummunot_snapshot *s,
 
 		local_irq_save(flags);
 		pmd = ummunot_pmd_lockless(mm, s->start);
-		if (!pmd_same(pmd, first))
-			end = PTRS_PER_PTE;	/* replaced: rest not compared */
-		else
+		if (pmd_same(pmd, first)) {
+			unsigned int batch = i;
+
 			for (; i < end; i++)
 				ummunot_snap_pte(s, &pmd, i);
+			/* Table replaced meanwhile: the batch is not compared. */
+			if (!pmd_same(ummunot_pmd_lockless(mm, s->start), first))
+				bitmap_clear(s->keep, batch, end - batch);
+		} else {
+			end = PTRS_PER_PTE;	/* replaced: rest not compared */
+		}
 		local_irq_restore(flags);
 		i = end;
 	}
@@ -619,7 +672,7 @@ static void ummunot_snap_ptes(struct mm_struct *mm, struct ummunot_snapshot *s,
  * range maps and make @r a candidate no-op split.
  */
 static void ummunot_snapshot_take(struct ummunot_file *uf,
-				  struct ummunot_range *r)
+				  struct ummunot_range *r, unsigned long seq)
 {
 	struct ummunot_snapshot *s = NULL;
 	unsigned int i;
@@ -635,14 +688,17 @@ static void ummunot_snapshot_take(struct ummunot_file *uf,
 		return;
 
 	s->start = r->start;
+	s->seq = seq;
 	pmd = ummunot_pmd_now(uf->mm, r->start);
-	if (pmd_present(pmd) && pmd_trans_huge(pmd))
+	if (ummunot_pmd_is_huge_page(pmd))
 		ummunot_snap_huge(uf->mm, s, pmd);
 	else if (ummunot_pmd_is_table(pmd))
 		ummunot_snap_ptes(uf->mm, s, pmd);
 	else
 		return;
-	s->busy = true;	/* even if nothing is comparable: references held */
+	/* Busy even if nothing is comparable: references may be held. */
+	WRITE_ONCE(s->busy, true);
+	schedule_delayed_work(&uf->expire, UMMUNOT_SNAPSHOT_LIFETIME);
 	if (s->huge || !bitmap_empty(s->keep, PTRS_PER_PTE))
 		r->snapshot = s - uf->snapshots;
 }
@@ -693,7 +749,7 @@ static void ummunot_snapshot_compare(struct mm_struct *mm,
 	}
 }
 
-/* Drop the references of @s and empty it (it stays busy).  Sleeps. */
+/* Drop the references of @s and empty it (it stays busy).  Process context. */
 static void ummunot_snapshot_put(struct ummunot_snapshot *s)
 {
 	unsigned int i;
@@ -725,7 +781,7 @@ static int ummunot_snapshots_alloc(struct ummunot_file *uf)
 }
 #else
 static void ummunot_snapshot_take(struct ummunot_file *uf,
-				  struct ummunot_range *r)
+				  struct ummunot_range *r, unsigned long seq)
 {
 }
 
@@ -755,12 +811,52 @@ static void ummunot_snapshots_free(struct ummunot_file *uf,
 {
 	unsigned int i;
 
+	if (!which)
+		return;
 	for_each_set_bit(i, &which, UMMUNOT_NR_SNAPSHOTS)
 		ummunot_snapshot_put(&uf->snapshots[i]);
 	spin_lock(&uf->tree_lock);
 	for_each_set_bit(i, &which, UMMUNOT_NR_SNAPSHOTS)
-		uf->snapshots[i].busy = false;
+		WRITE_ONCE(uf->snapshots[i].busy, false);
 	spin_unlock(&uf->tree_lock);
+}
+
+/*
+ * The invalidation sequence up to which snapshots may be compared: wait
+ * (without uf->lock) for the invalidations in progress in the mm to end,
+ * when there is a snapshot to compare; else 0 (none may be).
+ */
+static unsigned long ummunot_settled_seq(struct ummunot_file *uf)
+{
+	unsigned int i;
+
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++)
+		if (READ_ONCE(uf->snapshots[i].busy))
+			return mmu_interval_read_begin(&uf->notifier);
+	return 0;
+}
+
+/*
+ * Drop snapshots nobody compared in time: their ranges are reported as
+ * any other.  uf->lock keeps drained ranges (which may refer to them) out.
+ */
+static void ummunot_snapshots_expire(struct work_struct *work)
+{
+	struct ummunot_file *uf = container_of(to_delayed_work(work),
+					       struct ummunot_file, expire);
+	unsigned long which = 0;
+	unsigned int i;
+
+	mutex_lock(&uf->lock);
+	spin_lock(&uf->tree_lock);
+	for (i = 0; i < uf->nr_ranges; i++)
+		uf->ranges[i].snapshot = UMMUNOT_NO_SNAPSHOT;
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++)
+		if (uf->snapshots[i].busy)
+			__set_bit(i, &which);
+	spin_unlock(&uf->tree_lock);
+	ummunot_snapshots_free(uf, which);
+	mutex_unlock(&uf->lock);
 }
 
 /**
@@ -804,7 +900,7 @@ static bool ummunot_invalidate(struct mmu_interval_notifier *mni,
 		};
 
 		if (range->event == MMU_NOTIFY_CLEAR)
-			ummunot_snapshot_take(uf, &r);
+			ummunot_snapshot_take(uf, &r, cur_seq);
 		ummunot_ranges_add(uf, &r);
 		WRITE_ONCE(*uf->counter, *uf->counter + 1);
 	}
@@ -885,7 +981,7 @@ static bool ummunot_part_unchanged(const struct ummunot_region *reg,
 /*
  * Turn drained[] into events of the registrations it hits, except @skip
  * (a registration inserted after the ranges were recorded) and those a
- * huge-page split left unchanged.  The tree cannot change meanwhile: that
+ * page-table split left unchanged.  The tree cannot change meanwhile: that
  * needs uf->lock, which we hold.  Runs in the owner's context (the page
  * tables read are current's).
  */
@@ -899,7 +995,8 @@ static void ummunot_apply_drained(struct ummunot_file *uf,
 	lockdep_assert_held(&uf->lock);
 	for (i = 0; i < uf->nr_drained; i++) {
 		const struct ummunot_range *r = &uf->drained[i];
-		bool check = r->snapshot != UMMUNOT_NO_SNAPSHOT;
+		bool check = r->snapshot != UMMUNOT_NO_SNAPSHOT &&
+			     uf->snapshots[r->snapshot].seq <= uf->settled_seq;
 
 		if (check)
 			ummunot_snapshot_compare(uf->mm,
@@ -918,6 +1015,7 @@ static void ummunot_apply_drained(struct ummunot_file *uf,
 		}
 	}
 	uf->nr_drained = 0;
+	uf->settled_seq = 0;
 	ummunot_snapshots_free(uf, uf->drained_snapshots);
 	uf->drained_snapshots = 0;
 	ummunot_update_ready(uf);
@@ -1140,6 +1238,7 @@ static int ummunot_register_region(struct ummunot_file *uf,
 {
 	struct ummunot_register_ioctl r;
 	struct ummunot_region *reg;
+	unsigned long seq;
 	int ret;
 
 	if (copy_from_user(&r, arg, sizeof(r)))
@@ -1158,10 +1257,12 @@ static int ummunot_register_region(struct ummunot_file *uf,
 	if (!reg)
 		return -ENOMEM;
 
+	seq = ummunot_settled_seq(uf);
 	if (mutex_lock_killable(&uf->lock)) {
 		kmem_cache_free(ummunot_region_cache, reg);
 		return -EINTR;
 	}
+	uf->settled_seq = seq;
 	ret = ummunot_insert(uf, reg);
 	mutex_unlock(&uf->lock);
 	if (ret) {
@@ -1183,14 +1284,17 @@ static int ummunot_unregister_region(struct ummunot_file *uf,
 				     u64 __user *arg)
 {
 	struct ummunot_region *reg;
+	unsigned long seq;
 	u64 cookie;
 	int ret = 0;
 
 	if (get_user(cookie, arg))
 		return -EFAULT;
 
+	seq = ummunot_settled_seq(uf);
 	if (mutex_lock_killable(&uf->lock))
 		return -EINTR;
+	uf->settled_seq = seq;
 	reg = ummunot_find(uf, cookie);
 	if (reg)
 		ummunot_unlink_and_free(uf, reg);
@@ -1333,6 +1437,7 @@ static ssize_t ummunot_read(struct file *filp, char __user *buf,
 			    size_t count, loff_t *pos)
 {
 	struct ummunot_file *uf = filp->private_data;
+	unsigned long seq;
 	ssize_t ret;
 
 	if (!ummunot_is_owner(uf))
@@ -1347,8 +1452,10 @@ static ssize_t ummunot_read(struct file *filp, char __user *buf,
 		 */
 		if ((filp->f_flags & O_NONBLOCK) && !ummunot_readable(uf))
 			return -EAGAIN;
+		seq = ummunot_settled_seq(uf);
 		if (mutex_lock_interruptible(&uf->lock))
 			return -ERESTARTSYS;
+		uf->settled_seq = seq;
 		ret = ummunot_deliver(uf, buf, count);
 		mutex_unlock(&uf->lock);
 		if (ret)
@@ -1574,6 +1681,7 @@ static struct ummunot_file *ummunot_file_alloc(void)
 	spin_lock_init(&uf->tree_lock);
 	uf->itree = RB_ROOT_CACHED;
 	init_waitqueue_head(&uf->read_wait);
+	INIT_DELAYED_WORK(&uf->expire, ummunot_snapshots_expire);
 	if (ummunot_snapshots_alloc(uf)) {
 		ummunot_file_free(uf);
 		return NULL;
@@ -1635,6 +1743,7 @@ static int ummunot_release(struct inode *inode, struct file *filp)
 	struct ummunot_region *reg, *next;
 
 	mmu_interval_notifier_remove(&uf->notifier);
+	cancel_delayed_work_sync(&uf->expire);
 
 	rbtree_postorder_for_each_entry_safe(reg, next, &uf->regions, node) {
 		ummunot_uncharge(uf);
