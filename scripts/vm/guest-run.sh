@@ -58,21 +58,28 @@ mount_runtime_fs() {
 	mount -t debugfs debugfs /sys/kernel/debug || say "no debugfs (continuing)"
 }
 
-# A clone under /tmp or /run on the host (CI may put one there) is hidden by
-# the guest's tmpfs: bind the host's copy of its top directory back in.
-bind_job_dir() {
-	local dir top
-	for dir in /tmp /run; do
-		case $JOB_DIR/ in
+# A clone under /tmp, /run or /root on the host (CI may put one in any) is
+# hidden by the guest's tmpfs: bind the host's copy of its top directory
+# back in.  The same for the module, which may live in another tree.
+bind_host_path() {
+	local path=$1 dir top
+	for dir in /tmp /run /root; do
+		case $path/ in
 		"$dir"/*/*)
-			top=${JOB_DIR#"$dir"/}
+			top=${path#"$dir"/}
 			top=$dir/${top%%/*}
+			mountpoint -q "$top" && return 0
 			step="making $top visible in the guest"
 			mkdir -p "$top"
 			mount --bind "$HOST_VIEW$top" "$top"
 			;;
 		esac
 	done
+}
+
+bind_job_dir() {
+	bind_host_path "$JOB_DIR"
+	[ -z "$MODULE" ] || bind_host_path "$MODULE"
 }
 
 mount_result_dir() {

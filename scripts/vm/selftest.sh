@@ -126,6 +126,21 @@ check_numa() {
 			test "$(cat /sys/devices/system/node/node1/cpulist)" = 1'
 }
 
+# A clone (the job's directory) under a directory the guest covers with a
+# tmpfs of its own must still be seen there, with its files.
+check_hidden_job_dirs() {
+	local top dir
+	for top in /root /tmp /run; do
+		dir=$(mktemp -d "$top/ummunot-selftest-job.XXXXXX")
+		echo here >"$dir/marker"
+		cd "$dir"
+		expect_status 0 "a job directory under $top is seen in the guest" \
+			-- sh -c 'grep -qx here marker'
+		cd - >/dev/null
+		rm -rf "$dir"
+	done
+}
+
 main() {
 	cd "$SCRIPT_DIR/../.."
 	local status=0
@@ -136,6 +151,7 @@ main() {
 	report "$status" "crashed user programs in the guest kernel log are shown with their code line"
 	check_clean_run
 	check_numa
+	check_hidden_job_dirs
 	expect_status 3 "command's exit status comes back" -- sh -c 'exit 3'
 	expect_status "$HARNESS_FAILURE" "a WARNING in the guest kernel log fails the run" \
 		-- sh -c 'echo "WARNING: fake warning from the harness self-test" >/dev/kmsg'
