@@ -440,6 +440,7 @@ END_TEST
 struct zap_reader {
 	int fd;
 	const volatile uint64_t *cnt;
+	uint64_t cnt_at_start;	/* read before the thread starts */
 	atomic_bool stop;
 	atomic_uint events;	/* INVAL events read by the thread */
 };
@@ -448,7 +449,7 @@ struct zap_reader {
 static void *zap_reader_main(void *arg)
 {
 	struct zap_reader *zr = arg;
-	uint64_t seen = *zr->cnt;
+	uint64_t seen = zr->cnt_at_start;
 
 	while (!atomic_load(&zr->stop)) {
 		struct ummunot_event ev[8];
@@ -483,6 +484,7 @@ START_TEST(zap_raced_by_reader_is_reported)
 	zr.cnt = kt_map_counter(zr.fd);
 	kt_register_ok(zr.fd, (uintptr_t)p + 2 * MIB + 4 * kt_page(),
 		       (uintptr_t)p + 2 * MIB + 5 * kt_page(), 1);
+	zr.cnt_at_start = *zr.cnt;
 	ck_assert_int_eq(pthread_create(&t, NULL, zap_reader_main, &zr), 0);
 	for (unsigned int i = 0; i < rounds; i++) {
 		unsigned int before = atomic_load(&zr.events);
