@@ -108,6 +108,12 @@ static unsigned int max_files_per_mm = 16;
 module_param(max_files_per_mm, uint, 0644);
 MODULE_PARM_DESC(max_files_per_mm, "Maximum open files per address space");
 
+/* How long a page-table snapshot may hold its folio references. */
+static unsigned int snapshot_lifetime_ms = 1000;
+module_param(snapshot_lifetime_ms, uint, 0644);
+MODULE_PARM_DESC(snapshot_lifetime_ms,
+		 "Milliseconds a page-table snapshot keeps its pages before it is dropped");
+
 static atomic_long_t ummunot_total_regions = ATOMIC_LONG_INIT(0);
 
 /*
@@ -129,8 +135,6 @@ static struct kmem_cache *ummunot_region_cache;
 /* Page-table snapshots a file can hold at once (see "Page-table splits"). */
 #define UMMUNOT_NR_SNAPSHOTS 2
 #define UMMUNOT_NO_SNAPSHOT (-1)
-/* How long a snapshot may hold its references before it is dropped. */
-#define UMMUNOT_SNAPSHOT_LIFETIME HZ
 
 /**
  * struct ummunot_range - an invalidated range not yet matched to registrations
@@ -159,12 +163,19 @@ struct ummunot_snap_page {
 	unsigned long pfn;
 };
 
+/* Life of a snapshot; every change is made under ummunot_file.tree_lock. */
+enum ummunot_snap_state {
+	UMMUNOT_SNAP_FREE,	/* the callback may take it */
+	UMMUNOT_SNAP_TAKEN,	/* filled; a recorded range may refer to it */
+	UMMUNOT_SNAP_DRAINED,	/* its range is being applied (uf->lock) */
+	UMMUNOT_SNAP_EXPIRING,	/* the expiry work drops its references */
+};
+
 /**
  * struct ummunot_snapshot - what one PMD range mapped when an invalidation
  *                           of exactly that range started
- * @busy:       taken by the callback; free again once the snapshot has been
- *              compared (or dropped) in the owner's context or has expired
- *              (written under ummunot_file.tree_lock)
+ * @state:      see enum ummunot_snap_state
+ * @expires:    when a TAKEN snapshot is dropped (jiffies)
  * @seq:        the mm's invalidation sequence of the invalidation it was
  *              taken for: it may be compared once that has ended
  * @start:      first byte of the PMD range
@@ -175,11 +186,13 @@ struct ummunot_snap_page {
  * @keep:       per page: comparable -- unchanged if the page maps
  *              @pages[i].pfn again, or nothing when @pages[i].folio is NULL
  *
- * Everything but @busy belongs to whoever set @busy: the callback while it
- * fills the snapshot, then the owner's context that drains the range.
+ * Everything but @state belongs to whoever moved @state last: the callback
+ * while it fills the snapshot, the owner's context that drained it, or the
+ * expiry work.
  */
 struct ummunot_snapshot {
-	bool busy;
+	enum ummunot_snap_state state;
+	unsigned long expires;
 	unsigned long seq;
 	unsigned long start;
 	bool huge;
@@ -232,11 +245,12 @@ static DEFINE_HASHTABLE(ummunot_mms, 6);
  *                read locklessly for poll)
  * @drained:      ranges taken from @ranges, being applied (under @lock)
  * @nr_drained:   entries in @drained (under @lock)
- * @drained_snapshots: bit i: @snapshots[i] was busy when @ranges was
- *                drained, so it belongs to @drained (under @lock)
- * @settled_seq:  snapshots of invalidations up to this sequence may be
+ * @drained_snapshots: bit i: @snapshots[i] was drained with @ranges, so
+ *                it belongs to @drained (under @lock)
+ * @settled:      snapshots of invalidations up to @settled_seq may be
  *                compared: they have ended (under @lock; see
- *                ummunot_settled_seq())
+ *                ummunot_settle())
+ * @settled_seq:  see @settled
  * @tree_lock:    protects @itree changes, @ranges, @nr_ranges and the
  *                counter; taken in the notifier, so a spinlock under which
  *                nothing sleeps or allocates.  Changing @itree needs both
@@ -269,6 +283,7 @@ struct ummunot_file {
 	struct ummunot_range drained[UMMUNOT_NR_RANGES];
 	unsigned int nr_drained;
 	unsigned long drained_snapshots;
+	bool settled;
 	unsigned long settled_seq;
 
 	spinlock_t tree_lock;		/* itree changes, ranges; notifier-safe */
@@ -478,10 +493,10 @@ merge:
  * unchanged if it maps the same frame again (or still nothing).  A
  * registration whose part of the range is wholly unchanged gets no event
  * from that range.  This is sound because
- *  - a snapshot is compared only once its invalidation has ended (its
- *    sequence is not after the one mmu_interval_read_begin() returned
- *    before uf->lock was taken): the callback runs before the pages are
- *    zapped, and a comparison in between would see them still in place;
+ *  - a snapshot is compared only once its invalidation has ended (see
+ *    ummunot_settle(), called before uf->lock is taken): the callback runs
+ *    before the pages are zapped, and a comparison in between would see
+ *    them still in place;
  *  - the references keep the recorded frames from being freed and reused,
  *    so the same frame at the same address is the same page (a zapped
  *    page comes back only if the mapping shares it anyway, as a page-cache
@@ -496,21 +511,24 @@ merge:
  * one is O(PTRS_PER_PTE) in the callback, with interrupts off for at most
  * UMMUNOT_SNAP_BATCH entries at a time; nothing is put there.  The
  * references keep at most UMMUNOT_NR_SNAPSHOTS PMD ranges of memory the
- * owner had mapped allocated (and unmovable, and a split_huge_page() or
- * collapse of those folios failing, to be retried later) until the
- * owner's next read(), REGISTER or UNREGISTER, and never longer than
- * UMMUNOT_SNAPSHOT_LIFETIME: then a work item drops them and the range is
- * reported as any other.  Device memory, PFN maps and hugetlb pages are
+ * owner had mapped allocated (and unmovable; a khugepaged collapse of
+ * them fails meanwhile and is retried later) until the owner's next
+ * read(), REGISTER or UNREGISTER, and never longer than
+ * snapshot_lifetime_ms: then a work item drops them and the range is
+ * reported as any other.  Device memory, PFN maps, hugetlb pages and
+ * locked folios (split_huge_page(), migration, reclaim and poisoning
+ * unmap with the folio locked, and would fail with our reference) are
  * not recorded.
  *
  * Page tables are read locklessly, every entry once into a local copy,
- * with interrupts off, as GUP-fast does.  In the callback the tables of
- * the invalidated PMD range are kept by the invalidating task (it holds
- * mmap_lock or the rmap lock that free_pgtables and collapses need, and
- * its callers invalidate one PMD range only inside one VMA), and a PTE
- * table freed by RCU
- * (pte_free_defer()) outlives the interrupts-off section.  In read()
- * they are current's, protected as for GUP-fast.  A folio is recorded
+ * with interrupts off.  In the callback the owner's mm need not be the
+ * current one, so what keeps the tables of the invalidated PMD range
+ * alive is the invalidating task: it holds mmap_lock or the rmap lock
+ * that free_pgtables() and collapses need, and its callers invalidate
+ * exactly one PMD range only inside one VMA; a PTE table freed by RCU
+ * (pte_free_defer(), 6.6+) outlives the interrupts-off section.  In
+ * read() the tables are current's, protected as for GUP-fast.  A folio is
+ * recorded
  * only if its PTE and PMD still map it once the reference is held.  An
  * entry read while it changes can only make a page look changed when it
  * was not, or unchanged when a *later* invalidation changed it -- and that
@@ -532,15 +550,15 @@ static pmd_t ummunot_pmd_lockless(struct mm_struct *mm, unsigned long addr)
 	lockdep_assert_irqs_disabled();
 	if (pgd_none(pgd) || pgd_bad(pgd))
 		return __pmd(0);
-	p4dp = p4d_offset(&pgd, addr);
+	p4dp = p4d_offset_lockless(pgdp, pgd, addr);
 	p4d = READ_ONCE(*p4dp);
 	if (p4d_none(p4d) || p4d_bad(p4d))
 		return __pmd(0);
-	pudp = pud_offset(&p4d, addr);
+	pudp = pud_offset_lockless(p4dp, p4d, addr);
 	pud = READ_ONCE(*pudp);
 	if (pud_none(pud) || pud_bad(pud))
 		return __pmd(0);
-	return READ_ONCE(*pmd_offset(&pud, addr));
+	return READ_ONCE(*pmd_offset_lockless(pudp, pud, addr));
 }
 
 static pmd_t ummunot_pmd_now(struct mm_struct *mm, unsigned long addr)
@@ -562,7 +580,11 @@ static bool ummunot_pmd_is_table(pmd_t pmd)
 
 /*
  * A reference on the folio of frame @pfn, unless it has no struct page, is
- * device memory or is being freed.
+ * device memory, a hugetlb page (never split into PTEs), locked (the folio
+ * lock is held around the unmapping that splitting, migrating, reclaiming
+ * or poisoning it does: a reference would make that fail) or being freed.
+ * The checks before the reference are racy: they only decide whether the
+ * range is checked or reported.
  */
 static struct folio *ummunot_folio_try_get(unsigned long pfn)
 {
@@ -575,13 +597,14 @@ static struct folio *ummunot_folio_try_get(unsigned long pfn)
 	if (is_zone_device_page(page))
 		return NULL;
 	folio = page_folio(page);
+	if (folio_test_hugetlb(folio) || folio_test_locked(folio))
+		return NULL;
 	return folio_try_get(folio) ? folio : NULL;
 }
 
 /*
  * Is @folio, referenced, still the folio of frame @pfn (not split or freed
- * meanwhile), and can its frames be compared?  A hugetlb page is never
- * split into PTEs.
+ * meanwhile), and can its frames be compared?
  */
 static bool ummunot_folio_comparable(struct folio *folio, unsigned long pfn)
 {
@@ -675,6 +698,7 @@ static void ummunot_snapshot_take(struct ummunot_file *uf,
 				  struct ummunot_range *r, unsigned long seq)
 {
 	struct ummunot_snapshot *s = NULL;
+	unsigned long life;
 	unsigned int i;
 	pmd_t pmd;
 
@@ -682,7 +706,7 @@ static void ummunot_snapshot_take(struct ummunot_file *uf,
 	if (r->start & ~HPAGE_PMD_MASK || r->end - r->start != HPAGE_PMD_SIZE)
 		return;
 	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS && !s; i++)
-		if (!uf->snapshots[i].busy)
+		if (uf->snapshots[i].state == UMMUNOT_SNAP_FREE)
 			s = &uf->snapshots[i];
 	if (!s)
 		return;
@@ -696,9 +720,11 @@ static void ummunot_snapshot_take(struct ummunot_file *uf,
 		ummunot_snap_ptes(uf->mm, s, pmd);
 	else
 		return;
-	/* Busy even if nothing is comparable: references may be held. */
-	WRITE_ONCE(s->busy, true);
-	schedule_delayed_work(&uf->expire, UMMUNOT_SNAPSHOT_LIFETIME);
+	/* Taken even if nothing is comparable: references may be held. */
+	life = msecs_to_jiffies(READ_ONCE(snapshot_lifetime_ms));
+	s->expires = jiffies + life;
+	WRITE_ONCE(s->state, UMMUNOT_SNAP_TAKEN);
+	schedule_delayed_work(&uf->expire, life);
 	if (s->huge || !bitmap_empty(s->keep, PTRS_PER_PTE))
 		r->snapshot = s - uf->snapshots;
 }
@@ -749,7 +775,7 @@ static void ummunot_snapshot_compare(struct mm_struct *mm,
 	}
 }
 
-/* Drop the references of @s and empty it (it stays busy).  Process context. */
+/* Drop the references of @s and empty it (its state is kept).  Process context. */
 static void ummunot_snapshot_put(struct ummunot_snapshot *s)
 {
 	unsigned int i;
@@ -803,8 +829,8 @@ static int ummunot_snapshots_alloc(struct ummunot_file *uf)
 #endif
 
 /*
- * Free the snapshots in @which, once their ranges have been applied: the
- * callback may take them again.  Owner's context or release.
+ * Free the snapshots in @which, drained or expiring (whoever moved them
+ * there owns them): the callback may take them again.  Process context.
  */
 static void ummunot_snapshots_free(struct ummunot_file *uf,
 				   unsigned long which)
@@ -817,46 +843,93 @@ static void ummunot_snapshots_free(struct ummunot_file *uf,
 		ummunot_snapshot_put(&uf->snapshots[i]);
 	spin_lock(&uf->tree_lock);
 	for_each_set_bit(i, &which, UMMUNOT_NR_SNAPSHOTS)
-		WRITE_ONCE(uf->snapshots[i].busy, false);
+		WRITE_ONCE(uf->snapshots[i].state, UMMUNOT_SNAP_FREE);
 	spin_unlock(&uf->tree_lock);
 }
 
-/*
- * The invalidation sequence up to which snapshots may be compared: wait
- * (without uf->lock) for the invalidations in progress in the mm to end,
- * when there is a snapshot to compare; else 0 (none may be).
- */
-static unsigned long ummunot_settled_seq(struct ummunot_file *uf)
+/* Is sequence @seq at or before @settled (wrap-safe)? */
+static bool ummunot_seq_settled(unsigned long seq, unsigned long settled)
 {
-	unsigned int i;
-
-	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++)
-		if (READ_ONCE(uf->snapshots[i].busy))
-			return mmu_interval_read_begin(&uf->notifier);
-	return 0;
+	return (long)(settled - seq) >= 0;
 }
 
 /*
- * Drop snapshots nobody compared in time: their ranges are reported as
- * any other.  uf->lock keeps drained ranges (which may refer to them) out.
+ * Up to which invalidation sequence (*@seq) may snapshots be compared,
+ * i.e. which invalidations have ended?  False if there is no snapshot.  A
+ * snapshot older than the notifier's latest sequence is settled: a later
+ * one started, and they follow each other.  Only for one of the latest
+ * sequence does it wait, without uf->lock, until the invalidations in
+ * progress in the mm have ended (they are the caller's own mm's, and
+ * each ends by itself).
+ */
+static bool ummunot_settle(struct ummunot_file *uf, unsigned long *seq)
+{
+	bool any = false, latest = false;
+	unsigned int i;
+
+	spin_lock(&uf->tree_lock);
+	*seq = uf->notifier.invalidate_seq;
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++) {
+		const struct ummunot_snapshot *s = &uf->snapshots[i];
+
+		if (s->state != UMMUNOT_SNAP_TAKEN)
+			continue;
+		any = true;
+		latest |= s->seq == *seq;
+	}
+	spin_unlock(&uf->tree_lock);
+	if (!any)
+		return false;
+	if (latest)
+		*seq = mmu_interval_read_begin(&uf->notifier);
+	else
+		*seq -= 1;
+	return true;
+}
+
+/* Record, under uf->lock, what ummunot_settle() found. */
+static void ummunot_set_settled(struct ummunot_file *uf, bool settled,
+				unsigned long seq)
+{
+	lockdep_assert_held(&uf->lock);
+	uf->settled = settled;
+	uf->settled_seq = seq;
+}
+
+/*
+ * Drop the snapshots nobody compared in time; their ranges are reported
+ * as any other.  Needs tree_lock only: drained snapshots are not touched.
  */
 static void ummunot_snapshots_expire(struct work_struct *work)
 {
 	struct ummunot_file *uf = container_of(to_delayed_work(work),
 					       struct ummunot_file, expire);
-	unsigned long which = 0;
+	unsigned long which = 0, now = jiffies, next = 0;
+	bool rearm = false;
 	unsigned int i;
 
-	mutex_lock(&uf->lock);
 	spin_lock(&uf->tree_lock);
-	for (i = 0; i < uf->nr_ranges; i++)
-		uf->ranges[i].snapshot = UMMUNOT_NO_SNAPSHOT;
-	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++)
-		if (uf->snapshots[i].busy)
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++) {
+		struct ummunot_snapshot *s = &uf->snapshots[i];
+
+		if (s->state != UMMUNOT_SNAP_TAKEN)
+			continue;
+		if (time_after_eq(now, s->expires)) {
+			WRITE_ONCE(s->state, UMMUNOT_SNAP_EXPIRING);
 			__set_bit(i, &which);
+		} else if (!rearm || time_before(s->expires, next)) {
+			next = s->expires;
+			rearm = true;
+		}
+	}
+	for (i = 0; i < uf->nr_ranges; i++)
+		if (uf->ranges[i].snapshot != UMMUNOT_NO_SNAPSHOT &&
+		    test_bit(uf->ranges[i].snapshot, &which))
+			uf->ranges[i].snapshot = UMMUNOT_NO_SNAPSHOT;
 	spin_unlock(&uf->tree_lock);
 	ummunot_snapshots_free(uf, which);
-	mutex_unlock(&uf->lock);
+	if (rearm)
+		schedule_delayed_work(&uf->expire, next - now);
 }
 
 /**
@@ -925,9 +998,9 @@ static void ummunot_update_ready(struct ummunot_file *uf)
 }
 
 /*
- * Move the recorded ranges to drained[], with the snapshots now busy: each
- * belongs to a drained range or to none (its range was widened), as no
- * other drain is being applied (drain and apply share one uf->lock hold).
+ * Move the recorded ranges to drained[], with the snapshots taken: each
+ * belongs to a drained range or to none (its range was widened).  No other
+ * drain is being applied (drain and apply share one uf->lock hold).
  */
 static void ummunot_drain(struct ummunot_file *uf)
 {
@@ -938,9 +1011,14 @@ static void ummunot_drain(struct ummunot_file *uf)
 	memcpy(uf->drained, uf->ranges, uf->nr_ranges * sizeof(uf->ranges[0]));
 	uf->nr_drained = uf->nr_ranges;
 	WRITE_ONCE(uf->nr_ranges, 0);
-	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++)
-		if (uf->snapshots[i].busy)
+	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++) {
+		struct ummunot_snapshot *s = &uf->snapshots[i];
+
+		if (s->state == UMMUNOT_SNAP_TAKEN) {
+			WRITE_ONCE(s->state, UMMUNOT_SNAP_DRAINED);
 			__set_bit(i, &uf->drained_snapshots);
+		}
+	}
 }
 
 /* Queue or widen the registration's event for [start, end). */
@@ -995,8 +1073,9 @@ static void ummunot_apply_drained(struct ummunot_file *uf,
 	lockdep_assert_held(&uf->lock);
 	for (i = 0; i < uf->nr_drained; i++) {
 		const struct ummunot_range *r = &uf->drained[i];
-		bool check = r->snapshot != UMMUNOT_NO_SNAPSHOT &&
-			     uf->snapshots[r->snapshot].seq <= uf->settled_seq;
+		bool check = r->snapshot != UMMUNOT_NO_SNAPSHOT && uf->settled &&
+			     ummunot_seq_settled(uf->snapshots[r->snapshot].seq,
+						 uf->settled_seq);
 
 		if (check)
 			ummunot_snapshot_compare(uf->mm,
@@ -1015,7 +1094,7 @@ static void ummunot_apply_drained(struct ummunot_file *uf,
 		}
 	}
 	uf->nr_drained = 0;
-	uf->settled_seq = 0;
+	uf->settled = false;
 	ummunot_snapshots_free(uf, uf->drained_snapshots);
 	uf->drained_snapshots = 0;
 	ummunot_update_ready(uf);
@@ -1239,6 +1318,7 @@ static int ummunot_register_region(struct ummunot_file *uf,
 	struct ummunot_register_ioctl r;
 	struct ummunot_region *reg;
 	unsigned long seq;
+	bool settled;
 	int ret;
 
 	if (copy_from_user(&r, arg, sizeof(r)))
@@ -1257,12 +1337,12 @@ static int ummunot_register_region(struct ummunot_file *uf,
 	if (!reg)
 		return -ENOMEM;
 
-	seq = ummunot_settled_seq(uf);
+	settled = ummunot_settle(uf, &seq);
 	if (mutex_lock_killable(&uf->lock)) {
 		kmem_cache_free(ummunot_region_cache, reg);
 		return -EINTR;
 	}
-	uf->settled_seq = seq;
+	ummunot_set_settled(uf, settled, seq);
 	ret = ummunot_insert(uf, reg);
 	mutex_unlock(&uf->lock);
 	if (ret) {
@@ -1285,16 +1365,17 @@ static int ummunot_unregister_region(struct ummunot_file *uf,
 {
 	struct ummunot_region *reg;
 	unsigned long seq;
+	bool settled;
 	u64 cookie;
 	int ret = 0;
 
 	if (get_user(cookie, arg))
 		return -EFAULT;
 
-	seq = ummunot_settled_seq(uf);
+	settled = ummunot_settle(uf, &seq);
 	if (mutex_lock_killable(&uf->lock))
 		return -EINTR;
-	uf->settled_seq = seq;
+	ummunot_set_settled(uf, settled, seq);
 	reg = ummunot_find(uf, cookie);
 	if (reg)
 		ummunot_unlink_and_free(uf, reg);
@@ -1438,6 +1519,7 @@ static ssize_t ummunot_read(struct file *filp, char __user *buf,
 {
 	struct ummunot_file *uf = filp->private_data;
 	unsigned long seq;
+	bool settled;
 	ssize_t ret;
 
 	if (!ummunot_is_owner(uf))
@@ -1452,10 +1534,10 @@ static ssize_t ummunot_read(struct file *filp, char __user *buf,
 		 */
 		if ((filp->f_flags & O_NONBLOCK) && !ummunot_readable(uf))
 			return -EAGAIN;
-		seq = ummunot_settled_seq(uf);
+		settled = ummunot_settle(uf, &seq);
 		if (mutex_lock_interruptible(&uf->lock))
 			return -ERESTARTSYS;
-		uf->settled_seq = seq;
+		ummunot_set_settled(uf, settled, seq);
 		ret = ummunot_deliver(uf, buf, count);
 		mutex_unlock(&uf->lock);
 		if (ret)
@@ -1647,13 +1729,13 @@ static void ummunot_acct_release(struct ummunot_file *uf)
 	mutex_unlock(&ummunot_acct_lock);
 }
 
-/* Frees @uf, with the references of busy snapshots.  No callback can run. */
+/* Frees @uf, with the references of snapshots not free.  No callback can run. */
 static void ummunot_file_free(struct ummunot_file *uf)
 {
 	unsigned int i;
 
 	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS; i++) {
-		if (uf->snapshots[i].busy)
+		if (uf->snapshots[i].state != UMMUNOT_SNAP_FREE)
 			ummunot_snapshot_put(&uf->snapshots[i]);
 		kvfree(uf->snapshots[i].pages);
 	}

