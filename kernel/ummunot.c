@@ -660,6 +660,12 @@ static void ummunot_snap_pte(struct ummunot_snapshot *s, pmd_t *pmd,
 		__set_bit(i, s->keep);
 }
 
+/* Where the batch of PTEs read with interrupts off from @i on ends. */
+static unsigned int ummunot_batch_end(unsigned int i)
+{
+	return min_t(unsigned int, i + UMMUNOT_SNAP_BATCH, PTRS_PER_PTE);
+}
+
 /* Record every PTE of @s's range, whose PMD @first is a PTE table. */
 static void ummunot_snap_ptes(struct mm_struct *mm, struct ummunot_snapshot *s,
 			      pmd_t first)
@@ -667,8 +673,7 @@ static void ummunot_snap_ptes(struct mm_struct *mm, struct ummunot_snapshot *s,
 	unsigned int i = 0;
 
 	while (i < PTRS_PER_PTE) {
-		unsigned int end = min_t(unsigned int, i + UMMUNOT_SNAP_BATCH,
-					 PTRS_PER_PTE);
+		unsigned int end = ummunot_batch_end(i);
 		unsigned long flags;
 		pmd_t pmd;
 
@@ -754,8 +759,7 @@ static void ummunot_snapshot_compare(struct mm_struct *mm,
 
 	bitmap_zero(same, PTRS_PER_PTE);
 	while (i < PTRS_PER_PTE) {
-		unsigned int end = min_t(unsigned int, i + UMMUNOT_SNAP_BATCH,
-					 PTRS_PER_PTE);
+		unsigned int end = ummunot_batch_end(i);
 		unsigned long flags;
 		pmd_t pmd;
 

@@ -310,6 +310,37 @@ static void restore_snapshot_lifetime(long old)
 }
 
 /*
+ * An 8 MiB anonymous mapping of its own at a 2 MiB-aligned address (so
+ * its smaps entry starts there), given @advice (MADV_HUGEPAGE or
+ * MADV_NOHUGEPAGE, which a kernel without THP refuses with EINVAL), every
+ * page touched.
+ */
+static char *map_8m(int advice, const char *name)
+{
+	bool have_thp = access(THP_ENABLED, F_OK) == 0;
+	char *raw, *p;
+
+	raw = mmap(NULL, 10 * MIB, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert(raw != MAP_FAILED);
+	p = (char *)(((uintptr_t)raw + 2 * MIB - 1) & ~(2 * MIB - 1));
+	if (have_thp)
+		ck_assert_msg(madvise(p, 8 * MIB, advice) == 0, "%s: %s", name,
+			      strerror(errno));
+	else
+		ck_assert_msg(madvise(p, 8 * MIB, advice) == -1 &&
+			      errno == EINVAL,
+			      "no " THP_ENABLED " but %s: %s", name,
+			      strerror(errno));
+	if (p != raw)
+		ck_assert_int_eq(munmap(raw, (size_t)(p - raw)), 0);
+	ck_assert_int_eq(munmap(p + 8 * MIB, 2 * MIB - (size_t)(p - raw)), 0);
+	for (size_t off = 0; off < 8 * MIB; off += kt_page())
+		p[off] = 1;
+	return p;
+}
+
+/*
  * A neighbour's munmap ending inside a huge page splits it: the kernel
  * invalidates the whole 2 MiB, but the frames behind the rest stay.  A
  * registration there must get no event; one over the unmapped part must,
@@ -324,7 +355,7 @@ START_TEST(thp_split_keeps_neighbours)
 {
 	bool have_thp = access(THP_ENABLED, F_OK) == 0;
 	char saved[32] = "";
-	char *raw, *p;
+	char *p;
 	long huge_kb;
 	int fd;
 	struct kt_expect x[2];
@@ -334,23 +365,7 @@ START_TEST(thp_split_keeps_neighbours)
 		thp_mode(saved, sizeof(saved));
 	if (!strcmp(saved, "never"))
 		set_thp_mode("madvise");
-	raw = mmap(NULL, 10 * MIB, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ck_assert(raw != MAP_FAILED);
-	p = (char *)(((uintptr_t)raw + 2 * MIB - 1) & ~(2 * MIB - 1));
-	if (have_thp)
-		ck_assert_int_eq(madvise(p, 8 * MIB, MADV_HUGEPAGE), 0);
-	else
-		ck_assert_msg(madvise(p, 8 * MIB, MADV_HUGEPAGE) == -1 &&
-			      errno == EINVAL,
-			      "no " THP_ENABLED " but MADV_HUGEPAGE: %s",
-			      strerror(errno));
-	/* Own VMA for [p, p+8M), so the smaps line starts at p. */
-	if (p != raw)
-		ck_assert_int_eq(munmap(raw, (size_t)(p - raw)), 0);
-	ck_assert_int_eq(munmap(p + 8 * MIB, 2 * MIB - (size_t)(p - raw)), 0);
-	for (size_t off = 0; off < 8 * MIB; off += kt_page())
-		p[off] = 1;
+	p = map_8m(MADV_HUGEPAGE, "MADV_HUGEPAGE");
 	huge_kb = anon_huge_kb(p);
 	if (!strcmp(saved, "never"))
 		set_thp_mode("never");
@@ -379,32 +394,11 @@ START_TEST(thp_split_keeps_neighbours)
 }
 END_TEST
 
-/*
- * An 8 MiB anonymous mapping of its own at a 2 MiB-aligned address, every
- * page touched, kept out of huge pages (MADV_NOHUGEPAGE, refused with
- * EINVAL by a kernel without THP) whatever the system's THP mode.
- */
+/* map_8m() kept out of huge pages whatever the system's THP mode. */
 static char *map_small_pages_8m(void)
 {
-	bool have_thp = access(THP_ENABLED, F_OK) == 0;
-	char *raw, *p;
+	char *p = map_8m(MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE");
 
-	raw = mmap(NULL, 10 * MIB, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ck_assert(raw != MAP_FAILED);
-	p = (char *)(((uintptr_t)raw + 2 * MIB - 1) & ~(2 * MIB - 1));
-	if (have_thp)
-		ck_assert_int_eq(madvise(p, 8 * MIB, MADV_NOHUGEPAGE), 0);
-	else
-		ck_assert_msg(madvise(p, 8 * MIB, MADV_NOHUGEPAGE) == -1 &&
-			      errno == EINVAL,
-			      "no " THP_ENABLED " but MADV_NOHUGEPAGE: %s",
-			      strerror(errno));
-	if (p != raw)
-		ck_assert_int_eq(munmap(raw, (size_t)(p - raw)), 0);
-	ck_assert_int_eq(munmap(p + 8 * MIB, 2 * MIB - (size_t)(p - raw)), 0);
-	for (size_t off = 0; off < 8 * MIB; off += kt_page())
-		p[off] = 1;
 	ck_assert_int_le(anon_huge_kb(p), 0);
 	return p;
 }
