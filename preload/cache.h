@@ -11,7 +11,7 @@
  *    pointer the real library returned and takes a reference.
  *  - Containment (limits.subrange): a miss registers the page-aligned
  *    region around the request, merged with the cached regions of the
- *    same (pd, access, iova - addr) it overlaps or touches (up to half of
+ *    same (pd, access, iova - addr) it overlaps (up to half of
  *    max_bytes); a later request inside a cached region takes a reference
  *    on it and gets a pooled per-request object (ops.slice_init) with its
  *    own address and length and the region's keys.  Dereg of that object
@@ -75,7 +75,7 @@ struct cache_ops {
 
 /*
  * Which registrations may be served by, or widened into, a larger region
- * (page-aligned, merged with the cached regions it overlaps or touches):
+ * (page-aligned, merged with the cached regions it overlaps):
  * none, those without any of the @remote_access bits (a region's rkey
  * lets a peer reach all of it, not only the slice asked for), or all.
  */

@@ -2,7 +2,7 @@
 /*
  * Regions: which registrations may be served by a larger cached region,
  * what a miss registers (the request's pages, merged with the cached
- * regions it overlaps or touches), containment lookups, and keeping the
+ * regions it overlaps), containment lookups, and keeping the
  * index of ready regions.  All under c->lock; the rules are in
  * cache_internal.h.
  */
@@ -32,15 +32,31 @@ struct span {
 	uintptr_t start, end;
 };
 
-static void span_extend(void *owner, void *arg)
+/* What widened_key() grows: the merged span, and the request's pages. */
+struct merge {
+	struct span merged, page;
+};
+
+/*
+ * Only regions that overlap the request's pages are merged, as in UCX's
+ * rcache.  Merging a region that merely touches them would register its
+ * pages again to serve only requests that straddle the boundary: adjacent
+ * slices requested one after the other (a halo exchange's rows) would pin
+ * 1 + 2 + ... + n slices' pages for n slices, each miss re-registering
+ * the whole run of its cached neighbours.
+ */
+static void merge_overlapping(void *owner, void *arg)
 {
 	struct entry *e = owner;
-	struct span *sp = arg;
+	struct merge *m = arg;
+	uintptr_t start = e->key.addr, end = e->key.addr + e->key.length;
 
-	if (e->key.addr < sp->start)
-		sp->start = e->key.addr;
-	if (e->key.addr + e->key.length > sp->end)
-		sp->end = e->key.addr + e->key.length;
+	if (end <= m->page.start || start >= m->page.end)
+		return;
+	if (start < m->merged.start)
+		m->merged.start = start;
+	if (end > m->merged.end)
+		m->merged.end = end;
 }
 
 /*
@@ -54,21 +70,21 @@ struct cache_key widened_key(struct cache *c, const struct cache_key *key)
 		key->addr & ~c->page_mask,
 		(key->addr + key->length + c->page_mask) & ~c->page_mask,
 	};
-	struct span merged = page;
+	struct merge m = { page, page };
 	struct region_group g = group_of(key);
 
 	if (page.end <= page.start)	/* wraps: leave it alone */
 		return rk;
 	region_index_neighbours(&c->regions, &g, page.start, page.end,
-				span_extend, &merged);
-	if (merged.end - merged.start > c->limits.max_bytes / 2)
-		merged = page;
+				merge_overlapping, &m);
+	if (m.merged.end - m.merged.start > c->limits.max_bytes / 2)
+		m.merged = page;
 	/* An IOVA below the widening would wrap: keep the exact request. */
-	if (key->iova < key->addr - merged.start)
+	if (key->iova < key->addr - m.merged.start)
 		return rk;
-	rk.addr = merged.start;
-	rk.length = merged.end - merged.start;
-	rk.iova = key->iova - (key->addr - merged.start);
+	rk.addr = m.merged.start;
+	rk.length = m.merged.end - m.merged.start;
+	rk.iova = key->iova - (key->addr - m.merged.start);
 	return rk;
 }
 

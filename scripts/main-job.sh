@@ -36,6 +36,17 @@
 #                     UMMUSHIM_SUBRANGE=all", for --quick and --soak only
 #                     "UMMUSHIM_SUBRANGE=all"; settings the shim does not
 #                     know are ignored by it)
+#   --workloads LIST  comma list of pingpong, collectives, halo, recycle
+#                     (default: all four; full job only)
+#   --configs "C ..." which configurations run, in this order: a, c, b
+#                     (every --shim-env column) or bN (the Nth alone);
+#                     default "a b c" (full job only)
+#   --repeat N        run the configurations N times in turn, per stack
+#                     in the same boot, every second time in reverse order
+#                     (b c c b ...), and print each one's times, the
+#                     medians and the median of the per-repetition (b)/(c)
+#                     ratios (repeat.txt); no debug-level extra run.  E.g.
+#                     --workloads halo --configs "b2 c" --repeat 5
 #   --run-timeout SEC one mpirun's limit (default 1200; --soak: its
 #                     MINUTES plus 1200 s, as the time limit is checked
 #                     between iterations and the launch takes minutes)
@@ -69,6 +80,9 @@ STACKS="ompi-ucx mpich-ucx ompi-ofi"
 SHIM_ENV=
 RUN_TIMEOUT=
 MPIWORK_ARGS=
+WORKLOADS=pingpong,collectives,halo,recycle
+CONFIGS="a b c"
+REPEAT=1
 # The quick mode's sizes: rendezvous messages (> 8K), a few iterations.
 QUICK_ITERS=6
 QUICK_ARGS="--size 32K --min-size 12K --iters $QUICK_ITERS --rows 48 --depth 2 --remap 3"
@@ -100,6 +114,9 @@ parse_args() {
 		--shim-env) SHIM_ENV=$2; shift 2 ;;
 		--run-timeout) RUN_TIMEOUT=${2:?}; shift 2 ;;
 		--mpiwork-args) MPIWORK_ARGS=$2; shift 2 ;;
+		--workloads) WORKLOADS=${2:?}; shift 2 ;;
+		--configs) CONFIGS=${2:?}; shift 2 ;;
+		--repeat) REPEAT=${2:?}; shift 2 ;;
 		*) common_option "$@" || die "unknown argument: $1 (see --help)"; shift 2 ;;
 		esac
 	done
@@ -108,10 +125,19 @@ parse_args() {
 	[[ $NODES =~ ^[2-4]$ ]] || die "--nodes wants 2, 3 or 4"
 	[ -n "$RUN_TIMEOUT" ] || RUN_TIMEOUT=$((1200 + SOAK_MIN * 60))
 	[[ $RUN_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--run-timeout wants seconds"
-	local s
+	local s n
 	for s in $STACKS; do
 		case $s in ompi-ucx | mpich-ucx | ompi-ofi) ;; *) die "unknown stack $s" ;; esac
 	done
+	for s in ${WORKLOADS//,/ }; do
+		case $s in pingpong | collectives | halo | recycle) ;; *) die "unknown workload $s" ;; esac
+	done
+	n=$(tr ';' '\n' <<<"${SHIM_ENV:-local;all}" | grep -c .) || true
+	for s in $CONFIGS; do
+		[[ $s =~ ^(a|b|c)$ ]] || { [[ $s =~ ^b([1-9][0-9]*)$ ]] && [ "${BASH_REMATCH[1]}" -le "$n" ]; } ||
+			die "--configs: $s is not a, b, c or b1..b$n (one per --shim-env group)"
+	done
+	[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat wants a positive number"
 }
 
 # The PACKAGES=( ... ) block of .ci/run, without comments.
@@ -198,10 +224,21 @@ main() {
 		guest+=(STACKS=ompi-ucx "CONFIGS=a b" "MPIWORK_ARGS=${MPIWORK_ARGS:-$QUICK_ARGS}"
 			"SHIM_VARIANTS=${one%%;*}")
 	else
-		timeout=$((RUN_TIMEOUT * 16 + 1800))
+		local variants=${SHIM_ENV:-UMMUSHIM_SUBRANGE=local;UMMUSHIM_SUBRANGE=all} nruns=0 c
+		for c in $CONFIGS; do
+			[ "$c" = b ] && nruns=$((nruns + $(tr ';' '\n' <<<"$variants" | grep -c .))) ||
+				nruns=$((nruns + 1))
+		done
+		# Every run at its limit, per stack, plus the debug run and the boot.
+		timeout=$((RUN_TIMEOUT * (nruns * REPEAT * $(wc -w <<<"$STACKS") + 1) + 1800))
 		guest+=("STACKS=$STACKS" "MPIWORK_ARGS=${MPIWORK_ARGS:-$FULL_ARGS}"
-			"SHIM_VARIANTS=${SHIM_ENV:-UMMUSHIM_SUBRANGE=local;UMMUSHIM_SUBRANGE=all}"
-			DEBUG_LOG_RUN=separate "DEBUG_LOG_ARGS=$DEBUG_ARGS")
+			"SHIM_VARIANTS=$variants" "WORKLOADS=$WORKLOADS" "CONFIGS=$CONFIGS"
+			"REPEAT=$REPEAT")
+		if [ "$REPEAT" -eq 1 ]; then
+			guest+=(DEBUG_LOG_RUN=separate "DEBUG_LOG_ARGS=$DEBUG_ARGS")
+		else
+			guest+=(DEBUG_LOG_RUN=none)
+		fi
 	fi
 	say "booting $NODES nodes; MPI runs take minutes under emulation"
 	run_cluster "$timeout" "${guest[@]}" || rc=$?
@@ -215,6 +252,9 @@ main() {
 	elif [ "$QUICK" = 1 ]; then
 		python3 "$ROOT/scripts/cluster/summarize.py" --ummushim "$BUILD/tools/ummushim-uninstalled" \
 			--check-quick "$RESULTS/cluster" "$QUICK_ITERS" || rc=1
+	elif [ "$REPEAT" -gt 1 ]; then
+		python3 "$ROOT/scripts/cluster/summarize.py" --ummushim "$BUILD/tools/ummushim-uninstalled" \
+			--repeat "$RESULTS/cluster" "$RESULTS" || rc=1
 	fi
 	say "wall time $((SECONDS - t0)) s"
 	[ "$rc" -eq 0 ] || say "FAILED (status $rc, see above)"

@@ -117,7 +117,12 @@ double mpiwork_now(void)
 
 void mpiwork_add_time(struct mpiwork_totals *t, double start)
 {
-	t->comm_s += MPI_Wtime() - start;
+	double d = MPI_Wtime() - start;
+
+	t->comm_s += d;
+	if (t->sections < MPIWORK_SECTIONS)
+		t->section_s[t->sections] = d;
+	t->sections++;
 }
 
 /*
@@ -176,9 +181,16 @@ static void print_i64_array(const char *name, const int64_t *v, int n, int strid
 	printf("]");
 }
 
+/* The slowest rank's time of each timed section, gathered on rank 0. */
+struct sections {
+	unsigned n;
+	double max_s[MPIWORK_SECTIONS];
+};
+
 static void print_result(const struct mpiwork_opts *o, const char *workload,
 			 uint64_t iters, const double *secs, const uint64_t *sums,
-			 const int64_t *regs, const char *hosts, int n)
+			 const int64_t *regs, const char *hosts, int n,
+			 const struct sections *sec)
 {
 	double worst = 0;
 
@@ -197,7 +209,10 @@ static void print_result(const struct mpiwork_opts *o, const char *workload,
 	       worst > 0 ? (double)sums[1] / worst / 1e6 : 0.0, sums[2]);
 	print_i64_array("real_regs", regs, n, 2);
 	print_i64_array("app_regs", regs + 1, n, 2);
-	printf("}\n");
+	printf(", \"sections_s\": [");
+	for (unsigned i = 0; i < sec->n && i < MPIWORK_SECTIONS; i++)
+		printf("%s%.4f", i ? ", " : "", sec->max_s[i]);
+	printf("]}\n");
 	fflush(stdout);
 }
 
@@ -209,6 +224,7 @@ int mpiwork_report(const struct mpiwork_opts *o, const char *workload,
 	int64_t regs[2], *all_regs = NULL;
 	double *secs = NULL;
 	char host[MPI_MAX_PROCESSOR_NAME] = "", *hosts = NULL;
+	struct sections sec = { 0 };
 	int len, status;
 
 	read_regcounts(regs);
@@ -227,13 +243,16 @@ int mpiwork_report(const struct mpiwork_opts *o, const char *workload,
 	MPI_Gather(&t->comm_s, 1, MPI_DOUBLE, secs, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
 	MPI_Gather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, hosts,
 		   MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, MPI_COMM_WORLD);
+	MPI_Reduce(&t->sections, &sec.n, 1, MPI_UNSIGNED, MPI_MAX, 0, MPI_COMM_WORLD);
+	MPI_Reduce(t->section_s, sec.max_s, MPIWORK_SECTIONS, MPI_DOUBLE, MPI_MAX,
+		   0, MPI_COMM_WORLD);
 	status = all_ok ? 0 : 1;
 	if (rank == 0) {
 		if (!all_regs || !secs || !hosts) {
 			fprintf(stderr, "mpi-%s: out of memory\n", workload);
 			status = 1;
 		} else {
-			print_result(o, workload, iters, secs, sums, all_regs, hosts, n);
+			print_result(o, workload, iters, secs, sums, all_regs, hosts, n, &sec);
 		}
 		if (sums[2]) {
 			fprintf(stderr, "mpi-%s: %" PRIu64 " received words were wrong\n",

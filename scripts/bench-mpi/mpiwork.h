@@ -13,14 +13,18 @@
  *   RESULT {"workload": ..., "label": ..., "ranks": N, "hosts": [...],
  *           "iters": N, "seconds": S, "messages": M, "bytes": B,
  *           "MBps": X, "errors": E, "real_regs": [per rank],
- *           "app_regs": [per rank]}
+ *           "app_regs": [per rank], "sections_s": [per timed section]}
  *
  * bytes = bytes received and checked by all ranks, seconds = the slowest
  * rank's time inside communication calls (filling and checking excluded),
  * MBps = bytes / seconds / 10^6, errors = received 64-bit words that did not
  * match; real_regs/app_regs are the ibv_reg_mr calls during this workload
  * that reached libibverbs / that the MPI library asked for (with the
- * counting preloads of regcount.c, else -1), so app - real = cache hits.
+ * counting preloads of regcount.c, else -1), so app - real = cache hits;
+ * sections_s = the slowest rank's time of each of the first
+ * MPIWORK_SECTIONS timed sections (mpiwork_add_time calls: one per
+ * iteration in pingpong, halo and recycle), which tells one stalled
+ * iteration (a retransmission timeout) from a uniformly slower run.
  * mpiwork exits 0 when all data matched, 2 on a data error, 1 on bad usage
  * or setup failure.
  */
@@ -43,6 +47,9 @@ struct mpiwork_opts {
 	unsigned remap;		/* recycle: mmap/munmap every N iterations; 0 = never */
 };
 
+/* Timed sections whose times the RESULT line lists. */
+#define MPIWORK_SECTIONS 64
+
 /* One rank's running totals. */
 struct mpiwork_totals {
 	double comm_s;		/* time inside MPI calls */
@@ -50,6 +57,8 @@ struct mpiwork_totals {
 	uint64_t bytes;		/* received and checked */
 	uint64_t errors;	/* bad words */
 	int64_t regs0[2];	/* registration counters at the start */
+	unsigned sections;	/* mpiwork_add_time() calls */
+	double section_s[MPIWORK_SECTIONS];	/* the first ones' times */
 };
 
 /* Starts a workload's totals (and its registration counts). */
@@ -85,7 +94,7 @@ void mpiwork_check(struct mpiwork_totals *t, const void *buf, size_t len,
  */
 bool mpiwork_continue(const struct mpiwork_opts *o, uint64_t iter);
 
-/* Time MPI calls: t->comm_s += now - @start. */
+/* Time MPI calls: t->comm_s += now - @start, one timed section. */
 double mpiwork_now(void);
 void mpiwork_add_time(struct mpiwork_totals *t, double start);
 

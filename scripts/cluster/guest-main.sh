@@ -19,7 +19,10 @@
 #
 # Usage: guest-main.sh BUILD_DIR OUT_DIR
 # Environment: STACKS (default "ompi-ucx mpich-ucx ompi-ofi"), CONFIGS
-#   (default "a b c"), SHIM_VARIANTS (default: one, "UMMUSHIM_SUBRANGE=all"),
+#   (default "a b c"; b: every shim variant, bN: the Nth alone), REPEAT
+#   (default 1; N > 1: N repetitions of the CONFIGS in turn per stack, every
+#   second one in reverse order, tagged STACK-CONFIG-rK), SHIM_VARIANTS
+#   (default: one, "UMMUSHIM_SUBRANGE=all"),
 #   WORKLOADS (default pingpong,collectives,halo,recycle), MPIWORK_ARGS,
 #   RANKS_PER_NODE (2), CLUSTER_NODES (from cluster.sh), DEBUG_LOG_RUN
 #   (a STACK-CONFIG whose shim logs at debug level, default ompi-ucx-b1;
@@ -29,7 +32,10 @@
 #   soak: halo and recycle under the shim).
 # Per run, STACK-CONFIG.nic holds every node's Soft-RoCE packet counters
 # and eth0 byte counters before and after it: the proof that the traffic
-# went through rxe0 and over the virtual wire.
+# went through rxe0 and over the virtual wire; STACK-CONFIG.rxe all of
+# rxe0's counters (retransmissions, timeouts, sequence errors) the same way,
+# STACK-CONFIG.start the run's start (seconds since the epoch, the guest's
+# clock, which is the host's).
 set -eu -o pipefail
 
 BUILD=$(cd "$1" && pwd)
@@ -100,8 +106,8 @@ program_of() { # STACK
 	esac
 }
 
-run_config() { # STACK CONFIG(a|bN|c) WORKLOADS [MPIWORK ARG...]
-	local stack=$1 cfg=$2 list=$3 tag=$1-$2 env=() cmd=() rc=0 level=info
+run_config() { # STACK CONFIG(a|bN|c)[-rK] WORKLOADS [MPIWORK ARG...]
+	local stack=$1 cfg=${2%-r*} list=$3 tag=$1-$2 env=() cmd=() rc=0 level=info
 	shift 3
 	read -r -a env <<<"$(common_env "$stack")"
 	case $cfg in
@@ -122,12 +128,15 @@ run_config() { # STACK CONFIG(a|bN|c) WORKLOADS [MPIWORK ARG...]
 	esac
 	mapfile -d '' -t cmd < <(launcher "$stack" "${env[@]}")
 	say "$tag: ${env[*]}"
-	nic_counters before >"$OUT/$tag.nic"
+	: >"$OUT/$tag.nic"
+	: >"$OUT/$tag.rxe"
+	node_counters before "$tag"
 	local t0=$SECONDS
+	date +%s >"$OUT/$tag.start"
 	timeout "${RUN_TIMEOUT:-1200}" "${cmd[@]}" "$(program_of "$stack")" "$list" \
 		--label "$tag" "$@" >"$OUT/$tag.txt" 2>"$OUT/$tag.err" || rc=$?
 	echo "$((SECONDS - t0))" >"$OUT/$tag.seconds"
-	nic_counters after >>"$OUT/$tag.nic"
+	node_counters after "$tag"
 	grep '^RESULT' "$OUT/$tag.txt" | cut -c1-200 >&2 || true
 	# Which device and transport UCX picked for each endpoint.
 	grep -ho 'ep_cfg.*' "$OUT/$tag.txt" "$OUT/$tag.err" | sort | uniq -c >&2 || true
@@ -138,16 +147,20 @@ run_config() { # STACK CONFIG(a|bN|c) WORKLOADS [MPIWORK ARG...]
 	fi
 }
 
-# One line per node: WHEN HOST rxe0's sent_pkts rcvd_pkts, eth0's tx_bytes
-# rx_bytes.
-nic_counters() { # WHEN
-	local i
+# Per node, one line each to TAG.nic: WHEN HOST rxe0's sent_pkts rcvd_pkts,
+# eth0's tx_bytes rx_bytes; and to TAG.rxe: WHEN HOST NAME=VALUE... (every
+# rxe0 counter).  One ssh per node: each costs a second under emulation.
+node_counters() { # WHEN TAG
+	local i out
 	for i in $(seq "$NODES"); do
 		# shellcheck disable=SC2016 # expanded on the node
-		ssh "node$i" 'c=/sys/class/infiniband/rxe0/ports/1/hw_counters
+		out=$(ssh "node$i" 'c=/sys/class/infiniband/rxe0/ports/1/hw_counters
 			n=/sys/class/net/eth0/statistics
-			echo $(hostname) $(cat $c/sent_pkts $c/rcvd_pkts $n/tx_bytes $n/rx_bytes)' |
-			sed "s/^/$1 /" || say "node$i: no NIC counters"
+			echo $(hostname) $(cat $c/sent_pkts $c/rcvd_pkts $n/tx_bytes $n/rx_bytes)
+			cd $c && echo $(hostname) $(grep . ./* | sed "s|^\./||; s|:|=|")') ||
+			{ say "node$i: no NIC counters"; continue; }
+		sed -n "1s/^/$1 /p" <<<"$out" >>"$OUT/$2.nic"
+		sed -n "2s/^/$1 /p" <<<"$out" >>"$OUT/$2.rxe"
 	done
 }
 
@@ -204,17 +217,28 @@ if [ "${SOAK_SECONDS:-0}" -gt 0 ]; then
 	exit "$status"
 fi
 nvariants=$(tr ';' '\n' <<<"$SHIM_VARIANTS" | grep -c .) || nvariants=1
+configs=()
+for cfg in ${CONFIGS:-a b c}; do
+	if [ "$cfg" = b ]; then
+		for v in $(seq "$nvariants"); do configs+=("b$v"); done
+	else
+		configs+=("$cfg")
+	fi
+done
+repeat=${REPEAT:-1}
 for stack in ${STACKS:-ompi-ucx mpich-ucx ompi-ofi}; do
-	for cfg in ${CONFIGS:-a b c}; do
-		if [ "$cfg" = b ]; then
-			for v in $(seq "$nvariants"); do
-				# shellcheck disable=SC2086
-				run_config "$stack" "b$v" "$WORKLOADS" ${MPIWORK_ARGS:-}
-			done
-		else
+	for rep in $(seq "$repeat"); do
+		# Every second repetition in reverse (b c c b b c ...): a drift of
+		# the host's load over the repetitions weighs on both alike.
+		order=()
+		for cfg in "${configs[@]}"; do
+			if [ $((rep % 2)) -eq 1 ]; then order+=("$cfg"); else order=("$cfg" "${order[@]}"); fi
+		done
+		for cfg in "${order[@]}"; do
+			[ "$repeat" -eq 1 ] || cfg+=-r$rep
 			# shellcheck disable=SC2086
 			run_config "$stack" "$cfg" "$WORKLOADS" ${MPIWORK_ARGS:-}
-		fi
+		done
 	done
 done
 if [ "${DEBUG_LOG_RUN:-}" = separate ]; then

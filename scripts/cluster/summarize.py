@@ -4,21 +4,30 @@
 Usage: summarize.py --ummushim CMD RESULT_DIR OUT_DIR
        summarize.py --ummushim CMD --check-quick RESULT_DIR ITERS   (the quick main job's checks)
        summarize.py --ummushim CMD --soak RESULT_DIR                (a soak's totals and verdict)
+       summarize.py --ummushim CMD --repeat RESULT_DIR OUT_DIR      (repeated configurations, main-job.sh --repeat)
 RESULT_DIR is cluster.sh's --out: node1/raw/STACK-CONFIG.txt hold mpiwork's
 RESULT lines, node1/raw/STACK-CONFIG.nic the nodes' NIC counters around the
-run, nodeN/shim-STACK-CONFIG.HOST.PID.log the shim's logs of every node.
+run, node1/raw/STACK-CONFIG.rxe all of rxe0's counters around it,
+nodeN/shim-STACK-CONFIG.HOST.PID.log the shim's logs of every node.
+CONFIG is a, bN or c, with -rK for the Kth repetition of main-job.sh --repeat.
 The shim's statistics of each (b) run are summed per host and in total by
 the project's own `ummushim stats` (CMD: the command, e.g. the build tree's
 tools/ummushim-uninstalled).  Writes OUT_DIR/cluster.json, cluster.txt (also
 printed), shim-stats/STACK-CONFIG.{txt,json} (ummushim stats' table and
-JSON) and, per stack, cluster-STACK.dat (for plot-cluster.gp).
+JSON) and, per stack, cluster-STACK.dat (for plot-cluster.gp).  --repeat
+writes OUT_DIR/repeat.txt (also printed) and repeat.json: per stack and
+workload each repetition's time per configuration, the medians, the median
+of the per-repetition ratios of each (b) column to (c), registrations, and
+per run the slowest timed sections and rxe0's error counters.
 """
 import glob
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
+import time
 from collections import defaultdict
 
 STACKS = {"ompi-ucx": "Open MPI + UCX", "mpich-ucx": "MPICH + UCX",
@@ -85,6 +94,22 @@ def nic_deltas(raw, tag):
     return deltas
 
 
+def rxe_deltas(raw, tag):
+    """Per host: every rxe0 counter's change during the run (STACK-CONFIG.rxe)."""
+    path = os.path.join(raw, f"{tag}.rxe")
+    seen = defaultdict(dict)
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                w = line.split()
+                if len(w) < 3:
+                    continue
+                seen[w[1]][w[0]] = {k: int(v) for k, _, v in (x.partition("=") for x in w[2:])
+                                    if v.isdigit()}
+    return {host: {k: when["after"][k] - when["before"].get(k, 0) for k in when["after"]}
+            for host, when in sorted(seen.items()) if "before" in when and "after" in when}
+
+
 REGCOUNT_RE = re.compile(r"regcount-(real|app): pid=\d+ regs=(\d+) reg_fail=\d+ deregs=(\d+) "
                          r"reg_ns=(\d+) dereg_ns=(\d+)")
 
@@ -121,7 +146,7 @@ def load(result_dir, ummushim=None):
     runs = {}
     for path in sorted(glob.glob(os.path.join(raw, "*.txt"))):
         tag = os.path.basename(path)[:-4]
-        m = re.fullmatch(r"(.+)-(a|b\d+|c)", tag)
+        m = re.fullmatch(r"(.+)-(a|b\d+|c)(?:-r(\d+))?", tag)
         if not m or m.group(1) not in STACKS:
             continue
         results = {}
@@ -139,13 +164,19 @@ def load(result_dir, ummushim=None):
         if os.path.exists(os.path.join(raw, f"{tag}.seconds")):
             with open(os.path.join(raw, f"{tag}.seconds")) as f:
                 seconds = int(f.read().strip() or 0)
-        runs[tag] = {"stack": m.group(1), "config": m.group(2), "variant": variant,
+        start = os.path.getmtime(path)
+        if os.path.exists(os.path.join(raw, f"{tag}.start")):
+            with open(os.path.join(raw, f"{tag}.start")) as f:
+                start = int(f.read().strip() or 0)
+        runs[tag] = {"stack": m.group(1), "config": m.group(2), "variant": variant, "start": start,
+                     "rep": int(m.group(3)) if m.group(3) else None, "rxe": rxe_deltas(raw, tag),
                      "results": results, "shim": hosts, "shim_total": total,
                      "shim_table": shim_table, "nic": nic_deltas(raw, tag),
                      "mpirun_seconds": seconds, "regcount": regcount_totals(raw, tag),
                      "transports": transports(raw, tag)}
     order = lambda t: (list(STACKS).index(runs[t]["stack"]),
-                       CONFIG_ORDER.get(runs[t]["config"], int(runs[t]["config"][1:]) if runs[t]["config"][1:].isdigit() else 50))
+                       CONFIG_ORDER.get(runs[t]["config"], int(runs[t]["config"][1:]) if runs[t]["config"][1:].isdigit() else 50),
+                       runs[t]["rep"] or 0)
     return {t: runs[t] for t in sorted(runs, key=order)}
 
 
@@ -153,9 +184,10 @@ def fmt_list(values):
     return "/".join("-" if v < 0 else str(v) for v in values)
 
 
-def config_name(run):
+def config_name(run, with_rep=True):
     cfg = run["config"]
-    return {"a": "(a) cache off", "c": "(c) MPI's own cache"}.get(cfg, f"(b) shim {run['variant']}".strip())
+    name = {"a": "(a) cache off", "c": "(c) MPI's own cache"}.get(cfg, f"(b) shim {run['variant']}".strip())
+    return f"{name} #{run['rep']}" if with_rep and run.get("rep") else name
 
 
 def mean(values):
@@ -168,7 +200,7 @@ def table(runs, stack, workload):
     rows = [(t, r) for t, r in runs.items() if r["stack"] == stack and workload in r["results"]]
     if not rows:
         return lines
-    base = {r["config"]: r["results"][workload] for _, r in rows}
+    base = {(r["config"], r["rep"]): r["results"][workload] for _, r in rows}
     lines.append(f"{STACKS[stack]}, {workload}:")
     lines.append(f"  {'config':<30} {'time s':>8} {'MB/s':>8} {'b/a':>5} {'b/c':>5}  "
                  f"{'real regs per rank':<22} {'mean':>6} {'hits':>6} errors")
@@ -177,9 +209,10 @@ def table(runs, stack, workload):
         cfg = run["config"]
 
         def ratio(other):
-            if not cfg.startswith("b") or other not in base or not base[other]["MBps"]:
+            o = base.get((other, run["rep"]))
+            if not cfg.startswith("b") or not o or not o["MBps"]:
                 return ""
-            return f"{r['MBps'] / base[other]['MBps']:.2f}"
+            return f"{r['MBps'] / o['MBps']:.2f}"
         hits = "" if min(r["app_regs"]) < 0 else str(sum(r["app_regs"]) - sum(r["real_regs"]))
         lines.append(f"  {config_name(run):<30} {r['seconds']:>8.3f} {r['MBps']:>8.2f} {ratio('a'):>5} {ratio('c'):>5}  "
                      f"{fmt_list(r['real_regs']):<22} {mean(r['real_regs']):>6.1f} {hits:>6} {r['errors']}")
@@ -282,6 +315,88 @@ def soak(result_dir, ummushim):
     return 1 if bad else 0
 
 
+# rxe0 counters that count traffic, not trouble.
+RXE_TRAFFIC = ("sent_pkts", "rcvd_pkts", "rdma_sends", "rdma_recvs")
+
+
+def repeat_summary(result_dir, out, ummushim):
+    """main-job.sh --repeat: each repetition's times, medians, per-repetition ratios."""
+    runs = load(result_dir, ummushim)
+    text = ["Repeated configurations within one boot per stack (odd repetitions in the order given,",
+            "even ones reversed); s = the slowest rank's seconds inside MPI calls for the workload;",
+            "regs = real ibv_reg_mr calls per rank during the workload (mean over ranks);",
+            "reg ms = time in libibverbs' ibv_reg_mr + ibv_dereg_mr per rank, whole mpirun",
+            "(libregcount-real.so), ms/reg the same per real registration (medians over the",
+            "repetitions); ratio = (b)'s s / (c)'s s of the same repetition.", ""]
+    report, bad = {}, 0
+    for stack in STACKS:
+        mine = [r for r in runs.values() if r["stack"] == stack and r["rep"]]
+        workloads = sorted({w for r in mine for w in r["results"]})
+        configs = sorted({r["config"] for r in mine}, key=lambda c: CONFIG_ORDER.get(c, 50 + int(c[1:] or 0)))
+        reps = sorted({r["rep"] for r in mine})
+        for w in workloads:
+            cell = {(r["config"], r["rep"]): r for r in mine if w in r["results"]}
+            text.append(f"{STACKS[stack]}, {w}, {len(reps)} repetitions:")
+            text.append(f"  {'config':<32}" + "".join(f"{'#' + str(k):>8}" for k in reps)
+                        + f"{'median':>8} {'regs':>6} {'reg ms':>7} {'ms/reg':>6}")
+            entry = report.setdefault(stack, {}).setdefault(w, {})
+            for cfg in configs:
+                times = [cell[(cfg, k)]["results"][w]["seconds"] if (cfg, k) in cell else None for k in reps]
+                got = [t for t in times if t is not None]
+                regs = [mean(cell[(cfg, k)]["results"][w]["real_regs"]) for k in reps if (cfg, k) in cell]
+                reg_ms, per_reg = [], []
+                for k in reps:
+                    real = cell[(cfg, k)]["regcount"].get("real") if (cfg, k) in cell else None
+                    if real and real["processes"] and real["regs"]:
+                        reg_ms.append((real["reg_ns"] + real["dereg_ns"]) / real["processes"] / 1e6)
+                        per_reg.append((real["reg_ns"] + real["dereg_ns"]) / real["regs"] / 1e6)
+                bad += len(got) != len(reps) or any(cell[(cfg, k)]["results"][w]["errors"] for k in reps
+                                                    if (cfg, k) in cell)
+                name = config_name(next(r for (c, _), r in cell.items() if c == cfg), False) if got else cfg
+                med = statistics.median(got) if got else float("nan")
+                rg = (f"{min(regs):.0f}" if regs and min(regs) == max(regs) else
+                      f"{min(regs):.0f}-{max(regs):.0f}" if regs else "-")
+                text.append(f"  {name:<32}" + "".join(f"{t:>8.2f}" if t is not None else f"{'-':>8}" for t in times)
+                            + f"{med:>8.2f} {rg:>6} {statistics.median(reg_ms) if reg_ms else float('nan'):>7.0f}"
+                            + f" {statistics.median(per_reg) if per_reg else float('nan'):>6.1f}")
+                entry[cfg] = {"name": name, "seconds": times, "median_s": med, "regs_per_rank": regs,
+                              "reg_dereg_ms_per_rank": reg_ms, "reg_dereg_ms_per_reg": per_reg}
+            for cfg in configs:
+                if not cfg.startswith("b") or "c" not in configs:
+                    continue
+                ratios = [cell[(cfg, k)]["results"][w]["seconds"] / cell[("c", k)]["results"][w]["seconds"]
+                          if (cfg, k) in cell and ("c", k) in cell else None for k in reps]
+                got = [x for x in ratios if x is not None]
+                med = statistics.median(got) if got else float("nan")
+                text.append(f"  {'ratio ' + cfg + '/c':<32}" + "".join(f"{x:>8.2f}" if x is not None else f"{'-':>8}"
+                                                                   for x in ratios)
+                            + f"{med:>8.2f}   (b) faster in {sum(x < 1 for x in got)} of {len(got)}")
+                entry[f"{cfg}/c"] = {"ratios": ratios, "median": med}
+            text.append("")
+        if not mine:
+            continue
+        text.append(f"{STACKS[stack]}, each run in the order it ran: mpirun s, the slowest rank's time of each "
+                    "timed section (one per iteration): max / median, rxe0 counters other than traffic "
+                    "that changed (node1/node2), the shim's hits/misses/real regs (all ranks)")
+        for tag, r in sorted(((t, r) for t, r in runs.items() if r in mine), key=lambda tr: tr[1]["start"]):
+            secs = [x for res in r["results"].values() for x in res.get("sections_s", [])]
+            sec = f"{max(secs):6.2f} / {statistics.median(secs):5.2f}" if secs else f"{'-':>14}"
+            names = sorted({k for d in r["rxe"].values() for k, v in d.items() if v and k not in RXE_TRAFFIC})
+            rxe = " ".join(k + "=" + "/".join(str(d.get(k, 0)) for d in r["rxe"].values()) for k in names) or "none"
+            t = r["shim_total"]
+            shim = f"{t.get('hits', 0)}/{t.get('misses', 0)}/{t.get('real_regs', 0)}" if t else "-"
+            when = time.strftime("%H:%M:%S", time.gmtime(r["start"]))
+            text.append(f"  {tag:<22} {when} {r['mpirun_seconds'] or 0:>5}  {sec}  rxe: {rxe}  shim: {shim}")
+        text.append("")
+    print("\n".join(text))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "repeat.txt"), "w") as f:
+        f.write("\n".join(text) + "\n")
+    with open(os.path.join(out, "repeat.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return 1 if bad or not report else 0
+
+
 def main():
     args = sys.argv[1:]
     ummushim = None
@@ -291,6 +406,8 @@ def main():
         sys.exit(1 if check_quick(args[1], int(args[2]), ummushim) else 0)
     if args and args[0] == "--soak" and len(args) == 2:
         sys.exit(soak(args[1], ummushim))
+    if args and args[0] == "--repeat" and len(args) == 3:
+        sys.exit(repeat_summary(args[1], args[2], ummushim))
     if len(args) != 2 or args[0].startswith("-"):
         sys.exit(__doc__)
     result_dir, out = args

@@ -169,7 +169,13 @@ END_TEST
 
 /* ---- merging --------------------------------------------------------------- */
 
-START_TEST(touching_regions_are_merged)
+/*
+ * Regions that only touch stay apart, as in UCX's rcache: merging them
+ * would register the cached neighbours' pages again on every miss next
+ * to them (a halo exchange's adjacent rows: O(n^2) bytes pinned for n
+ * rows), to serve only requests that straddle the boundary.
+ */
+START_TEST(touching_regions_stay_apart)
 {
 	struct fake_mr *a = reg(P(0), 2 * PAGE), *b, *s;
 	struct cache_key k;
@@ -177,17 +183,46 @@ START_TEST(touching_regions_are_merged)
 	ck_assert_int_eq(cache_dereg(cache, a), 0);
 	b = reg(P(2), 2 * PAGE);
 	k = last_key();
+	ck_assert_uint_eq(k.addr, P(2));
+	ck_assert_uint_eq(k.length, 2 * PAGE);
+	ck_assert_int_eq(n_dereg(), 0);		/* a stays cached */
+	ck_assert_uint_eq(b->magic, FAKE_MR_MAGIC);	/* its own region */
+	/* Each serves its own slices. */
+	s = reg(P(0) + 8, PAGE);
+	assert_slice(s, P(0) + 8, PAGE, a);
+	s = reg(P(3), 8);
+	assert_slice(s, P(3), 8, b);
+	ck_assert_int_eq(n_reg(), 2);
+	/* Across the boundary: overlaps both, merged into one. */
+	s = reg(P(1), 2 * PAGE);
+	k = last_key();
 	ck_assert_uint_eq(k.addr, P(0));
 	ck_assert_uint_eq(k.length, 4 * PAGE);
-	ck_assert_int_eq(n_dereg(), 1);		/* a: merged into b's, idle */
-	ck_assert_uint_eq(b->magic, FAKE_SLICE_MAGIC);	/* of the merged one */
-	ck_assert_uint_eq(b->key.addr, P(2));
-	ck_assert_uint_eq(b->key.length, 2 * PAGE);
-	/* Across the old boundary: one registration serves it. */
-	s = reg(P(1), 2 * PAGE);
 	ck_assert_uint_eq(s->magic, FAKE_SLICE_MAGIC);
-	ck_assert_int_eq(s->serial, b->serial);
-	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_int_eq(n_reg(), 3);
+}
+END_TEST
+
+/* The halo's pattern: each adjacent row registers its own pages once. */
+START_TEST(adjacent_rows_pin_only_their_own_pages)
+{
+	struct fake_mr *row[6];
+	uint64_t pinned = 0;
+
+	for (int i = 0; i < 6; i++) {
+		row[i] = reg(P(4 * i), 4 * PAGE);	/* in use, like an Isend's */
+		ck_assert_ptr_nonnull(row[i]);
+		pinned += last_key().length;
+	}
+	ck_assert_int_eq(n_reg(), 6);
+	ck_assert_uint_eq(pinned, 6 * 4 * PAGE);
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(cache_dereg(cache, row[i]), 0);
+	ck_assert_int_eq(n_dereg(), 0);
+	/* And every row hits again. */
+	for (int i = 0; i < 6; i++)
+		ck_assert_ptr_eq(reg(P(4 * i), 4 * PAGE), row[i]);
+	ck_assert_int_eq(n_reg(), 6);
 }
 END_TEST
 
@@ -216,13 +251,12 @@ START_TEST(merging_is_bounded_by_the_byte_limit)
 	make_cache(CACHE_SUBRANGE_LOCAL, 6 * PAGE);	/* merged: <= 3 pages */
 	a = reg(P(0), 2 * PAGE);
 	ck_assert_int_eq(cache_dereg(cache, a), 0);
-	reg(P(2), 2 * PAGE);		/* 4 pages merged: too big */
-	ck_assert_uint_eq(last_key().addr, P(2));
-	ck_assert_uint_eq(last_key().length, 2 * PAGE);
+	reg(P(1), 3 * PAGE);		/* overlaps a: 4 pages merged, too big */
+	ck_assert_uint_eq(last_key().addr, P(1));
+	ck_assert_uint_eq(last_key().length, 3 * PAGE);
 	ck_assert_int_eq(n_dereg(), 0);
-	/* Both still serve their own slices. */
-	reg(P(0) + 5, 5);
-	reg(P(3) + 5, 5);
+	/* a still serves its own slices. */
+	assert_slice(reg(P(0) + 5, 5), P(0) + 5, 5, a);
 	ck_assert_int_eq(n_reg(), 2);
 }
 END_TEST
@@ -421,7 +455,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, slice_dereg_drops_the_regions_reference);
 	tcase_add_test(tc, slice_rereg_is_refused);
 	tcase_add_test(tc, iova_offset_must_match);
-	tcase_add_test(tc, touching_regions_are_merged);
+	tcase_add_test(tc, touching_regions_stay_apart);
+	tcase_add_test(tc, adjacent_rows_pin_only_their_own_pages);
 	tcase_add_test(tc, merged_away_region_in_use_is_released_at_its_last_dereg);
 	tcase_add_test(tc, merging_is_bounded_by_the_byte_limit);
 	tcase_add_test(tc, invalidating_one_slices_page_drops_the_region_for_every_slice);
