@@ -511,14 +511,15 @@ merge:
  * one is O(PTRS_PER_PTE) in the callback, with interrupts off for at most
  * UMMUNOT_SNAP_BATCH entries at a time; nothing is put there.  The
  * references keep at most UMMUNOT_NR_SNAPSHOTS PMD ranges of memory the
- * owner had mapped allocated (and unmovable; a khugepaged collapse of
- * them fails meanwhile and is retried later) until the owner's next
- * read(), REGISTER or UNREGISTER, and never longer than
- * snapshot_lifetime_ms: then a work item drops them and the range is
- * reported as any other.  Device memory, PFN maps, hugetlb pages and
- * locked folios (split_huge_page(), migration, reclaim and poisoning
- * unmap with the folio locked, and would fail with our reference) are
- * not recorded.
+ * owner had mapped allocated and unmovable until the owner's next read(),
+ * REGISTER or UNREGISTER, and not much longer than snapshot_lifetime_ms
+ * (a collapse into a huge page, khugepaged's or MADV_COLLAPSE's, fails
+ * meanwhile: it invalidates the range before it isolates the pages, so
+ * the references are taken first; it is retried later).  Then a work
+ * item drops them and the range is reported as any other.  Device memory,
+ * PFN maps, hugetlb pages and locked folios (split_huge_page(), migration,
+ * reclaim and poisoning unmap with the folio locked, and would fail with
+ * our reference) are not recorded.
  *
  * Page tables are read locklessly, every entry once into a local copy,
  * with interrupts off.  In the callback the owner's mm need not be the
@@ -709,6 +710,9 @@ static void ummunot_snapshot_take(struct ummunot_file *uf,
 
 	lockdep_assert_held(&uf->tree_lock);
 	if (r->start & ~HPAGE_PMD_MASK || r->end - r->start != HPAGE_PMD_SIZE)
+		return;
+	/* A full set widens an entry for the range: nothing to compare. */
+	if (uf->nr_ranges >= UMMUNOT_NR_RANGES)
 		return;
 	for (i = 0; i < UMMUNOT_NR_SNAPSHOTS && !s; i++)
 		if (uf->snapshots[i].state == UMMUNOT_SNAP_FREE)
@@ -933,7 +937,7 @@ static void ummunot_snapshots_expire(struct work_struct *work)
 	spin_unlock(&uf->tree_lock);
 	ummunot_snapshots_free(uf, which);
 	if (rearm)
-		schedule_delayed_work(&uf->expire, next - now);
+		mod_delayed_work(system_wq, &uf->expire, next - now);
 }
 
 /**
