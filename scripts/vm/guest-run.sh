@@ -78,8 +78,12 @@ bind_host_path() {
 }
 
 bind_job_dir() {
+	local path
 	bind_host_path "$JOB_DIR"
 	[ -z "$MODULE" ] || bind_host_path "$MODULE"
+	for path in "${HOST_PATHS[@]}"; do
+		bind_host_path "$path"
+	done
 }
 
 mount_result_dir() {
@@ -189,8 +193,8 @@ mount_result_dir
 step="reading $VM_DIR/config"
 # Defines MODULE (path or empty), MODULE_PARAMS (array), RDMA (0/1),
 # MODULES_DIR (the kernel's own modules directory, or empty for the host's),
-# JOB_DIR (the directory the job runs in), GUEST_HOSTNAME, NET_IP and
-# HAVE_NET, HAVE_HOSTS, HAVE_SSHD (0/1).
+# JOB_DIR (the directory the job runs in), HOST_PATHS (the command's
+# absolute path arguments), GUEST_HOSTNAME, NET_IP and HAVE_NET, HAVE_HOSTS, HAVE_SSHD (0/1).
 # shellcheck source=/dev/null
 . "$VM_DIR/config"
 set_hostname

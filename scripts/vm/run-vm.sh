@@ -357,6 +357,17 @@ guest_modules_dir() { # KVER
 
 # The module is copied into the result directory: the guest may not see
 # its original path (e.g. under /tmp, which the guest covers with a tmpfs).
+# The command's arguments that name existing host files by absolute path
+# (a build directory apart from the clone, say), quoted for the config.
+host_path_args() {
+	local arg
+	for arg in "${CMD[@]}"; do
+		case $arg in
+		/*) [ ! -e "$arg" ] || printf ' %q' "$arg" ;;
+		esac
+	done
+}
+
 write_config() { # KVER
 	local guest_module=
 	if [ -n "$MODULE_PATH" ]; then
@@ -371,6 +382,9 @@ write_config() { # KVER
 		printf 'RDMA=%q\n' "$RDMA"
 		printf 'MODULES_DIR=%q\n' "$(guest_modules_dir "$1")"
 		printf 'JOB_DIR=%q\n' "$PWD"
+		printf 'HOST_PATHS=('
+		host_path_args
+		printf ' )\n'
 		printf 'GUEST_HOSTNAME=%q\n' "$GUEST_NAME"
 		printf 'NET_IP=%q\n' "$NET_IP"
 		printf 'HAVE_NET=%q\n' "$([ -n "$NETDEV" ] && echo 1 || echo 0)"

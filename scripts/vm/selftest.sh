@@ -126,19 +126,23 @@ check_numa() {
 			test "$(cat /sys/devices/system/node/node1/cpulist)" = 1'
 }
 
-# A clone (the job's directory) under a directory the guest covers with a
-# tmpfs of its own must still be seen there, with its files.
+# A clone (the job's directory) or a file the command names (a build
+# directory elsewhere) under a directory the guest covers with a tmpfs of
+# its own must still be seen there.  One boot: the job directory under
+# /root, the command's arguments under /tmp and /run.
 check_hidden_job_dirs() {
-	local top dir
+	local top dirs=()
 	for top in /root /tmp /run; do
-		dir=$(mktemp -d "$top/ummunot-selftest-job.XXXXXX")
-		echo here >"$dir/marker"
-		cd "$dir"
-		expect_status 0 "a job directory under $top is seen in the guest" \
-			-- sh -c 'grep -qx here marker'
-		cd - >/dev/null
-		rm -rf "$dir"
+		dirs+=("$(mktemp -d "$top/ummunot-selftest-job.XXXXXX")")
+		echo here >"${dirs[-1]}/marker"
 	done
+	cd "${dirs[0]}"
+	# shellcheck disable=SC2016 # $1 and $2 are the guest shell's
+	expect_status 0 "a job directory under /root and command arguments under /tmp and /run are seen in the guest" \
+		-- sh -c 'grep -qx here marker && grep -qx here "$1" && grep -qx here "$2"' \
+		sh "${dirs[1]}/marker" "${dirs[2]}/marker"
+	cd - >/dev/null
+	rm -rf "${dirs[@]}"
 }
 
 main() {
