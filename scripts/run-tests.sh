@@ -100,8 +100,10 @@ KERNEL_ENV=()
 # The main build directory (command line); the others are named after it.
 BUILD=build
 
+# A phase's header, with the seconds since the start: the log shows what
+# each phase costs (README, "CI time").
 say() {
-	printf '\n=== run-tests: %s\n' "$*"
+	printf '\n=== run-tests: [%d s] %s\n' "$SECONDS" "$*"
 }
 
 # Records a failure that is not a test result (a build error, a missing
