@@ -70,7 +70,11 @@ bind_host_path() {
 			top=$dir/${top%%/*}
 			mountpoint -q "$top" && return 0
 			step="making $top visible in the guest"
-			mkdir -p "$top"
+			if [ -d "$HOST_VIEW$top" ]; then
+				mkdir -p "$top"
+			else	# a file right under it: bind the file
+				: >"$top"
+			fi
 			mount --bind "$HOST_VIEW$top" "$top"
 			;;
 		esac

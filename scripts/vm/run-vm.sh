@@ -355,8 +355,6 @@ guest_modules_dir() { # KVER
 	[ "$MODULES_ROOT" = / ] || printf '%s\n' "$MODULES_ROOT/lib/modules/$1"
 }
 
-# The module is copied into the result directory: the guest may not see
-# its original path (e.g. under /tmp, which the guest covers with a tmpfs).
 # The command's arguments that name existing host files by absolute path
 # (a build directory apart from the clone, say), quoted for the config.
 host_path_args() {
@@ -368,6 +366,8 @@ host_path_args() {
 	done
 }
 
+# The module is copied into the result directory: the guest may not see
+# its original path (e.g. under /tmp, which the guest covers with a tmpfs).
 write_config() { # KVER
 	local guest_module=
 	if [ -n "$MODULE_PATH" ]; then

@@ -525,7 +525,12 @@ static void *zap_reader_main(void *arg)
  */
 START_TEST(zap_raced_by_reader_is_reported)
 {
-	const unsigned int rounds = 64;	/* the first buggy version lost round 15 */
+	/*
+	 * The first buggy version lost round 15: at that rate 64 rounds miss
+	 * a regression in about 1 % of runs, and each CI run makes six
+	 * (five kernels, 6.1 with THP madvise and always).
+	 */
+	const unsigned int rounds = 64;
 	struct zap_reader zr = { 0 };
 	pthread_t t;
 	char *p;

@@ -44,6 +44,13 @@ echo "# $out"
 log=$(log_of unpin)
 echo "# $(grep ' stats: ' "$log")"
 ms=$(sed -n 's/^unpinned_after_ms=//p' <<<"$out")
+pinned=$(sed -n 's/^pinned_kb_after_dereg=//p' <<<"$out")
+# The shim kept the MR registered: without that, VmPin would be low
+# already and the wait below would prove nothing.
+check "unpin: the idle MR stayed pinned after ibv_dereg_mr (${pinned:-?} kB)" \
+	awk -v p="${pinned:--1}" 'BEGIN { exit !(p + 0 >= 1048576) }'
+expect_stat "$log" monitor ummunot "unpin: ummunot monitor in use"
+expect_stat "$log" misses 1 "unpin: one registration made for the cache"
 dereg_ns=$(stat "$log" dereg_ns)
 delay=$(awk -v m="$ms" -v d="${dereg_ns:-0}" 'BEGIN { if (m == "never" || m == "") print "never"; else printf "%.1f", m - d / 1e6 }')
 echo "# unpinned after ${ms} ms, of which the real deregistration took $(awk -v d="${dereg_ns:-0}" 'BEGIN { printf "%.1f", d / 1e6 }') ms: release delay ${delay} ms"
