@@ -36,6 +36,12 @@
 #                     UMMUSHIM_SUBRANGE=all", for --quick and --soak only
 #                     "UMMUSHIM_SUBRANGE=all"; settings the shim does not
 #                     know are ignored by it)
+#   --mpi-env "K=V ..."
+#                     settings for every run of every configuration (a, b
+#                     and c alike), after the job's own: e.g.
+#                     "UCX_RC_VERBS_TIMEOUT=100ms" shortens the 1 s stall
+#                     of each Soft-RoCE retransmission for a repeated
+#                     comparison (recorded in each run's .env file)
 #   --workloads LIST  comma list of pingpong, collectives, halo, recycle
 #                     (default: all four; full job only)
 #   --configs "C ..." which configurations run, in this order: a, c, b
@@ -78,6 +84,7 @@ SOAK_MIN=0
 NODES=2
 STACKS="ompi-ucx mpich-ucx ompi-ofi"
 SHIM_ENV=
+MPI_ENV=
 RUN_TIMEOUT=
 MPIWORK_ARGS=
 WORKLOADS=pingpong,collectives,halo,recycle
@@ -112,6 +119,7 @@ parse_args() {
 		--nodes) NODES=${2:?}; shift 2 ;;
 		--stacks) STACKS=${2:?}; shift 2 ;;
 		--shim-env) SHIM_ENV=$2; shift 2 ;;
+		--mpi-env) MPI_ENV=$2; shift 2 ;;
 		--run-timeout) RUN_TIMEOUT=${2:?}; shift 2 ;;
 		--mpiwork-args) MPIWORK_ARGS=$2; shift 2 ;;
 		--workloads) WORKLOADS=${2:?}; shift 2 ;;
@@ -212,7 +220,8 @@ main() {
 			[ -e "$BUILD/$p" ] || die "--no-build: $BUILD/$p is missing"
 		done
 	fi
-	local guest=("CLUSTER_NODES=$NODES" "RUN_TIMEOUT=$RUN_TIMEOUT") one=${SHIM_ENV:-UMMUSHIM_SUBRANGE=all}
+	local guest=("CLUSTER_NODES=$NODES" "RUN_TIMEOUT=$RUN_TIMEOUT" "MPI_ENV=$MPI_ENV")
+	local one=${SHIM_ENV:-UMMUSHIM_SUBRANGE=all}
 	if [ "$SOAK_MIN" -gt 0 ]; then
 		# The one mpirun plus the boot and the nodes' shutdown.
 		timeout=$((RUN_TIMEOUT + 1800))

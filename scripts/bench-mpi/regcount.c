@@ -21,6 +21,9 @@
  *
  * At exit it writes one line
  *   regcount-<tag>: pid=P regs=N reg_fail=F deregs=D reg_ns=T dereg_ns=U
+ *                   reg_bytes=B
+ * (B: the bytes of the registrations made, so a cost per registration can
+ * be told apart from a difference in their sizes).
  * to $REGCOUNT_FILE ("%p" is replaced by the pid) or to stderr.
  */
 #define _GNU_SOURCE
@@ -62,7 +65,7 @@ typedef int (*dereg_mr_fn)(struct ibv_mr *);
  * Process-wide counters: this library exists to count for the whole
  * process, and atomics keep them exact under threads.
  */
-static atomic_ulong n_regs, n_reg_fail, n_deregs;
+static atomic_ulong n_regs, n_reg_fail, n_deregs, reg_bytes;
 static atomic_ullong reg_ns, dereg_ns;
 
 /* Nesting depth of this thread inside our registration wrappers. */
@@ -123,6 +126,8 @@ static struct ibv_mr *reg_leave(struct ibv_mr *mr, uint64_t t0)
 	if (--reg_depth == 0) {
 		atomic_fetch_add(&reg_ns, bench_now_ns() - t0);
 		atomic_fetch_add(mr ? &n_regs : &n_reg_fail, 1);
+		if (mr)
+			atomic_fetch_add(&reg_bytes, mr->length);
 	}
 	return mr;
 }
@@ -203,10 +208,10 @@ __attribute__((destructor)) static void report(void)
 	FILE *f = open_report();
 
 	fprintf(f ? f : stderr,
-		"regcount-" STR(REGCOUNT_TAG) ": pid=%ld regs=%lu reg_fail=%lu deregs=%lu reg_ns=%llu dereg_ns=%llu\n",
+		"regcount-" STR(REGCOUNT_TAG) ": pid=%ld regs=%lu reg_fail=%lu deregs=%lu reg_ns=%llu dereg_ns=%llu reg_bytes=%lu\n",
 		(long)getpid(), atomic_load(&n_regs), atomic_load(&n_reg_fail),
 		atomic_load(&n_deregs), atomic_load(&reg_ns),
-		atomic_load(&dereg_ns));
+		atomic_load(&dereg_ns), atomic_load(&reg_bytes));
 	if (f)
 		fclose(f);
 }

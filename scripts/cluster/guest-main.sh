@@ -24,6 +24,7 @@
 #   second one in reverse order, tagged STACK-CONFIG-rK), SHIM_VARIANTS
 #   (default: one, "UMMUSHIM_SUBRANGE=all"),
 #   WORKLOADS (default pingpong,collectives,halo,recycle), MPIWORK_ARGS,
+#   MPI_ENV (K=V words for every run, after the stack's own settings),
 #   RANKS_PER_NODE (2), CLUSTER_NODES (from cluster.sh), DEBUG_LOG_RUN
 #   (a STACK-CONFIG whose shim logs at debug level, default ompi-ucx-b1;
 #   "separate": none of the measured runs, but one more short Open MPI run
@@ -72,9 +73,9 @@ cache_off_env() { # STACK
 common_env() { # STACK
 	case $1 in
 	*-ucx) echo UCX_NET_DEVICES=rxe0:1 UCX_TLS=rc,self UCX_UD_ETH_DGID_CHECK=n \
-		UCX_RNDV_THRESH=8K UCX_IB_FORK_INIT=n UCX_LOG_LEVEL=info ;;
+		UCX_RNDV_THRESH=8K UCX_IB_FORK_INIT=n UCX_LOG_LEVEL=info "${MPI_ENV:-}" ;;
 	*-ofi) echo 'FI_PROVIDER=verbs;ofi_rxm' FI_UNIVERSE_SIZE=16 FI_VERBS_IFACE=eth0 \
-		RDMAV_FORK_SAFE=0 ;;
+		RDMAV_FORK_SAFE=0 "${MPI_ENV:-}" ;;
 	esac
 }
 
@@ -128,6 +129,7 @@ run_config() { # STACK CONFIG(a|bN|c)[-rK] WORKLOADS [MPIWORK ARG...]
 	esac
 	mapfile -d '' -t cmd < <(launcher "$stack" "${env[@]}")
 	say "$tag: ${env[*]}"
+	printf '%s\n' "${env[@]}" >"$OUT/$tag.env"
 	: >"$OUT/$tag.nic"
 	: >"$OUT/$tag.rxe"
 	node_counters before "$tag"

@@ -326,8 +326,11 @@ def repeat_summary(result_dir, out, ummushim):
             "even ones reversed); s = the slowest rank's seconds inside MPI calls for the workload;",
             "regs = real ibv_reg_mr calls per rank during the workload (mean over ranks);",
             "reg ms = time in libibverbs' ibv_reg_mr + ibv_dereg_mr per rank, whole mpirun",
-            "(libregcount-real.so), ms/reg the same per real registration (medians over the",
-            "repetitions); ratio = (b)'s s / (c)'s s of the same repetition.", ""]
+            "(libregcount-real.so), ms/reg the same per real registration, of which reg the",
+            "ibv_reg_mr part, KiB/reg their mean size (medians over the repetitions);",
+            "ratio = (b)'s s / (c)'s s of the same repetition; iteration ratio = the same for the",
+            "median iteration (the slowest rank's time of each iteration), which a single",
+            "retransmission stall of Soft-RoCE does not move.", ""]
     report, bad = {}, 0
     for stack in STACKS:
         mine = [r for r in runs.values() if r["stack"] == stack and r["rep"]]
@@ -338,18 +341,21 @@ def repeat_summary(result_dir, out, ummushim):
             cell = {(r["config"], r["rep"]): r for r in mine if w in r["results"]}
             text.append(f"{STACKS[stack]}, {w}, {len(reps)} repetitions:")
             text.append(f"  {'config':<32}" + "".join(f"{'#' + str(k):>8}" for k in reps)
-                        + f"{'median':>8} {'regs':>6} {'reg ms':>7} {'ms/reg':>6}")
+                        + f"{'median':>8} {'regs':>6} {'reg ms':>7} {'ms/reg':>6} {'reg':>5} {'KiB/reg':>7}")
             entry = report.setdefault(stack, {}).setdefault(w, {})
             for cfg in configs:
                 times = [cell[(cfg, k)]["results"][w]["seconds"] if (cfg, k) in cell else None for k in reps]
                 got = [t for t in times if t is not None]
                 regs = [mean(cell[(cfg, k)]["results"][w]["real_regs"]) for k in reps if (cfg, k) in cell]
-                reg_ms, per_reg = [], []
+                reg_ms, per_reg, reg_only, kib = [], [], [], []
                 for k in reps:
                     real = cell[(cfg, k)]["regcount"].get("real") if (cfg, k) in cell else None
                     if real and real["processes"] and real["regs"]:
                         reg_ms.append((real["reg_ns"] + real["dereg_ns"]) / real["processes"] / 1e6)
                         per_reg.append((real["reg_ns"] + real["dereg_ns"]) / real["regs"] / 1e6)
+                        reg_only.append(real["reg_ns"] / real["regs"] / 1e6)
+                        if "reg_bytes" in real:
+                            kib.append(real["reg_bytes"] / real["regs"] / 1024)
                 bad += len(got) != len(reps) or any(cell[(cfg, k)]["results"][w]["errors"] for k in reps
                                                     if (cfg, k) in cell)
                 name = config_name(next(r for (c, _), r in cell.items() if c == cfg), False) if got else cfg
@@ -358,9 +364,12 @@ def repeat_summary(result_dir, out, ummushim):
                       f"{min(regs):.0f}-{max(regs):.0f}" if regs else "-")
                 text.append(f"  {name:<32}" + "".join(f"{t:>8.2f}" if t is not None else f"{'-':>8}" for t in times)
                             + f"{med:>8.2f} {rg:>6} {statistics.median(reg_ms) if reg_ms else float('nan'):>7.0f}"
-                            + f" {statistics.median(per_reg) if per_reg else float('nan'):>6.1f}")
+                            + f" {statistics.median(per_reg) if per_reg else float('nan'):>6.1f}"
+                            + f" {statistics.median(reg_only) if reg_only else float('nan'):>5.1f}"
+                            + f" {statistics.median(kib) if kib else float('nan'):>7.0f}")
                 entry[cfg] = {"name": name, "seconds": times, "median_s": med, "regs_per_rank": regs,
-                              "reg_dereg_ms_per_rank": reg_ms, "reg_dereg_ms_per_reg": per_reg}
+                              "reg_dereg_ms_per_rank": reg_ms, "reg_dereg_ms_per_reg": per_reg,
+                              "reg_ms_per_reg": reg_only, "kib_per_reg": kib}
             for cfg in configs:
                 if not cfg.startswith("b") or "c" not in configs:
                     continue
@@ -372,6 +381,18 @@ def repeat_summary(result_dir, out, ummushim):
                                                                    for x in ratios)
                             + f"{med:>8.2f}   (b) faster in {sum(x < 1 for x in got)} of {len(got)}")
                 entry[f"{cfg}/c"] = {"ratios": ratios, "median": med}
+
+                def mid_iteration(c, k):
+                    secs = cell[(c, k)]["results"][w].get("sections_s") if (c, k) in cell else None
+                    return statistics.median(secs) if secs else None
+                iters = [mid_iteration(cfg, k) / mid_iteration("c", k)
+                         if mid_iteration(cfg, k) and mid_iteration("c", k) else None for k in reps]
+                got = [x for x in iters if x is not None]
+                med = statistics.median(got) if got else float("nan")
+                text.append(f"  {'iteration ratio ' + cfg + '/c':<32}"
+                            + "".join(f"{x:>8.2f}" if x is not None else f"{'-':>8}" for x in iters)
+                            + f"{med:>8.2f}   (b) faster in {sum(x < 1 for x in got)} of {len(got)}")
+                entry[f"{cfg}/c iteration"] = {"ratios": iters, "median": med}
             text.append("")
         if not mine:
             continue
