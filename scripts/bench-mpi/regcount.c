@@ -23,7 +23,11 @@
  *   regcount-<tag>: pid=P regs=N reg_fail=F deregs=D reg_ns=T dereg_ns=U
  *                   reg_bytes=B
  * (B: the bytes of the registrations made, so a cost per registration can
- * be told apart from a difference in their sizes).
+ * be told apart from a difference in their sizes).  With REGCOUNT_TRACE=1
+ * it also writes, after that line, one line per call (the first
+ * TRACE_MAX): "regcount-<tag>-trace: op=reg|dereg start_ns=S ns=T
+ * bytes=B tid=I" -- where a slow average comes from (a few long calls, or
+ * every call, which thread).
  * to $REGCOUNT_FILE ("%p" is replaced by the pid) or to stderr.
  */
 #define _GNU_SOURCE
@@ -34,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../bench-common/bench_common.h"
@@ -67,6 +72,37 @@ typedef int (*dereg_mr_fn)(struct ibv_mr *);
  */
 static atomic_ulong n_regs, n_reg_fail, n_deregs, reg_bytes;
 static atomic_ullong reg_ns, dereg_ns;
+
+/* REGCOUNT_TRACE: the first TRACE_MAX calls, filled without allocating. */
+#define TRACE_MAX 8192
+struct trace_entry {
+	uint64_t start_ns, ns, bytes;
+	int tid;
+	bool reg;
+};
+
+static struct trace_entry trace[TRACE_MAX];
+static atomic_uint trace_used;
+static atomic_int trace_on = -1;	/* -1: REGCOUNT_TRACE not read yet */
+
+static void trace_call(bool reg, uint64_t t0, uint64_t ns, uint64_t bytes)
+{
+	int on = atomic_load_explicit(&trace_on, memory_order_relaxed);
+	unsigned int i;
+
+	if (on < 0) {
+		const char *v = getenv("REGCOUNT_TRACE");
+
+		on = v && strcmp(v, "1") == 0;
+		atomic_store(&trace_on, on);
+	}
+	if (!on)
+		return;
+	i = atomic_fetch_add(&trace_used, 1);
+	if (i < TRACE_MAX)
+		trace[i] = (struct trace_entry){ t0, ns, bytes,
+						 (int)syscall(SYS_gettid), reg };
+}
 
 /* Nesting depth of this thread inside our registration wrappers. */
 static _Thread_local unsigned reg_depth;
@@ -124,10 +160,13 @@ static uint64_t reg_enter(void)
 static struct ibv_mr *reg_leave(struct ibv_mr *mr, uint64_t t0)
 {
 	if (--reg_depth == 0) {
-		atomic_fetch_add(&reg_ns, bench_now_ns() - t0);
+		uint64_t ns = bench_now_ns() - t0;
+
+		atomic_fetch_add(&reg_ns, ns);
 		atomic_fetch_add(mr ? &n_regs : &n_reg_fail, 1);
 		if (mr)
 			atomic_fetch_add(&reg_bytes, mr->length);
+		trace_call(true, t0, ns, mr ? mr->length : 0);
 	}
 	return mr;
 }
@@ -164,10 +203,13 @@ struct ibv_mr *ibv_reg_mr(struct ibv_pd *pd, void *addr, size_t length,
 int ibv_dereg_mr(struct ibv_mr *mr)
 {
 	dereg_mr_fn fn = (dereg_mr_fn)REAL(real_dereg, "ibv_dereg_mr", "IBVERBS_1.1");
-	uint64_t t0 = bench_now_ns();
+	uint64_t t0 = bench_now_ns(), ns;
+	size_t bytes = mr ? mr->length : 0;
 	int ret = fn(mr);
 
-	atomic_fetch_add(&dereg_ns, bench_now_ns() - t0);
+	ns = bench_now_ns() - t0;
+	atomic_fetch_add(&dereg_ns, ns);
+	trace_call(false, t0, ns, bytes);
 	if (ret == 0)
 		atomic_fetch_add(&n_deregs, 1);
 	return ret;
@@ -212,6 +254,13 @@ __attribute__((destructor)) static void report(void)
 		(long)getpid(), atomic_load(&n_regs), atomic_load(&n_reg_fail),
 		atomic_load(&n_deregs), atomic_load(&reg_ns),
 		atomic_load(&dereg_ns), atomic_load(&reg_bytes));
+	for (unsigned int i = 0; i < atomic_load(&trace_used) && i < TRACE_MAX; i++)
+		fprintf(f ? f : stderr,
+			"regcount-" STR(REGCOUNT_TAG) "-trace: op=%s start_ns=%llu ns=%llu bytes=%llu tid=%d\n",
+			trace[i].reg ? "reg" : "dereg",
+			(unsigned long long)trace[i].start_ns,
+			(unsigned long long)trace[i].ns,
+			(unsigned long long)trace[i].bytes, trace[i].tid);
 	if (f)
 		fclose(f);
 }

@@ -111,7 +111,7 @@ def rxe_deltas(raw, tag):
 
 
 REGCOUNT_RE = re.compile(r"regcount-(real|app): pid=\d+ regs=(\d+) reg_fail=\d+ deregs=(\d+) "
-                         r"reg_ns=(\d+) dereg_ns=(\d+)")
+                         r"reg_ns=(\d+) dereg_ns=(\d+)(?: reg_bytes=(\d+))?")
 
 
 def regcount_totals(raw, tag):
@@ -124,8 +124,9 @@ def regcount_totals(raw, tag):
                 t = totals.setdefault(m.group(1), {"processes": 0, "regs": 0, "deregs": 0,
                                                    "reg_ns": 0, "dereg_ns": 0})
                 t["processes"] += 1
-                for key, value in zip(("regs", "deregs", "reg_ns", "dereg_ns"), m.groups()[1:]):
-                    t[key] += int(value)
+                for key, value in zip(("regs", "deregs", "reg_ns", "dereg_ns", "reg_bytes"), m.groups()[1:]):
+                    if value is not None:	# reg_bytes: not in older runs' lines
+                        t[key] = t.get(key, 0) + int(value)
     return totals
 
 
