@@ -38,10 +38,12 @@
 #                     know are ignored by it)
 #   --mpi-env "K=V ..."
 #                     settings for every run of every configuration (a, b
-#                     and c alike), after the job's own: e.g.
-#                     "UCX_RC_VERBS_TIMEOUT=100ms" shortens the 1 s stall
-#                     of each Soft-RoCE retransmission for a repeated
-#                     comparison (recorded in each run's .env file)
+#                     and c alike), after the stack's own and before the
+#                     configuration's (values without blanks; LD_PRELOAD
+#                     and UMMUSHIM_* are the configurations' own, use
+#                     --shim-env): e.g. "REGCOUNT_TRACE=1" (one line per
+#                     registration call) or "UCX_RC_VERBS_TIMEOUT=100ms";
+#                     each run's environment is kept in its .env file
 #   --workloads LIST  comma list of pingpong, collectives, halo, recycle
 #                     (default: all four; full job only)
 #   --configs "C ..." which configurations run, in this order: a, c, b
@@ -133,6 +135,14 @@ parse_args() {
 	[[ $NODES =~ ^[2-4]$ ]] || die "--nodes wants 2, 3 or 4"
 	[ -n "$RUN_TIMEOUT" ] || RUN_TIMEOUT=$((1200 + SOAK_MIN * 60))
 	[[ $RUN_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--run-timeout wants seconds"
+	local kv words=()
+	read -r -a words <<<"$MPI_ENV"
+	for kv in "${words[@]}"; do
+		[[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] || die "--mpi-env: '$kv' is not K=V"
+		case $kv in
+		LD_PRELOAD=* | UMMUSHIM_*) die "--mpi-env: $kv belongs to a configuration (--shim-env)" ;;
+		esac
+	done
 	local s n
 	for s in $STACKS; do
 		case $s in ompi-ucx | mpich-ucx | ompi-ofi) ;; *) die "unknown stack $s" ;; esac

@@ -24,16 +24,19 @@
  *                   reg_bytes=B
  * (B: the bytes of the registrations made, so a cost per registration can
  * be told apart from a difference in their sizes).  With REGCOUNT_TRACE=1
- * it also writes, after that line, one line per call (the first
- * TRACE_MAX): "regcount-<tag>-trace: op=reg|dereg start_ns=S ns=T
- * bytes=B tid=I" -- where a slow average comes from (a few long calls, or
- * every call, which thread).
+ * it also writes "regcount-<tag>-trace: pid=P calls=N kept=K" and one line
+ * per call (the first TRACE_MAX = K of N): "regcount-<tag>-trace: pid=P
+ * op=reg|reg_failed|dereg start_ns=S ns=T bytes=B tid=I" -- where a slow
+ * average comes from (a few long calls, or every call, which thread).
+ * Without REGCOUNT_FILE the lines go to stderr, where an MPI launcher
+ * interleaves the ranks' lines (each carries its pid).
  * to $REGCOUNT_FILE ("%p" is replaced by the pid) or to stderr.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <infiniband/verbs.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,35 +76,53 @@ typedef int (*dereg_mr_fn)(struct ibv_mr *);
 static atomic_ulong n_regs, n_reg_fail, n_deregs, reg_bytes;
 static atomic_ullong reg_ns, dereg_ns;
 
-/* REGCOUNT_TRACE: the first TRACE_MAX calls, filled without allocating. */
+/*
+ * REGCOUNT_TRACE: the first TRACE_MAX calls, filled without allocating.
+ * A slot is claimed with trace_used and published with its ready flag,
+ * so the exit report skips a slot another thread is still writing.
+ */
 #define TRACE_MAX 8192
+enum trace_op { TRACE_REG, TRACE_REG_FAILED, TRACE_DEREG };
+
 struct trace_entry {
 	uint64_t start_ns, ns, bytes;
 	int tid;
-	bool reg;
+	enum trace_op op;
+	atomic_bool ready;
 };
 
 static struct trace_entry trace[TRACE_MAX];
 static atomic_uint trace_used;
-static atomic_int trace_on = -1;	/* -1: REGCOUNT_TRACE not read yet */
+static bool trace_on;	/* REGCOUNT_TRACE=1, read once at load */
+static _Thread_local int trace_tid;
 
-static void trace_call(bool reg, uint64_t t0, uint64_t ns, uint64_t bytes)
+__attribute__((constructor)) static void read_trace_setting(void)
 {
-	int on = atomic_load_explicit(&trace_on, memory_order_relaxed);
+	const char *v = getenv("REGCOUNT_TRACE");
+
+	trace_on = v && strcmp(v, "1") == 0;
+}
+
+static void trace_call(enum trace_op op, uint64_t t0, uint64_t ns,
+		       uint64_t bytes)
+{
+	struct trace_entry *e;
 	unsigned int i;
 
-	if (on < 0) {
-		const char *v = getenv("REGCOUNT_TRACE");
-
-		on = v && strcmp(v, "1") == 0;
-		atomic_store(&trace_on, on);
-	}
-	if (!on)
+	if (!trace_on)
 		return;
 	i = atomic_fetch_add(&trace_used, 1);
-	if (i < TRACE_MAX)
-		trace[i] = (struct trace_entry){ t0, ns, bytes,
-						 (int)syscall(SYS_gettid), reg };
+	if (i >= TRACE_MAX)
+		return;
+	if (!trace_tid)
+		trace_tid = (int)syscall(SYS_gettid);
+	e = &trace[i];
+	e->start_ns = t0;
+	e->ns = ns;
+	e->bytes = bytes;
+	e->tid = trace_tid;
+	e->op = op;
+	atomic_store_explicit(&e->ready, true, memory_order_release);
 }
 
 /* Nesting depth of this thread inside our registration wrappers. */
@@ -166,7 +187,8 @@ static struct ibv_mr *reg_leave(struct ibv_mr *mr, uint64_t t0)
 		atomic_fetch_add(mr ? &n_regs : &n_reg_fail, 1);
 		if (mr)
 			atomic_fetch_add(&reg_bytes, mr->length);
-		trace_call(true, t0, ns, mr ? mr->length : 0);
+		trace_call(mr ? TRACE_REG : TRACE_REG_FAILED, t0, ns,
+			   mr ? mr->length : 0);
 	}
 	return mr;
 }
@@ -209,7 +231,7 @@ int ibv_dereg_mr(struct ibv_mr *mr)
 
 	ns = bench_now_ns() - t0;
 	atomic_fetch_add(&dereg_ns, ns);
-	trace_call(false, t0, ns, bytes);
+	trace_call(TRACE_DEREG, t0, ns, bytes);
 	if (ret == 0)
 		atomic_fetch_add(&n_deregs, 1);
 	return ret;
@@ -245,6 +267,26 @@ void REGCOUNT_STATS(uint64_t out[4])
 	out[3] = atomic_load(&dereg_ns);
 }
 
+static void write_trace(FILE *f)
+{
+	static const char *const op_name[] = { "reg", "reg_failed", "dereg" };
+	unsigned int used = atomic_load(&trace_used);
+
+	fprintf(f, "regcount-" STR(REGCOUNT_TAG) "-trace: pid=%ld calls=%u kept=%u\n",
+		(long)getpid(), used, used < TRACE_MAX ? used : TRACE_MAX);
+	for (unsigned int i = 0; i < used && i < TRACE_MAX; i++) {
+		const struct trace_entry *e = &trace[i];
+
+		if (!atomic_load_explicit(&e->ready, memory_order_acquire))
+			continue;
+		fprintf(f, "regcount-" STR(REGCOUNT_TAG) "-trace: pid=%ld op=%s start_ns=%llu ns=%llu bytes=%llu tid=%d\n",
+			(long)getpid(), op_name[e->op],
+			(unsigned long long)e->start_ns,
+			(unsigned long long)e->ns,
+			(unsigned long long)e->bytes, e->tid);
+	}
+}
+
 __attribute__((destructor)) static void report(void)
 {
 	FILE *f = open_report();
@@ -254,13 +296,8 @@ __attribute__((destructor)) static void report(void)
 		(long)getpid(), atomic_load(&n_regs), atomic_load(&n_reg_fail),
 		atomic_load(&n_deregs), atomic_load(&reg_ns),
 		atomic_load(&dereg_ns), atomic_load(&reg_bytes));
-	for (unsigned int i = 0; i < atomic_load(&trace_used) && i < TRACE_MAX; i++)
-		fprintf(f ? f : stderr,
-			"regcount-" STR(REGCOUNT_TAG) "-trace: op=%s start_ns=%llu ns=%llu bytes=%llu tid=%d\n",
-			trace[i].reg ? "reg" : "dereg",
-			(unsigned long long)trace[i].start_ns,
-			(unsigned long long)trace[i].ns,
-			(unsigned long long)trace[i].bytes, trace[i].tid);
+	if (trace_on)
+		write_trace(f ? f : stderr);
 	if (f)
 		fclose(f);
 }
