@@ -130,6 +130,43 @@ def regcount_totals(raw, tag):
     return totals
 
 
+TRACE_RE = re.compile(r"regcount-real-trace: (?:pid=\d+ )?op=(reg|dereg) start_ns=\d+ ns=(\d+) bytes=(\d+)")
+# Per-call classes of the trace summary: the workloads' buffers, and the
+# pools of tens of MiB that MPI_Init registers.
+SMALL_CALL = 1 << 20
+
+
+def regcount_trace(raw, tag):
+    """REGCOUNT_TRACE=1 lines below the shim: {"reg"|"dereg": [(ns, bytes)]}, {} without."""
+    calls = {}
+    path = os.path.join(raw, f"{tag}.err")
+    if os.path.exists(path):
+        with open(path, errors="replace") as f:
+            for m in TRACE_RE.finditer(f.read()):
+                calls.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3))))
+    return calls
+
+
+def trace_lines(runs, mine, configs, reps):
+    """Per configuration: the real calls of at most SMALL_CALL bytes, per repetition."""
+    if not any(r["trace"] for r in mine):
+        return []
+    text = [f"  per call below the shim (REGCOUNT_TRACE), calls of at most {SMALL_CALL >> 20} MiB, all ranks:"
+            " n, median ms, sum ms of ibv_reg_mr; sum ms of ibv_dereg_mr; and the larger calls' n and sum ms"]
+    for cfg in configs:
+        for k in reps:
+            r = next((x for x in mine if x["config"] == cfg and x["rep"] == k), None)
+            if not r or not r["trace"]:
+                continue
+            small = sorted(ns for ns, b in r["trace"].get("reg", []) if b <= SMALL_CALL)
+            large = [ns for ns, b in r["trace"].get("reg", []) if b > SMALL_CALL]
+            dereg = sum(ns for ns, b in r["trace"].get("dereg", []) if b <= SMALL_CALL)
+            med = statistics.median(small) / 1e6 if small else float("nan")
+            text.append(f"    {cfg:<4} #{k:<3} reg n={len(small):<4} median {med:6.2f} sum {sum(small) / 1e6:8.1f}"
+                        f"   dereg sum {dereg / 1e6:7.1f}   larger: n={len(large)} sum {sum(large) / 1e6:8.1f}")
+    return text
+
+
 def transports(raw, tag):
     """UCX's endpoint configurations as logged (transport per lane)."""
     found = set()
@@ -174,6 +211,7 @@ def load(result_dir, ummushim=None):
                      "results": results, "shim": hosts, "shim_total": total,
                      "shim_table": shim_table, "nic": nic_deltas(raw, tag),
                      "mpirun_seconds": seconds, "regcount": regcount_totals(raw, tag),
+                     "trace": regcount_trace(raw, tag),
                      "transports": transports(raw, tag)}
     order = lambda t: (list(STACKS).index(runs[t]["stack"]),
                        CONFIG_ORDER.get(runs[t]["config"], int(runs[t]["config"][1:]) if runs[t]["config"][1:].isdigit() else 50),
@@ -396,6 +434,7 @@ def repeat_summary(result_dir, out, ummushim):
                             + "".join(f"{x:>8.2f}" if x is not None else f"{'-':>8}" for x in iters)
                             + f"{med:>8.2f}   (b) faster in {sum(x < 1 for x in got)} of {len(got)}")
                 entry[f"{cfg}/c iteration"] = {"ratios": iters, "median": med}
+            text.extend(trace_lines(runs, [r for r in mine if w in r["results"]], configs, reps))
             text.append("")
         if not mine:
             continue
