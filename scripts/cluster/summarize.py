@@ -114,19 +114,25 @@ REGCOUNT_RE = re.compile(r"regcount-(real|app): pid=\d+ regs=(\d+) reg_fail=\d+ 
                          r"reg_ns=(\d+) dereg_ns=(\d+)(?: reg_bytes=(\d+))?")
 
 
+def err_matches(raw, tag, pattern):
+    """Every match of @pattern in a run's stderr (where the counting preloads write)."""
+    path = os.path.join(raw, f"{tag}.err")
+    if not os.path.exists(path):
+        return []
+    with open(path, errors="replace") as f:
+        return list(pattern.finditer(f.read()))
+
+
 def regcount_totals(raw, tag):
     """The counting preloads' exit lines: per layer, processes and sums over all ranks."""
     totals = {}
-    path = os.path.join(raw, f"{tag}.err")
-    if os.path.exists(path):
-        with open(path, errors="replace") as f:
-            for m in REGCOUNT_RE.finditer(f.read()):
-                t = totals.setdefault(m.group(1), {"processes": 0, "regs": 0, "deregs": 0,
-                                                   "reg_ns": 0, "dereg_ns": 0})
-                t["processes"] += 1
-                for key, value in zip(("regs", "deregs", "reg_ns", "dereg_ns", "reg_bytes"), m.groups()[1:]):
-                    if value is not None:	# reg_bytes: not in older runs' lines
-                        t[key] = t.get(key, 0) + int(value)
+    for m in err_matches(raw, tag, REGCOUNT_RE):
+        t = totals.setdefault(m.group(1), {"processes": 0, "regs": 0, "deregs": 0,
+                                           "reg_ns": 0, "dereg_ns": 0})
+        t["processes"] += 1
+        for key, value in zip(("regs", "deregs", "reg_ns", "dereg_ns", "reg_bytes"), m.groups()[1:]):
+            if value is not None:	# reg_bytes: not in older runs' lines
+                t[key] = t.get(key, 0) + int(value)
     return totals
 
 
@@ -139,11 +145,8 @@ SMALL_CALL = 1 << 20
 def regcount_trace(raw, tag):
     """REGCOUNT_TRACE=1 lines below the shim: {"reg"|"dereg": [(ns, bytes)]}, {} without."""
     calls = {}
-    path = os.path.join(raw, f"{tag}.err")
-    if os.path.exists(path):
-        with open(path, errors="replace") as f:
-            for m in TRACE_RE.finditer(f.read()):
-                calls.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3))))
+    for m in err_matches(raw, tag, TRACE_RE):
+        calls.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3))))
     return calls
 
 
