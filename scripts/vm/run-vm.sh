@@ -46,7 +46,9 @@ Usage: scripts/vm/run-vm.sh [OPTIONS] -- CMD [ARGS...]
 
 Boots Debian's kernel in QEMU (TCG, 2 CPUs on 2 NUMA nodes, 2 GiB, no
 network), with the host root read-only at /, and runs CMD as root in the
-current directory.  CMD's output is shown on stdout.
+current directory.  CMD's output is shown on stdout.  The guest has its
+own /tmp, /run and /root; the host's copy of the current directory and of
+every absolute path among CMD and ARGS that lies under them is bound back.
 
 Options:
   --module PATH.ko       insmod this module before CMD (failure = harness failure)
