@@ -86,6 +86,11 @@ SOAK_MIN=0
 NODES=2
 STACKS="ompi-ucx mpich-ucx ompi-ofi"
 SHIM_ENV=
+# The full job's (b) columns without --shim-env, and how many (b) columns
+# the job has (parse_args: --configs is checked against it, main() sizes
+# the time limit with it).
+FULL_VARIANTS="UMMUSHIM_SUBRANGE=local;UMMUSHIM_SUBRANGE=all"
+NVARIANTS=
 MPI_ENV=
 RUN_TIMEOUT=
 MPIWORK_ARGS=
@@ -143,17 +148,17 @@ parse_args() {
 		LD_PRELOAD=* | UMMUSHIM_*) die "--mpi-env: $kv belongs to a configuration (--shim-env)" ;;
 		esac
 	done
-	local s n
+	local s
 	for s in $STACKS; do
 		case $s in ompi-ucx | mpich-ucx | ompi-ofi) ;; *) die "unknown stack $s" ;; esac
 	done
 	for s in ${WORKLOADS//,/ }; do
 		case $s in pingpong | collectives | halo | recycle) ;; *) die "unknown workload $s" ;; esac
 	done
-	n=$(tr ';' '\n' <<<"${SHIM_ENV:-local;all}" | grep -c .) || true
+	NVARIANTS=$(tr ';' '\n' <<<"${SHIM_ENV:-$FULL_VARIANTS}" | grep -c .) || true
 	for s in $CONFIGS; do
-		[[ $s =~ ^(a|b|c)$ ]] || { [[ $s =~ ^b([1-9][0-9]*)$ ]] && [ "${BASH_REMATCH[1]}" -le "$n" ]; } ||
-			die "--configs: $s is not a, b, c or b1..b$n (one per --shim-env group)"
+		[[ $s =~ ^(a|b|c)$ ]] || { [[ $s =~ ^b([1-9][0-9]*)$ ]] && [ "${BASH_REMATCH[1]}" -le "$NVARIANTS" ]; } ||
+			die "--configs: $s is not a, b, c or b1..b$NVARIANTS (one per --shim-env group)"
 	done
 	[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat wants a positive number"
 }
@@ -243,10 +248,9 @@ main() {
 		guest+=(STACKS=ompi-ucx "CONFIGS=a b" "MPIWORK_ARGS=${MPIWORK_ARGS:-$QUICK_ARGS}"
 			"SHIM_VARIANTS=${one%%;*}")
 	else
-		local variants=${SHIM_ENV:-UMMUSHIM_SUBRANGE=local;UMMUSHIM_SUBRANGE=all} nruns=0 c
+		local variants=${SHIM_ENV:-$FULL_VARIANTS} nruns=0 c
 		for c in $CONFIGS; do
-			[ "$c" = b ] && nruns=$((nruns + $(tr ';' '\n' <<<"$variants" | grep -c .))) ||
-				nruns=$((nruns + 1))
+			[ "$c" = b ] && nruns=$((nruns + NVARIANTS)) || nruns=$((nruns + 1))
 		done
 		# Every run at its limit, per stack, plus the debug run and the boot.
 		timeout=$((RUN_TIMEOUT * (nruns * REPEAT * $(wc -w <<<"$STACKS") + 1) + 1800))
