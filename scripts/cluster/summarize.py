@@ -361,6 +361,16 @@ def soak(result_dir, ummushim):
 RXE_TRAFFIC = ("sent_pkts", "rcvd_pkts", "rdma_sends", "rdma_recvs")
 
 
+def ratio_row(label, pairs):
+    """A row of per-repetition (b)/(c) ratios from (b, c) values (None: missing), and their median."""
+    ratios = [b / c if b is not None and c else None for b, c in pairs]
+    got = [x for x in ratios if x is not None]
+    med = statistics.median(got) if got else float("nan")
+    line = (f"  {label:<32}" + "".join(f"{x:>8.2f}" if x is not None else f"{'-':>8}" for x in ratios)
+            + f"{med:>8.2f}   (b) faster in {sum(x < 1 for x in got)} of {len(got)}")
+    return line, {"ratios": ratios, "median": med}
+
+
 def repeat_summary(result_dir, out, ummushim):
     """main-job.sh --repeat: each repetition's times, medians, per-repetition ratios."""
     runs = load(result_dir, ummushim)
@@ -414,29 +424,19 @@ def repeat_summary(result_dir, out, ummushim):
                 entry[cfg] = {"name": name, "seconds": times, "median_s": med, "regs_per_rank": regs,
                               "reg_dereg_ms_per_rank": reg_ms, "reg_dereg_ms_per_reg": per_reg,
                               "reg_ms_per_reg": reg_only, "kib_per_reg": kib}
+            def seconds(c, k):
+                return cell[(c, k)]["results"][w]["seconds"] if (c, k) in cell else None
+
+            def mid_iteration(c, k):
+                secs = cell[(c, k)]["results"][w].get("sections_s") if (c, k) in cell else None
+                return statistics.median(secs) if secs else None
             for cfg in configs:
                 if not cfg.startswith("b") or "c" not in configs:
                     continue
-                ratios = [cell[(cfg, k)]["results"][w]["seconds"] / cell[("c", k)]["results"][w]["seconds"]
-                          if (cfg, k) in cell and ("c", k) in cell else None for k in reps]
-                got = [x for x in ratios if x is not None]
-                med = statistics.median(got) if got else float("nan")
-                text.append(f"  {'ratio ' + cfg + '/c':<32}" + "".join(f"{x:>8.2f}" if x is not None else f"{'-':>8}"
-                                                                   for x in ratios)
-                            + f"{med:>8.2f}   (b) faster in {sum(x < 1 for x in got)} of {len(got)}")
-                entry[f"{cfg}/c"] = {"ratios": ratios, "median": med}
-
-                def mid_iteration(c, k):
-                    secs = cell[(c, k)]["results"][w].get("sections_s") if (c, k) in cell else None
-                    return statistics.median(secs) if secs else None
-                iters = [mid_iteration(cfg, k) / mid_iteration("c", k)
-                         if mid_iteration(cfg, k) and mid_iteration("c", k) else None for k in reps]
-                got = [x for x in iters if x is not None]
-                med = statistics.median(got) if got else float("nan")
-                text.append(f"  {'iteration ratio ' + cfg + '/c':<32}"
-                            + "".join(f"{x:>8.2f}" if x is not None else f"{'-':>8}" for x in iters)
-                            + f"{med:>8.2f}   (b) faster in {sum(x < 1 for x in got)} of {len(got)}")
-                entry[f"{cfg}/c iteration"] = {"ratios": iters, "median": med}
+                for label, key, value in ((f"ratio {cfg}/c", f"{cfg}/c", seconds),
+                                          (f"iteration ratio {cfg}/c", f"{cfg}/c iteration", mid_iteration)):
+                    line, entry[key] = ratio_row(label, [(value(cfg, k), value("c", k)) for k in reps])
+                    text.append(line)
             text.extend(trace_lines(runs, [r for r in mine if w in r["results"]], configs, reps))
             text.append("")
         if not mine:
