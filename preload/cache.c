@@ -68,6 +68,8 @@ struct cache *cache_create(const struct cache_ops *ops, struct monitor *mon,
 	c->ops = *ops;
 	c->mon = mon;
 	c->limits = *limits;
+	if (limits->subrange == CACHE_SUBRANGE_ALL && ops->slice_init)
+		c->wide_rights = limits->rights;
 	c->stats = stats;
 	c->page_mask = (uintptr_t)(page > 0 ? page : 4096) - 1;
 	list_init(&c->all);

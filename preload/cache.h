@@ -17,6 +17,10 @@
  *    own address and length and the region's keys.  Dereg of that object
  *    drops the region's reference.  An invalidation of any page of a
  *    region drops the whole region, for every slice.
+ *  - Rights (CACHE_SUBRANGE_ALL only): a region whose access holds more of
+ *    limits.rights than a request asks for, and the same other bits,
+ *    serves it too; a miss overlapping cached regions registers the union
+ *    of their rights and the request's, so one region serves every use.
  *  - cache_dereg() drops a reference; an unreferenced (idle) MR stays
  *    registered until it is evicted (clock, an approximation of LRU,
  *    bounded by count and pinned bytes) or invalidated.
@@ -90,6 +94,15 @@ struct cache_limits {
 	uint64_t max_bytes;	/* bytes of those MRs */
 	enum cache_subrange subrange;	/* zero: off */
 	unsigned int remote_access;	/* access bits of remote access */
+	/*
+	 * Access bits that only grant rights (write locally, let a peer
+	 * read, write, use atomics, bind windows): under CACHE_SUBRANGE_ALL
+	 * a request may be served by a region registered with more of them,
+	 * and a miss merges an overlapping region's into its own.  Every
+	 * other bit (on-demand paging, zero-based, huge pages, relaxed
+	 * ordering, any unknown bit) must match exactly.  Ignored otherwise.
+	 */
+	unsigned int rights;
 };
 
 struct cache;

@@ -113,11 +113,15 @@ void hot_remember(struct hot *h, struct entry *e, uint64_t gen)
 	s->region = e->region;
 }
 
-/* @k lies inside @region, with the same PD, access and IOVA offset. */
+/*
+ * @k lies inside @region, with the same PD and IOVA offset, and access
+ * that @region covers (the same, or fewer of the rights @wide).
+ */
 static bool range_contains(const struct cache_key *region,
-			   const struct cache_key *k)
+			   const struct cache_key *k, unsigned int wide)
 {
-	return k->pd == region->pd && k->access == region->access &&
+	return k->pd == region->pd &&
+	       access_covers(region->access, k->access, wide) &&
 	       k->iova - k->addr == region->iova - region->addr &&
 	       k->addr >= region->addr &&
 	       k->addr + k->length >= k->addr &&
@@ -178,7 +182,8 @@ void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key)
 		if (!s->e)
 			continue;
 		exact = key_equal(&s->key, key);
-		if (!exact && !(s->region && range_contains(&s->key, key)))
+		if (!exact && !(s->region &&
+				range_contains(&s->key, key, c->wide_rights)))
 			continue;
 		if (!entry_get_remembered(s->e, s->gen)) {
 			s->e = NULL;	/* dropped or reused: forget it */

@@ -248,6 +248,12 @@ struct cache {
 	atomic_bool child;
 
 	uint64_t id;			/* const: unique, for the thread's hot */
+	/*
+	 * const: the access bits a region may hold more of than a request
+	 * it serves (limits.rights under CACHE_SUBRANGE_ALL with
+	 * containment; 0 otherwise: access matches exactly).
+	 */
+	unsigned int wide_rights;
 	struct region_index regions;	/* lock: ready regions */
 	struct slice_pool slices;	/* its own locks: per-request objects */
 	pthread_mutex_t pool_lock;	/* guards free_entries */
@@ -362,6 +368,17 @@ static inline bool key_equal(const struct cache_key *a,
 	return a->pd == b->pd && a->addr == b->addr &&
 	       a->length == b->length && a->iova == b->iova &&
 	       a->access == b->access;
+}
+
+/*
+ * A region registered with access @have may serve a request asking for
+ * @want: at least the rights asked for, and every bit but the widenable
+ * rights @wide the same.  With @wide 0, @have == @want.
+ */
+static inline bool access_covers(unsigned int have, unsigned int want,
+				 unsigned int wide)
+{
+	return !(want & ~have) && !((have ^ want) & ~wide);
 }
 
 /*
@@ -673,7 +690,10 @@ static inline void after_idle(struct cache *c, void *mr)
 
 /* ---- regions (cache_region.c; under c->lock) ------------------------------ */
 
-/* Containment and widening apply to @key (see enum cache_subrange). */
+/*
+ * Containment and widening apply to @key (see enum cache_subrange); under
+ * CACHE_SUBRANGE_ALL so does widening of the rights (c->wide_rights).
+ */
 bool widen_ok(const struct cache *c, const struct cache_key *key);
 /* The region a miss of @key registers: its pages, merged with neighbours. */
 struct cache_key widened_key(struct cache *c, const struct cache_key *key);

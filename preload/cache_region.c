@@ -2,9 +2,9 @@
 /*
  * Regions: which registrations may be served by a larger cached region,
  * what a miss registers (the request's pages, merged with the cached
- * regions it overlaps), containment lookups, and keeping the
- * index of ready regions.  All under c->lock; the rules are in
- * cache_internal.h.
+ * regions it overlaps, and under CACHE_SUBRANGE_ALL with their rights),
+ * containment lookups, and keeping the index of ready regions.  All
+ * under c->lock; the rules are in cache_internal.h.
  */
 #define _GNU_SOURCE
 #include "cache_internal.h"
@@ -23,18 +23,32 @@ bool widen_ok(const struct cache *c, const struct cache_key *key)
 	}
 }
 
-static struct region_group group_of(const struct cache_key *k)
+/*
+ * A region's group: its PD, IOVA offset and the access bits that must
+ * match exactly.  The widenable rights are left out, so that regions of
+ * one group never overlap whatever rights each holds, and a request finds
+ * the one region around it, then checks its rights (access_covers()).
+ */
+static struct region_group group_of(const struct cache *c,
+				    const struct cache_key *k)
 {
-	return (struct region_group){ k->pd, k->access, k->iova - k->addr };
+	return (struct region_group){ k->pd, k->access & ~c->wide_rights,
+				      k->iova - k->addr };
 }
 
 struct span {
 	uintptr_t start, end;
 };
 
-/* What widened_key() grows: the merged span, and the request's pages. */
+/*
+ * What widened_key() grows: the merged span, the request's pages, and the
+ * access: the request's, with the rights of the regions merged into it
+ * (one group: they differ only in widenable rights), so that the merged
+ * region still serves every request the regions it replaces served.
+ */
 struct merge {
 	struct span merged, page;
+	unsigned int access;
 };
 
 /*
@@ -53,6 +67,7 @@ static void merge_overlapping(void *owner, void *arg)
 
 	if (end <= m->page.start || start >= m->page.end)
 		return;
+	m->access |= e->key.access;
 	if (start < m->merged.start)
 		m->merged.start = start;
 	if (end > m->merged.end)
@@ -70,28 +85,31 @@ struct cache_key widened_key(struct cache *c, const struct cache_key *key)
 		key->addr & ~c->page_mask,
 		(key->addr + key->length + c->page_mask) & ~c->page_mask,
 	};
-	struct merge m = { page, page };
-	struct region_group g = group_of(key);
+	struct merge m = { page, page, key->access };
+	struct region_group g = group_of(c, key);
 
 	if (page.end <= page.start)	/* wraps: leave it alone */
 		return rk;
 	region_index_neighbours(&c->regions, &g, page.start, page.end,
 				merge_overlapping, &m);
-	if (m.merged.end - m.merged.start > c->limits.max_bytes / 2)
+	if (m.merged.end - m.merged.start > c->limits.max_bytes / 2) {
 		m.merged = page;
+		m.access = key->access;
+	}
 	/* An IOVA below the widening would wrap: keep the exact request. */
 	if (key->iova < key->addr - m.merged.start)
 		return rk;
 	rk.addr = m.merged.start;
 	rk.length = m.merged.end - m.merged.start;
 	rk.iova = key->iova - (key->addr - m.merged.start);
+	rk.access = m.access;
 	return rk;
 }
 
 void *region_hit_locked(struct cache *c, struct hot *h,
 			const struct cache_key *key, bool *found)
 {
-	struct region_group g = group_of(key);
+	struct region_group g = group_of(c, key);
 	struct entry *e;
 	uint64_t gen;
 	void *mr;
@@ -101,7 +119,9 @@ void *region_hit_locked(struct cache *c, struct hot *h,
 		return NULL;
 	e = region_index_find(&c->regions, &g, key->addr,
 			      key->addr + key->length);
-	if (!e || !(gen = entry_get(e, 0)))
+	/* Without the rights asked for: a miss, which merges them in. */
+	if (!e || !access_covers(e->key.access, key->access, c->wide_rights) ||
+	    !(gen = entry_get(e, 0)))
 		return NULL;
 	*found = true;
 	atomic_store_explicit(&e->referenced, true, memory_order_relaxed);
@@ -138,7 +158,7 @@ static void collect(void *owner, void *arg)
 void region_publish(struct cache *c, struct entry *e, struct entry **victims,
 		    void **garbage)
 {
-	struct region_group g = group_of(&e->key);
+	struct region_group g = group_of(c, &e->key);
 	uintptr_t start = e->key.addr, end = e->key.addr + e->key.length;
 	struct entry *near = NULL, *n;
 
@@ -169,7 +189,7 @@ void region_unindex(struct cache *c, struct entry *e)
 
 	if (!e->indexed)
 		return;
-	g = group_of(&e->key);
+	g = group_of(c, &e->key);
 	region_index_remove(&c->regions, &g, e->key.addr, e);
 	e->indexed = false;
 }

@@ -26,7 +26,7 @@
 enum config_subrange {
 	CONFIG_SUBRANGE_OFF,	/* none: exact matches only */
 	CONFIG_SUBRANGE_LOCAL,	/* local-only access (the default) */
-	CONFIG_SUBRANGE_ALL,	/* also remote access: exposes whole regions */
+	CONFIG_SUBRANGE_ALL,	/* also remote access: whole regions, more rights */
 };
 
 struct shim_config {

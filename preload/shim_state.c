@@ -97,6 +97,16 @@ static void ops_slice_init(void *slice, const void *region_mr,
 #define REMOTE_ACCESS (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | \
 		       IBV_ACCESS_REMOTE_ATOMIC | IBV_ACCESS_MW_BIND)
 
+/*
+ * Access bits that only grant rights, which UMMUSHIM_SUBRANGE=all may
+ * widen (a request served by a region registered with more of them, as
+ * UCX's and libfabric's caches register every MR with all of them).  The
+ * others change how the memory is registered (on-demand paging,
+ * zero-based addresses, huge pages, relaxed ordering) or are unknown to
+ * this build: never widened.
+ */
+#define WIDENABLE_RIGHTS (IBV_ACCESS_LOCAL_WRITE | REMOTE_ACCESS)
+
 static enum cache_subrange cache_subrange_of(enum config_subrange s)
 {
 	switch (s) {
@@ -224,6 +234,7 @@ static void shim_init(void)
 	limits.max_entries = g_cfg.max_entries;
 	limits.subrange = cache_subrange_of(g_cfg.subrange);
 	limits.remote_access = REMOTE_ACCESS;
+	limits.rights = WIDENABLE_RIGHTS;
 	limits.max_bytes = g_cfg.max_bytes_set ?
 			   g_cfg.max_bytes : default_max_bytes(g_cfg.max_bytes);
 	c = cache_create(&ops, g_monitor, &limits, &shim_stats);

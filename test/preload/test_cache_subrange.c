@@ -24,6 +24,12 @@
 #define P(n) (BASE + (n) * PAGE)
 #define LOCAL 0x1u		/* access bits of the tests: local ... */
 #define REMOTE 0x6u		/* ... and remote (limits.remote_access) */
+/* The rights limits.rights lets "all" widen (libibverbs' values). */
+#define LOCAL_WRITE 0x1u
+#define REMOTE_WRITE 0x2u
+#define REMOTE_READ 0x4u
+#define RIGHTS 0x1fu		/* ... and REMOTE_ATOMIC, MW_BIND */
+#define ROW (64 * PAGE)		/* a halo row of 256 KiB */
 
 static struct cache_limits limits_of(enum cache_subrange mode,
 				     uint64_t max_bytes)
@@ -33,6 +39,7 @@ static struct cache_limits limits_of(enum cache_subrange mode,
 		.max_bytes = max_bytes,
 		.subrange = mode,
 		.remote_access = REMOTE,
+		.rights = RIGHTS,
 	};
 
 	return lim;
@@ -72,6 +79,20 @@ static struct cache_key last_key(void)
 	k = fv->last_key;
 	pthread_mutex_unlock(&fv->lock);
 	return k;
+}
+
+/* The access the live real registration with @serial was made with. */
+static unsigned int access_of(int serial)
+{
+	unsigned int access = ~0u;
+
+	pthread_mutex_lock(&fv->lock);
+	for (struct fake_mr *m = fv->live_list.next; m != &fv->live_list;
+	     m = m->next)
+		if (m->serial == serial)
+			access = m->key.access;
+	pthread_mutex_unlock(&fv->lock);
+	return access;
 }
 
 /* @m is a slice object for exactly [addr, addr + len) of region @r. */
@@ -360,9 +381,226 @@ START_TEST(all_serves_remote_access_too)
 	s = reg_a(P(1) + 3, 100, LOCAL | 0x4);
 	assert_slice(s, P(1) + 3, 100, r);
 	ck_assert_int_eq(n_reg(), 1);
-	/* Other access flags: another group. */
+	/* A right the region lacks: a miss, registering both regions' rights. */
 	reg_a(P(1), 100, LOCAL | 0x2);
 	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(last_key().access, LOCAL | 0x6);
+	ck_assert_uint_eq(last_key().addr, P(0));
+	ck_assert_uint_eq(last_key().length, 8 * PAGE);
+}
+END_TEST
+
+/* ---- rights (access-flag widening, "all" only) ------------------------------ */
+
+/*
+ * Open MPI's ofi_rxm (libfabric's cache off) registers a row with
+ * LOCAL_WRITE to receive into it and later with REMOTE_READ for a peer's
+ * rendezvous read.  Under "all" the second is registered once with both
+ * rights, replacing the first, and from then on every use of either kind
+ * is a hit on that one registration.
+ */
+START_TEST(all_registers_both_rights_once_then_hits)
+{
+	struct fake_mr *w, *r, *w2, *r2;
+	int serial;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	w = reg_a(P(0), ROW, LOCAL_WRITE);
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	r = reg_a(P(0), ROW, REMOTE_READ);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+	ck_assert_uint_eq(last_key().addr, P(0));
+	ck_assert_uint_eq(last_key().length, ROW);
+	/* The LOCAL_WRITE-only one, idle, went; one registration is left. */
+	ck_assert_int_eq(n_dereg(), 1);
+	ck_assert_uint_eq(cache_registered_count(cache), 1);
+	/* What the application asked for, with the region's keys. */
+	ck_assert_uint_eq(r->magic, FAKE_SLICE_MAGIC);
+	ck_assert_uint_eq(r->key.addr, P(0));
+	ck_assert_uint_eq(r->key.length, ROW);
+	serial = r->serial;
+	ck_assert_uint_eq(access_of(serial), LOCAL_WRITE | REMOTE_READ);
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	/* The next uses of either kind hit it. */
+	w2 = reg_a(P(0), ROW, LOCAL_WRITE);
+	r2 = reg_a(P(0) + 8, ROW - 8, REMOTE_READ);
+	ck_assert_uint_eq(w2->magic, FAKE_SLICE_MAGIC);
+	ck_assert_uint_eq(w2->key.addr, P(0));
+	ck_assert_uint_eq(w2->key.length, ROW);
+	ck_assert_int_eq(w2->serial, serial);
+	ck_assert_ptr_ne(w2, r2);
+	ck_assert_int_eq(r2->serial, serial);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(stats_hits(st), 2);
+	ck_assert_int_eq(cache_dereg(cache, w2), 0);
+	ck_assert_int_eq(cache_dereg(cache, r2), 0);
+	ck_assert_int_eq(n_dereg(), 1);
+	ck_assert_uint_eq(cache_idle_count(cache), 1);
+}
+END_TEST
+
+/* The same while the LOCAL_WRITE registration is still in use. */
+START_TEST(all_releases_the_narrower_region_at_its_last_dereg)
+{
+	struct fake_mr *w, *r;
+	int serial;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	w = reg_a(P(0), ROW, LOCAL_WRITE);
+	r = reg_a(P(0), ROW, REMOTE_READ);
+	serial = r->serial;
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+	ck_assert_int_eq(n_dereg(), 0);			/* w is busy */
+	ck_assert_uint_eq(stats_get(&st->stale), 0);	/* not an invalidation */
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	ck_assert_int_eq(n_dereg(), 1);			/* released now */
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	ck_assert_int_eq(n_dereg(), 1);			/* kept: cached */
+	ck_assert_int_eq(reg_a(P(0), ROW, LOCAL_WRITE)->serial, serial);
+	ck_assert_int_eq(n_reg(), 2);
+}
+END_TEST
+
+/* A request overlapping a region with other rights: pages and rights merge. */
+START_TEST(all_merges_rights_with_an_overlapping_region)
+{
+	struct fake_mr *w, *r;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	w = reg_a(P(0), 4 * PAGE, LOCAL_WRITE);
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	r = reg_a(P(2), 4 * PAGE, REMOTE_READ);
+	ck_assert_uint_eq(last_key().addr, P(0));
+	ck_assert_uint_eq(last_key().length, 6 * PAGE);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+	ck_assert_int_eq(reg_a(P(1), PAGE, LOCAL_WRITE)->serial, r->serial);
+	ck_assert_int_eq(n_reg(), 2);
+	/* Rights beyond both: a miss again, with all three. */
+	reg_a(P(1), PAGE, LOCAL_WRITE | REMOTE_WRITE);
+	ck_assert_int_eq(n_reg(), 3);
+	ck_assert_uint_eq(last_key().access,
+			  LOCAL_WRITE | REMOTE_WRITE | REMOTE_READ);
+	ck_assert_uint_eq(last_key().length, 6 * PAGE);
+}
+END_TEST
+
+/*
+ * The thread's remembered region must not serve a request for a right it
+ * lacks (the lock-free hit path checks the rights as the index does).
+ */
+START_TEST(all_remembered_region_never_serves_rights_it_lacks)
+{
+	struct fake_mr *w;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	w = reg_a(P(0), 8 * PAGE, LOCAL_WRITE);		/* remembered */
+	ck_assert_int_eq(cache_dereg(cache, reg_a(P(1), 8, LOCAL_WRITE)), 0);
+	ck_assert_int_eq(n_reg(), 1);
+	reg_a(P(1), 8, LOCAL_WRITE | REMOTE_READ);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	ck_assert_int_eq(n_dereg(), 1);		/* merged away at its dereg */
+}
+END_TEST
+
+/*
+ * Bits that change how memory is registered, and bits this build does not
+ * know, are never widened: zero-based, on-demand, huge pages, relaxed
+ * ordering, an unknown bit.
+ */
+START_TEST(all_never_widens_must_match_bits)
+{
+	static const unsigned int must[] = { 0x20, 0x40, 0x80, 1u << 20,
+					     0x100, 1u << 30 };
+	struct fake_mr *r;
+	int n = 1;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	r = reg_a(P(0), 8 * PAGE, LOCAL_WRITE | REMOTE_READ);
+	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++) {
+		struct fake_mr *m = reg_a(P(1), 8, LOCAL_WRITE | must[i]);
+
+		ck_assert_int_eq(n_reg(), ++n);
+		ck_assert_uint_eq(last_key().access, LOCAL_WRITE | must[i]);
+		ck_assert_int_ne(m->serial, r->serial);
+		/* ... and a region with the bit serves no request without it. */
+		reg_a(P(16 + 2 * i), PAGE, REMOTE_READ | must[i]);
+		ck_assert_int_eq(n_reg(), ++n);
+		reg_a(P(16 + 2 * i), 8, REMOTE_READ);
+		ck_assert_int_eq(n_reg(), ++n);
+		ck_assert_uint_eq(last_key().access, REMOTE_READ);
+	}
+	ck_assert_int_eq(n_dereg(), 0);		/* nothing merged away */
+	/* The region itself still serves fewer rights. */
+	ck_assert_int_eq(reg_a(P(2), 8, REMOTE_READ)->serial, r->serial);
+	ck_assert_int_eq(n_reg(), n);
+}
+END_TEST
+
+/* A region registered with more rights is invalidated like any other. */
+START_TEST(all_widened_region_is_invalidated_like_any_other)
+{
+	struct fake_mr *w, *r, *again;
+	int serial;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	w = reg_a(P(0), ROW, LOCAL_WRITE);
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	r = reg_a(P(0), ROW, REMOTE_READ);		/* the merged one */
+	w = reg_a(P(0), ROW, LOCAL_WRITE);		/* a hit on it */
+	serial = r->serial;
+	ck_assert_int_eq(w->serial, serial);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_int_eq(n_dereg(), 1);
+	fake_invalidate(fmon, P(5), P(6));		/* one page of it */
+	again = reg_a(P(0), ROW, LOCAL_WRITE);
+	ck_assert_int_eq(n_reg(), 3);			/* a miss */
+	ck_assert_int_ne(again->serial, serial);
+	ck_assert_uint_eq(stats_get(&st->stale), 1);	/* in use: stale */
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	ck_assert_int_eq(n_dereg(), 1);			/* w still holds it */
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	ck_assert_int_eq(n_dereg(), 2);			/* at the last one */
+	ck_assert_int_eq(cache_dereg(cache, again), 0);
+}
+END_TEST
+
+/* "local" (the default) and "off" never widen rights: today's behaviour. */
+static void assert_rights_stay_exact(void)
+{
+	struct fake_mr *w, *r;
+
+	w = reg_a(P(0), ROW, LOCAL_WRITE);
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	r = reg_a(P(0), ROW, REMOTE_READ);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(last_key().access, REMOTE_READ);
+	ck_assert_int_eq(n_dereg(), 0);
+	ck_assert_uint_eq(r->magic, FAKE_MR_MAGIC);	/* its own */
+	ck_assert_int_ne(r->serial, w->serial);
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	/* Each use hits its own registration. */
+	ck_assert_ptr_eq(reg_a(P(0), ROW, LOCAL_WRITE), w);
+	ck_assert_ptr_eq(reg_a(P(0), ROW, REMOTE_READ), r);
+	ck_assert_int_eq(n_reg(), 2);
+	/* Fewer rights than a cached region's: a miss too. */
+	reg_a(P(0), 8, 0);
+	ck_assert_int_eq(n_reg(), 3);
+	ck_assert_uint_eq(last_key().access, 0);
+}
+
+START_TEST(local_never_widens_rights)
+{
+	assert_rights_stay_exact();
+}
+END_TEST
+
+START_TEST(off_never_widens_rights)
+{
+	make_cache(CACHE_SUBRANGE_OFF, 1ULL << 40);
+	assert_rights_stay_exact();
 }
 END_TEST
 
@@ -465,6 +703,14 @@ static Suite *suite(void)
 	tcase_add_test(tc, off_matches_exactly);
 	tcase_add_test(tc, local_keeps_remote_access_exact);
 	tcase_add_test(tc, all_serves_remote_access_too);
+	tcase_add_test(tc, all_registers_both_rights_once_then_hits);
+	tcase_add_test(tc, all_releases_the_narrower_region_at_its_last_dereg);
+	tcase_add_test(tc, all_merges_rights_with_an_overlapping_region);
+	tcase_add_test(tc, all_remembered_region_never_serves_rights_it_lacks);
+	tcase_add_test(tc, all_never_widens_must_match_bits);
+	tcase_add_test(tc, all_widened_region_is_invalidated_like_any_other);
+	tcase_add_test(tc, local_never_widens_rights);
+	tcase_add_test(tc, off_never_widens_rights);
 	tcase_add_test(tc, release_pd_waits_for_slices);
 	tcase_add_test(tc, fork_child_never_touches_slices);
 	tcase_add_test(tc, counters_are_exact_under_two_threads);
