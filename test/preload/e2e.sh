@@ -186,5 +186,13 @@ for c in cancel fork rereg forkfirst sigdereg sigexit; do
 		fail "case $c: expected one statistics line"
 done
 
+# 11. Rights: a buffer registered with LOCAL_WRITE, then REMOTE_READ, is held
+# once with both under UMMUSHIM_SUBRANGE=all; local and off keep them apart.
+for c in all:rights-all local:rights-exact off:rights-exact; do
+	check "UMMUSHIM_SUBRANGE=${c%%:*}: case ${c#*:}" \
+		env UMMUSHIM_MONITOR=uffd UMMUSHIM_SUBRANGE="${c%%:*}" \
+		LD_PRELOAD="$shim" "$cacheprog" "${c#*:}"
+done
+
 echo "# e2e: $((n - failed)) passed, $failed failed"
 tap_done

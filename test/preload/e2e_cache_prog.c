@@ -21,6 +21,12 @@
  *           before the thread returns from the shim: the queued dereg must
  *           still be done, once (another thread's next call does it), so
  *           the MR's PD can be freed.
+ *   rights-all    (UMMUSHIM_SUBRANGE=all) a buffer registered with
+ *           LOCAL_WRITE, then with REMOTE_READ (Open MPI's ofi_rxm): the
+ *           second registers it once with both rights, and every later use
+ *           of either kind hits that registration.
+ *   rights-exact  (local or off) the same calls: each flag set gets a
+ *           registration of its own, never one with more rights.
  *
  * Prints "e2e-cache CASE: ok"; exits non-zero on failure.  A watchdog
  * alarm turns a hang into a failure.
@@ -31,6 +37,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -361,13 +368,48 @@ static int case_sigexit(void)
 	return 0;
 }
 
+/* ---- rights ------------------------------------------------------------- */
+
+static int case_rights(bool widen)
+{
+	const unsigned int lw = IBV_ACCESS_LOCAL_WRITE, rr = IBV_ACCESS_REMOTE_READ;
+	char *buf = new_buf();
+	struct ibv_mr *w, *r;
+	int regs, live;
+
+	CHECK(buf);
+	regs = fake_ibv_counts.reg_mr_iova2;
+	live = fake_ibv_counts.live_mrs;
+	w = ibv_reg_mr(g_pd, buf, LEN, (int)lw);
+	CHECK(w && ibv_dereg_mr(w) == 0);
+	r = ibv_reg_mr(g_pd, buf, LEN, (int)rr);
+	CHECK(r && r->addr == buf && r->length == LEN);
+	CHECK(fake_ibv_counts.reg_mr_iova2 == regs + 2);
+	CHECK(fake_ibv_counts.last_access == (widen ? (lw | rr) : rr));
+	CHECK(ibv_dereg_mr(r) == 0);
+	for (int i = 0; i < 3; i++) {
+		w = ibv_reg_mr(g_pd, buf, LEN, (int)lw);
+		r = ibv_reg_mr(g_pd, buf, LEN, (int)rr);
+		CHECK(w && r && w != r);
+		CHECK(w->addr == buf && w->length == LEN);
+		CHECK(r->addr == buf && r->length == LEN);
+		/* One registration's keys, or each its own. */
+		CHECK(widen ? w->rkey == r->rkey : w->rkey != r->rkey);
+		CHECK(ibv_dereg_mr(w) == 0 && ibv_dereg_mr(r) == 0);
+	}
+	CHECK(fake_ibv_counts.reg_mr_iova2 == regs + 2);
+	/* all: the LOCAL_WRITE-only one went when the union replaced it. */
+	CHECK(fake_ibv_counts.live_mrs == live + (widen ? 1 : 2));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ibv_context *ctx = fake_ibv_open();
 	int rc;
 
 	if (argc != 2) {
-		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg|forkfirst|sigdereg|sigexit\n");
+		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg|forkfirst|sigdereg|sigexit|rights-all|rights-exact\n");
 		return 2;
 	}
 	alarm(30);	/* a hang is a failure */
@@ -386,6 +428,10 @@ int main(int argc, char **argv)
 		rc = case_sigdereg();
 	else if (strcmp(argv[1], "sigexit") == 0)
 		rc = case_sigexit();
+	else if (strcmp(argv[1], "rights-all") == 0)
+		rc = case_rights(true);
+	else if (strcmp(argv[1], "rights-exact") == 0)
+		rc = case_rights(false);
 	else
 		rc = 2;
 	if (rc == 0)

@@ -79,8 +79,8 @@ struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
 	struct ibv_mr *mr;
 
 	(void)iova;
-	(void)access;
 	__atomic_fetch_add(&fake_ibv_counts.reg_mr_iova2, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&fake_ibv_counts.last_access, access, __ATOMIC_SEQ_CST);
 	if (fake_ibv_reg_hook)
 		fake_ibv_reg_hook();
 	maybe_block();

@@ -10,6 +10,7 @@ struct fake_ibv_counts {
 	int dereg_mr, rereg_mr, dealloc_pd, close_device;
 	int live_mrs;
 	int dead_mr_calls;	/* dereg/rereg of an already deregistered MR */
+	unsigned int last_access;	/* of the last ibv_reg_mr_iova2 */
 };
 
 extern struct fake_ibv_counts fake_ibv_counts;
