@@ -486,6 +486,27 @@ START_TEST(all_merges_rights_with_an_overlapping_region)
 END_TEST
 
 /*
+ * A merge too large for the byte limit is not made: the request's pages are
+ * registered with its own rights only, and the region keeps serving its own.
+ */
+START_TEST(all_rights_are_not_merged_when_the_pages_are_not)
+{
+	struct fake_mr *w;
+
+	make_cache(CACHE_SUBRANGE_ALL, 6 * PAGE);	/* merged: <= 3 pages */
+	w = reg_a(P(0), 2 * PAGE, LOCAL_WRITE);
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	reg_a(P(1), 3 * PAGE, REMOTE_READ);	/* 4 pages merged: too big */
+	ck_assert_uint_eq(last_key().addr, P(1));
+	ck_assert_uint_eq(last_key().length, 3 * PAGE);
+	ck_assert_uint_eq(last_key().access, REMOTE_READ);
+	ck_assert_int_eq(n_dereg(), 0);
+	ck_assert_int_eq(reg_a(P(0) + 5, 5, LOCAL_WRITE)->serial, w->serial);
+	ck_assert_int_eq(n_reg(), 2);
+}
+END_TEST
+
+/*
  * The thread's remembered region must not serve a request for a right it
  * lacks (the lock-free hit path checks the rights as the index does).
  */
@@ -706,6 +727,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, all_registers_both_rights_once_then_hits);
 	tcase_add_test(tc, all_releases_the_narrower_region_at_its_last_dereg);
 	tcase_add_test(tc, all_merges_rights_with_an_overlapping_region);
+	tcase_add_test(tc, all_rights_are_not_merged_when_the_pages_are_not);
 	tcase_add_test(tc, all_remembered_region_never_serves_rights_it_lacks);
 	tcase_add_test(tc, all_never_widens_must_match_bits);
 	tcase_add_test(tc, all_widened_region_is_invalidated_like_any_other);
