@@ -171,6 +171,22 @@ section_containment() {
 		not_ok "slice-keys (all): the region, never the page past it"
 	fi
 	expect_stat "$(log_of keys-all)" hits 1 "slice-keys (all): the slice was a containment hit"
+	# Rights: under all a REMOTE_READ registration of a page cached with
+	# REMOTE_WRITE gets an rkey a peer may write through; local/off never.
+	check "slice-keys rights: exact without the shim" "$SLICE_KEYS" rights exact
+	for mode in local off; do
+		if shim_run "rights-$mode" UMMUSHIM_SUBRANGE=$mode -- "$SLICE_KEYS" rights exact; then
+			ok "slice-keys rights ($mode): a REMOTE_READ rkey never writes"
+		else
+			not_ok "slice-keys rights ($mode): a REMOTE_READ rkey never writes"
+		fi
+	done
+	if shim_run rights-all UMMUSHIM_SUBRANGE=all -- "$SLICE_KEYS" rights widened; then
+		ok "slice-keys rights (all): one registration with both flag sets' rights"
+	else
+		not_ok "slice-keys rights (all): one registration with both flag sets' rights"
+	fi
+	expect_stat "$(log_of rights-all)" real_regs 3 "slice-keys rights (all): 3 real registrations (source, LOCAL_WRITE|REMOTE_WRITE, the union)"
 	# One page of one slice replaced: the region is gone for every slice.
 	if shim_run keys-regions -- "$SLICE_KEYS" regions; then
 		ok "slice-keys regions: the replaced page's slice sends the new data"

@@ -21,6 +21,13 @@
  * must RDMA-write the new data.  The shim's statistics (checked by the
  * caller) must show the region dropped for every slice: the first page's
  * slice, untouched, is a miss too.
+ *
+ * rights MODE: a page is registered with LOCAL_WRITE | REMOTE_WRITE and
+ * released (cached), then registered with REMOTE_READ only; a peer
+ * RDMA-writes through that MR's rkey.  MODE "widened" (UMMUSHIM_SUBRANGE=
+ * all: the second registration is the union of both, which is what `all`
+ * exposes) must arrive, and the first flag set hits that registration
+ * again (same rkey); MODE "exact" (local, off, or no shim) must fail.
  */
 #define _GNU_SOURCE
 #include <stdbool.h>
@@ -156,6 +163,43 @@ static int regions(struct rdma_dev *d)
 	return 0;
 }
 
+static int rights(struct rdma_dev *d, bool widened)
+{
+	const int rw = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+	uint8_t *buf = guarded(1), *src = guarded(1);
+	struct ibv_mr *src_mr, *w, *r;
+	int rc;
+
+	if (!buf || !src)
+		return rdma_fail("mmap");
+	memset(src, 0x5a, page);
+	src_mr = ibv_reg_mr(d->pd, src, page, IBV_ACCESS_LOCAL_WRITE);
+	w = ibv_reg_mr(d->pd, buf, page, rw);
+	if (!src_mr || !w || ibv_dereg_mr(w))
+		return rdma_fail("ibv_reg_mr");
+	r = ibv_reg_mr(d->pd, buf, page, IBV_ACCESS_REMOTE_READ);
+	if (!r)
+		return rdma_fail("ibv_reg_mr for remote reads");
+	expect(r->addr == buf && r->length == page,
+	       "the MR has the address and length asked for");
+	rc = write_through(d, src_mr, src, r, buf, 64);
+	if (widened)
+		expect(rc == 0 && buf[0] == 0x5a && buf[63] == 0x5a,
+		       "a write through the rkey of a REMOTE_READ registration arrives (what UMMUSHIM_SUBRANGE=all exposes)");
+	else
+		expect(rc == -1 && buf[0] == 0,
+		       "a write through the rkey of a REMOTE_READ registration fails");
+	w = ibv_reg_mr(d->pd, buf, page, rw);
+	if (!w)
+		return rdma_fail("ibv_reg_mr again");
+	expect(widened ? w->rkey == r->rkey : w->rkey != r->rkey,
+	       widened ? "both flag sets share one registration" :
+			 "each flag set has its own registration");
+	if (ibv_dereg_mr(w) || ibv_dereg_mr(r) || ibv_dereg_mr(src_mr))
+		return rdma_fail("ibv_dereg_mr");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct rdma_dev d;
@@ -164,16 +208,24 @@ int main(int argc, char **argv)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2 || (strcmp(argv[1], "regions") != 0 &&
-			 (strcmp(argv[1], "reach") != 0 || argc < 3 ||
-			  (strcmp(argv[2], "region") != 0 &&
-			   strcmp(argv[2], "exact") != 0)))) {
-		fprintf(stderr, "usage: rdma-slice-keys reach region|exact | regions\n");
+			 (argc < 3 ||
+			  !((strcmp(argv[1], "reach") == 0 &&
+			     (strcmp(argv[2], "region") == 0 ||
+			      strcmp(argv[2], "exact") == 0)) ||
+			    (strcmp(argv[1], "rights") == 0 &&
+			     (strcmp(argv[2], "widened") == 0 ||
+			      strcmp(argv[2], "exact") == 0)))))) {
+		fprintf(stderr, "usage: rdma-slice-keys reach region|exact | rights widened|exact | regions\n");
 		return 2;
 	}
 	if (rdma_dev_open(&d, NULL))
 		return 1;
-	rc = strcmp(argv[1], "regions") == 0 ? regions(&d) :
-	     reach(&d, strcmp(argv[2], "region") == 0);
+	if (strcmp(argv[1], "regions") == 0)
+		rc = regions(&d);
+	else if (strcmp(argv[1], "rights") == 0)
+		rc = rights(&d, strcmp(argv[2], "widened") == 0);
+	else
+		rc = reach(&d, strcmp(argv[2], "region") == 0);
 	rdma_dev_close(&d);
 	printf("slice-keys %s: %s\n", argv[1], rc || failures ? "FAIL" : "PASS");
 	return rc || failures ? 1 : 0;
