@@ -198,11 +198,14 @@ static void abandon_pending(struct cache *c, struct entry *e)
  * the request @req (@e's key, or the region around it).  The MR with one
  * reference of generation *@gen; or, *@gen 0, when @e cannot be watched,
  * @req's own registration passed through, and when a widened @e cannot
- * be registered, @req's own answer, passed through too.
+ * be registered, @req's own answer, passed through too.  But when @e
+ * holds rights learnt from its PD (@learnt) and cannot be registered,
+ * NULL and *@retry: the caller tries again without them (memory that
+ * cannot take a learnt right, e.g. LOCAL_WRITE on read-only pages).
  */
 static void *miss_register(struct cache *c, struct entry *e,
 			   const struct cache_key *req, int how,
-			   uint64_t *gen)
+			   bool learnt, uint64_t *gen, bool *retry)
 {
 	struct entry *victims = NULL;
 	bool widened = !key_equal(&e->key, req);
@@ -235,6 +238,11 @@ static void *miss_register(struct cache *c, struct entry *e,
 		abandon_pending(c, e);
 		monitor_unwatch(c, e);
 		entry_free(c, e);
+		if (learnt) {
+			*retry = true;
+			errno = err;
+			return NULL;
+		}
 		if (widened)	/* the request's own answer */
 			return passthrough_reg(c, req, how);
 		errno = err;
@@ -327,15 +335,19 @@ static void *try_hit(struct cache *c, struct hot *hot,
  * contains @key: then that hit is returned (c->lock released).
  */
 static void *lookup_or_widen(struct cache *c, struct hot *h,
-			     const struct cache_key *key, bool *widen,
-			     struct cache_key *rk)
+			     const struct cache_key *key, void *dev_ctx,
+			     bool learn, bool *widen, struct cache_key *rk,
+			     unsigned int *extra)
 {
 	bool found = false;
 	void *mr;
 
 	*rk = *key;
+	*extra = 0;
 	if (!*widen)
 		return NULL;
+	if (c->wide_rights)
+		rights_learn(c, key, dev_ctx);
 	mr = region_hit_locked(c, h, key, &found);
 	if (mr) {
 		unlock_cache(c);
@@ -346,7 +358,7 @@ static void *lookup_or_widen(struct cache *c, struct hot *h,
 	if (found)	/* no slice object to be had: an exact miss */
 		*widen = false;
 	else
-		*rk = widened_key(c, key);
+		*rk = widened_key(c, key, learn && c->wide_rights, extra);
 	return NULL;
 }
 
@@ -365,15 +377,16 @@ static void *serve_or_pass(struct cache *c, struct hot *h, struct entry *e,
 }
 
 /*
- * After cache_reg()'s monitor_check() of @key (see there).  Out of line:
- * inlined, its frame would be set up on the hit path too.
+ * reg_slow()'s work; with @learn a miss registers with the PD's learnt
+ * rights too, and if that fails, NULL and *@retry (see miss_register()).
  */
-__attribute__((noinline)) static void *
-reg_slow(struct cache *c, const struct cache_key *key, void *dev_ctx, int how)
+static void *reg_slow_once(struct cache *c, const struct cache_key *key,
+			   void *dev_ctx, int how, bool learn, bool *retry)
 {
 	void *garbage[2] = { NULL, NULL };
 	struct entry *e, *fresh = NULL;
 	bool widen = widen_ok(c, key);
+	unsigned int extra = 0;
 	struct cache_key rk;
 	struct hot *h;
 	uint64_t gen;
@@ -399,7 +412,8 @@ reg_slow(struct cache *c, const struct cache_key *key, void *dev_ctx, int how)
 	for (;;) {
 		if (atomic_load(&c->broken))
 			goto unlock_passthrough;
-		mr = lookup_or_widen(c, h, key, &widen, &rk);
+		mr = lookup_or_widen(c, h, key, dev_ctx, learn, &widen, &rk,
+				     &extra);
 		if (mr) {
 			if (fresh)
 				entry_free(c, fresh);
@@ -451,7 +465,7 @@ reg_slow(struct cache *c, const struct cache_key *key, void *dev_ctx, int how)
 	stripe_unlock(c, e->kstripe);
 	unlock_cache(c);
 	free_garbage(garbage, 2);
-	mr = miss_register(c, e, key, how, &gen);
+	mr = miss_register(c, e, key, how, extra != 0, &gen, retry);
 	if (!gen)	/* passed through, or failed */
 		return mr;
 	hot_remember(h, e, gen);
@@ -462,6 +476,23 @@ unlock_passthrough:
 	if (fresh)
 		entry_free(c, fresh);
 	return passthrough_reg(c, key, how);
+}
+
+/*
+ * After cache_reg()'s monitor_check() of @key (see there).  Out of line:
+ * inlined, its frame would be set up on the hit path too.
+ */
+__attribute__((noinline)) static void *
+reg_slow(struct cache *c, const struct cache_key *key, void *dev_ctx, int how)
+{
+	bool retry = false;
+	void *mr = reg_slow_once(c, key, dev_ctx, how, true, &retry);
+
+	if (!retry)
+		return mr;
+	log_debug("registration with the PD's learnt rights failed: %s; retrying with the request's own",
+		  strerror(errno));
+	return reg_slow_once(c, key, dev_ctx, how, false, &retry);
 }
 
 void *cache_reg_miss(struct cache *c, const struct cache_key *key,

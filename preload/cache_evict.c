@@ -108,11 +108,13 @@ static bool match_ctx(const struct entry *e, void *ctx)
 
 void cache_release_pd(struct cache *c, void *pd)
 {
+	rights_forget(c, pd, NULL);
 	release_matching(c, pd, match_pd);
 }
 
 void cache_release_ctx(struct cache *c, void *dev_ctx)
 {
+	rights_forget(c, NULL, dev_ctx);
 	release_matching(c, dev_ctx, match_ctx);
 }
 
@@ -120,6 +122,7 @@ void cache_forget_ctx(struct cache *c, void *dev_ctx)
 {
 	struct entry *gone = NULL;
 
+	rights_forget(c, NULL, dev_ctx);
 	if (cache_in_child(c))
 		return;
 	lock_cache(c);

@@ -196,6 +196,15 @@ struct stripe {
 	char pad[64];
 };
 
+/* How many PDs' learnt rights a cache keeps (a process has few PDs). */
+#define LEARNT_PDS 16
+
+/* A PD's learnt rights (empty: pd NULL); ctx its device's context. */
+struct pd_rights {
+	void *pd, *ctx;
+	unsigned int rights;
+};
+
 struct cache {
 	pthread_mutex_t lock;		/* the structure: see above */
 	pthread_mutex_t mon_lock;	/* serialises monitor calls */
@@ -254,6 +263,13 @@ struct cache {
 	 * containment; 0 otherwise: access matches exactly).
 	 */
 	unsigned int wide_rights;
+	/*
+	 * lock: under CACHE_SUBRANGE_ALL, each PD's learnt rights: the
+	 * widenable rights of every request seen on it, which every miss of
+	 * that PD registers (cache_region.c).  Fixed size, so that learning
+	 * never allocates; a PD finding no free slot learns nothing.
+	 */
+	struct pd_rights learnt[LEARNT_PDS];
 	struct region_index regions;	/* lock: ready regions */
 	struct slice_pool slices;	/* its own locks: per-request objects */
 	pthread_mutex_t pool_lock;	/* guards free_entries */
@@ -695,8 +711,17 @@ static inline void after_idle(struct cache *c, void *mr)
  * CACHE_SUBRANGE_ALL so does widening of the rights (c->wide_rights).
  */
 bool widen_ok(const struct cache *c, const struct cache_key *key);
-/* The region a miss of @key registers: its pages, merged with neighbours. */
-struct cache_key widened_key(struct cache *c, const struct cache_key *key);
+/*
+ * The region a miss of @key registers: its pages, merged with neighbours;
+ * with @learn (CACHE_SUBRANGE_ALL) also with its PD's learnt rights, and
+ * *@extra the rights these alone added (0: none).
+ */
+struct cache_key widened_key(struct cache *c, const struct cache_key *key,
+			     bool learn, unsigned int *extra);
+/* Add @key's widenable rights to its PD's learnt rights (@ctx its device). */
+void rights_learn(struct cache *c, const struct cache_key *key, void *ctx);
+/* The PD @pd (or, @pd NULL, every PD of @ctx) starts again with none. */
+void rights_forget(struct cache *c, void *pd, void *ctx);
 /* A containment hit; *@found: a region contains @key (NULL: no slice). */
 void *region_hit_locked(struct cache *c, struct hot *h,
 			const struct cache_key *key, bool *found);

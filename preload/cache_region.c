@@ -2,7 +2,8 @@
 /*
  * Regions: which registrations may be served by a larger cached region,
  * what a miss registers (the request's pages, merged with the cached
- * regions it overlaps, and under CACHE_SUBRANGE_ALL with their rights),
+ * regions it overlaps, and under CACHE_SUBRANGE_ALL with their rights and
+ * the rights learnt from every request of its PD),
  * containment lookups, and keeping the index of ready regions.  All
  * under c->lock; the rules are in cache_internal.h.
  */
@@ -78,7 +79,58 @@ static void merge_overlapping(void *owner, void *arg)
  * The merged region stays within half of the byte limit, so that one
  * region can never crowd everything else out of the cache.
  */
-struct cache_key widened_key(struct cache *c, const struct cache_key *key)
+/* @pd's learnt rights (under c->lock; 0 for a PD without a record). */
+static unsigned int rights_learnt(const struct cache *c, const void *pd)
+{
+	for (unsigned int i = 0; i < LEARNT_PDS; i++)
+		if (c->learnt[i].pd == pd)
+			return c->learnt[i].rights;
+	return 0;
+}
+
+/*
+ * Under c->lock.  Requests served by hits need not be learnt: a hit's
+ * rights are those of a region some miss registered, all learnt then.
+ */
+void rights_learn(struct cache *c, const struct cache_key *key, void *ctx)
+{
+	struct pd_rights *free_slot = NULL;
+	unsigned int rights = key->access & c->wide_rights;
+
+	if (!rights)
+		return;
+	for (unsigned int i = 0; i < LEARNT_PDS; i++) {
+		struct pd_rights *r = &c->learnt[i];
+
+		if (r->pd == key->pd) {
+			r->rights |= rights;
+			return;
+		}
+		if (!r->pd && !free_slot)
+			free_slot = r;
+	}
+	if (free_slot)
+		*free_slot = (struct pd_rights){ key->pd, ctx, rights };
+}
+
+/*
+ * Before the PD (or the device) goes: a new PD that gets the same address
+ * must start with no learnt rights.
+ */
+void rights_forget(struct cache *c, void *pd, void *ctx)
+{
+	lock_cache(c);
+	for (unsigned int i = 0; i < LEARNT_PDS; i++) {
+		struct pd_rights *r = &c->learnt[i];
+
+		if (r->pd && (pd ? r->pd == pd : r->ctx == ctx))
+			*r = (struct pd_rights){ NULL, NULL, 0 };
+	}
+	unlock_cache(c);
+}
+
+struct cache_key widened_key(struct cache *c, const struct cache_key *key,
+			     bool learn, unsigned int *extra)
 {
 	struct cache_key rk = *key;
 	struct span page = {
@@ -88,6 +140,7 @@ struct cache_key widened_key(struct cache *c, const struct cache_key *key)
 	struct merge m = { page, page, key->access };
 	struct region_group g = group_of(c, key);
 
+	*extra = 0;
 	if (page.end <= page.start)	/* wraps: leave it alone */
 		return rk;
 	region_index_neighbours(&c->regions, &g, page.start, page.end,
@@ -103,6 +156,10 @@ struct cache_key widened_key(struct cache *c, const struct cache_key *key)
 	rk.length = m.merged.end - m.merged.start;
 	rk.iova = key->iova - (key->addr - m.merged.start);
 	rk.access = m.access;
+	if (learn) {
+		*extra = rights_learnt(c, key->pd) & c->wide_rights & ~m.access;
+		rk.access |= *extra;
+	}
 	return rk;
 }
 

@@ -66,6 +66,14 @@ static struct fake_mr *reg_a(uintptr_t addr, size_t len, unsigned int access)
 	return cache_reg(cache, &k, CTX1, 0);
 }
 
+static struct fake_mr *reg_pd(void *pd, uintptr_t addr, size_t len,
+			      unsigned int access)
+{
+	struct cache_key k = { pd, addr, len, addr, access };
+
+	return cache_reg(cache, &k, pd == PD1 ? CTX1 : CTX2, 0);
+}
+
 static struct fake_mr *reg(uintptr_t addr, size_t len)
 {
 	return reg_a(addr, len, LOCAL);
@@ -487,7 +495,8 @@ END_TEST
 
 /*
  * A merge too large for the byte limit is not made: the request's pages are
- * registered with its own rights only, and the region keeps serving its own.
+ * registered alone (with the PD's learnt rights, not the region's as such),
+ * and the region keeps serving its own.
  */
 START_TEST(all_rights_are_not_merged_when_the_pages_are_not)
 {
@@ -499,7 +508,7 @@ START_TEST(all_rights_are_not_merged_when_the_pages_are_not)
 	reg_a(P(1), 3 * PAGE, REMOTE_READ);	/* 4 pages merged: too big */
 	ck_assert_uint_eq(last_key().addr, P(1));
 	ck_assert_uint_eq(last_key().length, 3 * PAGE);
-	ck_assert_uint_eq(last_key().access, REMOTE_READ);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
 	ck_assert_int_eq(n_dereg(), 0);
 	ck_assert_int_eq(reg_a(P(0) + 5, 5, LOCAL_WRITE)->serial, w->serial);
 	ck_assert_int_eq(n_reg(), 2);
@@ -544,14 +553,16 @@ START_TEST(all_never_widens_must_match_bits)
 		struct fake_mr *m = reg_a(P(1), 8, LOCAL_WRITE | must[i]);
 
 		ck_assert_int_eq(n_reg(), ++n);
-		ck_assert_uint_eq(last_key().access, LOCAL_WRITE | must[i]);
+		/* The PD's learnt rights, never its must-match bits. */
+		ck_assert_uint_eq(last_key().access,
+				  LOCAL_WRITE | REMOTE_READ | must[i]);
 		ck_assert_int_ne(m->serial, r->serial);
 		/* ... and a region with the bit serves no request without it. */
 		reg_a(P(16 + 2 * i), PAGE, REMOTE_READ | must[i]);
 		ck_assert_int_eq(n_reg(), ++n);
 		reg_a(P(16 + 2 * i), 8, REMOTE_READ);
 		ck_assert_int_eq(n_reg(), ++n);
-		ck_assert_uint_eq(last_key().access, REMOTE_READ);
+		ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
 	}
 	ck_assert_int_eq(n_dereg(), 0);		/* nothing merged away */
 	/* The region itself still serves fewer rights. */
@@ -610,6 +621,14 @@ static void assert_rights_stay_exact(void)
 	reg_a(P(0), 8, 0);
 	ck_assert_int_eq(n_reg(), 3);
 	ck_assert_uint_eq(last_key().access, 0);
+	/* Nothing learnt: a new row's miss has the request's rights. */
+	reg_a(P(100), ROW, LOCAL_WRITE);
+	ck_assert_int_eq(n_reg(), 4);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE);
+	ck_assert_uint_eq(reg_a(P(100), ROW, REMOTE_READ)->magic,
+			  FAKE_MR_MAGIC);
+	ck_assert_int_eq(n_reg(), 5);
+	ck_assert_uint_eq(last_key().access, REMOTE_READ);
 }
 
 START_TEST(local_never_widens_rights)
@@ -622,6 +641,122 @@ START_TEST(off_never_widens_rights)
 {
 	make_cache(CACHE_SUBRANGE_OFF, 1ULL << 40);
 	assert_rights_stay_exact();
+}
+END_TEST
+
+/* ---- learnt rights (per PD, "all" only) ------------------------------------ */
+
+#define ROW_A P(0)
+#define ROW_B P(100)
+#define ROW_C P(200)
+
+/* PD1 sees a LOCAL_WRITE request (row A) and a REMOTE_READ one (row B). */
+static void learn_both(void)
+{
+	ck_assert_int_eq(cache_dereg(cache, reg_a(ROW_A, ROW, LOCAL_WRITE)), 0);
+	ck_assert_int_eq(cache_dereg(cache, reg_a(ROW_B, ROW, REMOTE_READ)), 0);
+	ck_assert_int_eq(n_reg(), 2);
+	/* Row B, a miss after LOCAL_WRITE was learnt, has both already. */
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+}
+
+/*
+ * Once a PD has seen both rights, a new row's LOCAL_WRITE miss registers
+ * both, and its first REMOTE_READ use is a hit (ofi_rxm's halo rows).
+ */
+START_TEST(all_miss_registers_the_pds_learnt_rights)
+{
+	struct fake_mr *w, *r;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	learn_both();
+	w = reg_a(ROW_C, ROW, LOCAL_WRITE);
+	ck_assert_int_eq(n_reg(), 3);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+	ck_assert_uint_eq(last_key().addr, ROW_C);
+	ck_assert_uint_eq(last_key().length, ROW);
+	ck_assert_uint_eq(w->magic, FAKE_SLICE_MAGIC);	/* asked: LOCAL_WRITE */
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	r = reg_a(ROW_C, ROW, REMOTE_READ);
+	ck_assert_int_eq(n_reg(), 3);			/* a hit */
+	ck_assert_int_eq(r->serial, w->serial);
+	ck_assert_uint_eq(stats_get(&st->misses), 3);
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	ck_assert_int_eq(n_dereg(), 0);
+}
+END_TEST
+
+/* Fails LOCAL_WRITE registrations of pages from ROW_C on (read-only). */
+static void fail_writable_from_row_c(struct fake_verbs *v,
+				     const struct cache_key *key)
+{
+	v->reg_errno = key->addr + key->length > ROW_C &&
+		       (key->access & LOCAL_WRITE) ? EACCES : 0;
+}
+
+/*
+ * Memory that cannot take a learnt right (LOCAL_WRITE on read-only pages):
+ * the miss is registered again with the request's own rights, and cached.
+ */
+START_TEST(all_failed_learnt_rights_fall_back_to_the_requests)
+{
+	struct fake_mr *r, *again;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	learn_both();
+	fv->on_reg = fail_writable_from_row_c;
+	r = reg_a(ROW_C, ROW, REMOTE_READ);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(n_reg(), 4);		/* with both, then alone */
+	ck_assert_uint_eq(last_key().access, REMOTE_READ);
+	ck_assert_uint_eq(access_of(r->serial), REMOTE_READ);
+	ck_assert_uint_eq(cache_registered_count(cache), 3);	/* cached */
+	ck_assert_uint_eq(stats_get(&st->passthrough), 0);
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	again = reg_a(ROW_C + 8, 100, REMOTE_READ);
+	ck_assert_int_eq(n_reg(), 4);		/* a hit */
+	ck_assert_int_eq(again->serial, r->serial);
+	ck_assert_int_eq(cache_dereg(cache, again), 0);
+	/* A request whose own rights fail still fails, with its error. */
+	errno = 0;
+	ck_assert_ptr_null(reg_a(ROW_C + ROW, PAGE, LOCAL_WRITE));
+	ck_assert_int_eq(errno, EACCES);
+	ck_assert_int_eq(n_reg(), 6);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE);
+	ck_assert_int_eq(n_dereg(), 0);
+}
+END_TEST
+
+/* What one PD learnt never reaches another PD. */
+START_TEST(all_learnt_rights_stay_with_their_pd)
+{
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	learn_both();
+	reg_pd(PD2, ROW_C, ROW, LOCAL_WRITE);
+	ck_assert_int_eq(n_reg(), 3);
+	ck_assert_ptr_eq(last_key().pd, PD2);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE);
+	/* ... and PD1 still has its own. */
+	reg_a(P(300), ROW, REMOTE_READ);
+	ck_assert_int_eq(n_reg(), 4);
+	ck_assert_ptr_eq(last_key().pd, PD1);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+}
+END_TEST
+
+/* A released PD (or device) starts again with nothing learnt. */
+START_TEST(all_released_pd_forgets_its_learnt_rights)
+{
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	learn_both();
+	cache_release_pd(cache, PD1);
+	reg_a(ROW_C, ROW, LOCAL_WRITE);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE);
+	reg_a(P(300), ROW, REMOTE_READ);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+	cache_release_ctx(cache, CTX1);
+	reg_a(P(400), ROW, REMOTE_READ);
+	ck_assert_uint_eq(last_key().access, REMOTE_READ);
 }
 END_TEST
 
@@ -733,6 +868,10 @@ static Suite *suite(void)
 	tcase_add_test(tc, all_widened_region_is_invalidated_like_any_other);
 	tcase_add_test(tc, local_never_widens_rights);
 	tcase_add_test(tc, off_never_widens_rights);
+	tcase_add_test(tc, all_miss_registers_the_pds_learnt_rights);
+	tcase_add_test(tc, all_failed_learnt_rights_fall_back_to_the_requests);
+	tcase_add_test(tc, all_learnt_rights_stay_with_their_pd);
+	tcase_add_test(tc, all_released_pd_forgets_its_learnt_rights);
 	tcase_add_test(tc, release_pd_waits_for_slices);
 	tcase_add_test(tc, fork_child_never_touches_slices);
 	tcase_add_test(tc, counters_are_exact_under_two_threads);
