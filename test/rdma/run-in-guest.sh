@@ -187,6 +187,21 @@ section_containment() {
 		not_ok "slice-keys rights (all): one registration with both flag sets' rights"
 	fi
 	expect_stat "$(log_of rights-all)" real_regs 3 "slice-keys rights (all): 3 real registrations (source, LOCAL_WRITE|REMOTE_WRITE, the union)"
+	# Learnt rights: under all a PD that was asked for REMOTE_WRITE on one
+	# page registers another page's REMOTE_READ miss with it too.
+	check "slice-keys learnt: exact without the shim" "$SLICE_KEYS" learnt exact
+	for mode in local off; do
+		if shim_run "learnt-$mode" UMMUSHIM_SUBRANGE=$mode -- "$SLICE_KEYS" learnt exact; then
+			ok "slice-keys learnt ($mode): another page's REMOTE_READ rkey never writes"
+		else
+			not_ok "slice-keys learnt ($mode): another page's REMOTE_READ rkey never writes"
+		fi
+	done
+	if shim_run learnt-all UMMUSHIM_SUBRANGE=all -- "$SLICE_KEYS" learnt widened; then
+		ok "slice-keys learnt (all): a right learnt on one page reaches another page of the PD"
+	else
+		not_ok "slice-keys learnt (all): a right learnt on one page reaches another page of the PD"
+	fi
 	# One page of one slice replaced: the region is gone for every slice.
 	if shim_run keys-regions -- "$SLICE_KEYS" regions; then
 		ok "slice-keys regions: the replaced page's slice sends the new data"

@@ -28,6 +28,13 @@
  * all: the second registration is the union of both, which is what `all`
  * exposes) must arrive, and the first flag set hits that registration
  * again (same rkey); MODE "exact" (local, off, or no shim) must fail.
+ *
+ * learnt MODE: a page is registered with LOCAL_WRITE | REMOTE_WRITE and
+ * released, then *another* page of the same PD with REMOTE_READ only; a
+ * peer RDMA-writes through the second MR's rkey.  MODE "widened"
+ * (UMMUSHIM_SUBRANGE=all: the PD learnt REMOTE_WRITE from the first page,
+ * so the second page's miss is registered with it too) must arrive; MODE
+ * "exact" (local, off, or no shim) must fail.
  */
 #define _GNU_SOURCE
 #include <stdbool.h>
@@ -200,6 +207,35 @@ static int rights(struct rdma_dev *d, bool widened)
 	return 0;
 }
 
+static int learnt(struct rdma_dev *d, bool widened)
+{
+	const int rw = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+	uint8_t *other = guarded(1), *buf = guarded(1), *src = guarded(1);
+	struct ibv_mr *src_mr, *w, *r;
+	int rc;
+
+	if (!other || !buf || !src)
+		return rdma_fail("mmap");
+	memset(src, 0x5a, page);
+	src_mr = ibv_reg_mr(d->pd, src, page, IBV_ACCESS_LOCAL_WRITE);
+	w = ibv_reg_mr(d->pd, other, page, rw);
+	if (!src_mr || !w || ibv_dereg_mr(w))
+		return rdma_fail("ibv_reg_mr");
+	r = ibv_reg_mr(d->pd, buf, page, IBV_ACCESS_REMOTE_READ);
+	if (!r)
+		return rdma_fail("ibv_reg_mr for remote reads");
+	rc = write_through(d, src_mr, src, r, buf, 64);
+	if (widened)
+		expect(rc == 0 && buf[0] == 0x5a && buf[63] == 0x5a,
+		       "a write through the rkey of another page's REMOTE_READ registration arrives (learnt rights)");
+	else
+		expect(rc == -1 && buf[0] == 0,
+		       "a write through the rkey of another page's REMOTE_READ registration fails");
+	if (ibv_dereg_mr(r) || ibv_dereg_mr(src_mr))
+		return rdma_fail("ibv_dereg_mr");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct rdma_dev d;
@@ -212,10 +248,11 @@ int main(int argc, char **argv)
 			  !((strcmp(argv[1], "reach") == 0 &&
 			     (strcmp(argv[2], "region") == 0 ||
 			      strcmp(argv[2], "exact") == 0)) ||
-			    (strcmp(argv[1], "rights") == 0 &&
+			    ((strcmp(argv[1], "rights") == 0 ||
+			      strcmp(argv[1], "learnt") == 0) &&
 			     (strcmp(argv[2], "widened") == 0 ||
 			      strcmp(argv[2], "exact") == 0)))))) {
-		fprintf(stderr, "usage: rdma-slice-keys reach region|exact | rights widened|exact | regions\n");
+		fprintf(stderr, "usage: rdma-slice-keys reach region|exact | rights|learnt widened|exact | regions\n");
 		return 2;
 	}
 	if (rdma_dev_open(&d, NULL))
@@ -224,6 +261,8 @@ int main(int argc, char **argv)
 		rc = regions(&d);
 	else if (strcmp(argv[1], "rights") == 0)
 		rc = rights(&d, strcmp(argv[2], "widened") == 0);
+	else if (strcmp(argv[1], "learnt") == 0)
+		rc = learnt(&d, strcmp(argv[2], "widened") == 0);
 	else
 		rc = reach(&d, strcmp(argv[2], "region") == 0);
 	rdma_dev_close(&d);
