@@ -257,6 +257,8 @@ static void *miss_register(struct cache *c, struct entry *e,
 
 	key = e->key;	/* for the log: e may change once unlocked */
 	lock_cache(c);
+	if (c->wide_rights)	/* only rights the device granted */
+		rights_learn(c, req, e->ctx);
 	grow_striped(c, &c->by_mr, &garbage);
 	e->mstripe = (unsigned int)(mr_hash(mr) & STRIPE_MASK);
 	l = stripes_lock2(c, e->kstripe, e->mstripe);
@@ -335,8 +337,8 @@ static void *try_hit(struct cache *c, struct hot *hot,
  * contains @key: then that hit is returned (c->lock released).
  */
 static void *lookup_or_widen(struct cache *c, struct hot *h,
-			     const struct cache_key *key, void *dev_ctx,
-			     bool learn, bool *widen, struct cache_key *rk,
+			     const struct cache_key *key, bool learn,
+			     bool *widen, struct cache_key *rk,
 			     unsigned int *extra)
 {
 	bool found = false;
@@ -346,8 +348,6 @@ static void *lookup_or_widen(struct cache *c, struct hot *h,
 	*extra = 0;
 	if (!*widen)
 		return NULL;
-	if (c->wide_rights)
-		rights_learn(c, key, dev_ctx);
 	mr = region_hit_locked(c, h, key, &found);
 	if (mr) {
 		unlock_cache(c);
@@ -412,8 +412,7 @@ static void *reg_slow_once(struct cache *c, const struct cache_key *key,
 	for (;;) {
 		if (atomic_load(&c->broken))
 			goto unlock_passthrough;
-		mr = lookup_or_widen(c, h, key, dev_ctx, learn, &widen, &rk,
-				     &extra);
+		mr = lookup_or_widen(c, h, key, learn, &widen, &rk, &extra);
 		if (mr) {
 			if (fresh)
 				entry_free(c, fresh);

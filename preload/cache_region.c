@@ -89,8 +89,11 @@ static unsigned int rights_learnt(const struct cache *c, const void *pd)
 }
 
 /*
- * Under c->lock.  Requests served by hits need not be learnt: a hit's
- * rights are those of a region some miss registered, all learnt then.
+ * Under c->lock, once a miss's registration succeeded: only rights the
+ * device granted are learnt, so that a request it refuses (say,
+ * REMOTE_WRITE without LOCAL_WRITE) cannot make every later miss of the
+ * PD fail once before its retry.  Hits need not be learnt: a hit's rights
+ * are those of a region some miss registered, all learnt then.
  */
 void rights_learn(struct cache *c, const struct cache_key *key, void *ctx)
 {

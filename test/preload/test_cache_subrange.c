@@ -727,6 +727,35 @@ START_TEST(all_failed_learnt_rights_fall_back_to_the_requests)
 }
 END_TEST
 
+/* Fails every registration asking for REMOTE_WRITE (a device without it). */
+static void fail_remote_write(struct fake_verbs *v, const struct cache_key *key)
+{
+	v->reg_errno = key->access & REMOTE_WRITE ? EINVAL : 0;
+}
+
+/*
+ * Only rights the device granted are learnt: a refused request leaves the
+ * PD's later misses alone (one registration each, not a failure first).
+ */
+START_TEST(all_refused_rights_are_not_learnt)
+{
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	fv->on_reg = fail_remote_write;
+	errno = 0;
+	ck_assert_ptr_null(reg_a(ROW_A, ROW, LOCAL_WRITE | REMOTE_WRITE));
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(n_reg(), 1);
+	ck_assert_int_eq(cache_dereg(cache, reg_a(ROW_B, ROW, REMOTE_READ)), 0);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(last_key().access, REMOTE_READ);
+	ck_assert_int_eq(cache_dereg(cache, reg_a(ROW_C, ROW, LOCAL_WRITE)), 0);
+	ck_assert_int_eq(n_reg(), 3);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+	ck_assert_uint_eq(stats_get(&st->misses), 2);
+	ck_assert_uint_eq(stats_get(&st->passthrough), 0);
+}
+END_TEST
+
 /* What one PD learnt never reaches another PD. */
 START_TEST(all_learnt_rights_stay_with_their_pd)
 {
@@ -870,6 +899,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, off_never_widens_rights);
 	tcase_add_test(tc, all_miss_registers_the_pds_learnt_rights);
 	tcase_add_test(tc, all_failed_learnt_rights_fall_back_to_the_requests);
+	tcase_add_test(tc, all_refused_rights_are_not_learnt);
 	tcase_add_test(tc, all_learnt_rights_stay_with_their_pd);
 	tcase_add_test(tc, all_released_pd_forgets_its_learnt_rights);
 	tcase_add_test(tc, release_pd_waits_for_slices);
