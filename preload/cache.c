@@ -201,7 +201,8 @@ static void abandon_pending(struct cache *c, struct entry *e)
  * be registered, @req's own answer, passed through too.  But when @e
  * holds rights learnt from its PD (@learnt) and cannot be registered,
  * NULL and *@retry: the caller tries again without them (memory that
- * cannot take a learnt right, e.g. LOCAL_WRITE on read-only pages).
+ * cannot take a learnt right, e.g. LOCAL_WRITE on read-only pages), unless
+ * the error was a lack of memory.
  */
 static void *miss_register(struct cache *c, struct entry *e,
 			   const struct cache_key *req, int how,
@@ -238,7 +239,8 @@ static void *miss_register(struct cache *c, struct entry *e,
 		abandon_pending(c, e);
 		monitor_unwatch(c, e);
 		entry_free(c, e);
-		if (learnt) {
+		/* Out of memory: fewer rights would not help (evicted already). */
+		if (learnt && err != ENOMEM && err != EAGAIN) {
 			*retry = true;
 			errno = err;
 			return NULL;
@@ -257,8 +259,7 @@ static void *miss_register(struct cache *c, struct entry *e,
 
 	key = e->key;	/* for the log: e may change once unlocked */
 	lock_cache(c);
-	if (c->wide_rights)	/* only rights the device granted */
-		rights_learn(c, req, e->ctx);
+	rights_learn(c, &e->key, e->ctx);	/* what the device granted */
 	grow_striped(c, &c->by_mr, &garbage);
 	e->mstripe = (unsigned int)(mr_hash(mr) & STRIPE_MASK);
 	l = stripes_lock2(c, e->kstripe, e->mstripe);
@@ -333,11 +334,12 @@ static void *try_hit(struct cache *c, struct hot *hot,
 
 /*
  * Under c->lock: what a miss of @key registers (@key itself, or with
- * containment the region around it), unless a cached region already
- * contains @key: then that hit is returned (c->lock released).
+ * containment the region around it, with @learn_ctx and the PD's learnt
+ * rights), unless a cached region already contains @key: then that hit is
+ * returned (c->lock released).
  */
 static void *lookup_or_widen(struct cache *c, struct hot *h,
-			     const struct cache_key *key, bool learn,
+			     const struct cache_key *key, const void *learn_ctx,
 			     bool *widen, struct cache_key *rk,
 			     unsigned int *extra)
 {
@@ -358,7 +360,8 @@ static void *lookup_or_widen(struct cache *c, struct hot *h,
 	if (found)	/* no slice object to be had: an exact miss */
 		*widen = false;
 	else
-		*rk = widened_key(c, key, learn && c->wide_rights, extra);
+		*rk = widened_key(c, key, c->wide_rights ? learn_ctx : NULL,
+				  extra);
 	return NULL;
 }
 
@@ -412,7 +415,8 @@ static void *reg_slow_once(struct cache *c, const struct cache_key *key,
 	for (;;) {
 		if (atomic_load(&c->broken))
 			goto unlock_passthrough;
-		mr = lookup_or_widen(c, h, key, learn, &widen, &rk, &extra);
+		mr = lookup_or_widen(c, h, key, learn ? dev_ctx : NULL, &widen,
+				     &rk, &extra);
 		if (mr) {
 			if (fresh)
 				entry_free(c, fresh);
@@ -484,14 +488,14 @@ unlock_passthrough:
 __attribute__((noinline)) static void *
 reg_slow(struct cache *c, const struct cache_key *key, void *dev_ctx, int how)
 {
-	bool retry = false;
+	bool retry = false, again = false;
 	void *mr = reg_slow_once(c, key, dev_ctx, how, true, &retry);
 
 	if (!retry)
 		return mr;
 	log_debug("registration with the PD's learnt rights failed: %s; retrying with the request's own",
 		  strerror(errno));
-	return reg_slow_once(c, key, dev_ctx, how, false, &retry);
+	return reg_slow_once(c, key, dev_ctx, how, false, &again);
 }
 
 void *cache_reg_miss(struct cache *c, const struct cache_key *key,

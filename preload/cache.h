@@ -11,16 +11,18 @@
  *    pointer the real library returned and takes a reference.
  *  - Containment (limits.subrange): a miss registers the page-aligned
  *    region around the request, merged with the cached regions of the
- *    same (pd, access, iova - addr) it overlaps (up to half of
+ *    same group (pd, access, iova - addr) it overlaps (up to half of
  *    max_bytes); a later request inside a cached region takes a reference
  *    on it and gets a pooled per-request object (ops.slice_init) with its
  *    own address and length and the region's keys.  Dereg of that object
  *    drops the region's reference.  An invalidation of any page of a
  *    region drops the whole region, for every slice.
- *  - Rights (CACHE_SUBRANGE_ALL only): a region whose access holds more of
- *    limits.rights than a request asks for, and the same other bits,
- *    serves it too; a miss overlapping cached regions registers the union
- *    of their rights and the request's, so one region serves every use.
+ *  - Rights (CACHE_SUBRANGE_ALL only): groups leave limits.rights out of
+ *    the access; a region whose access holds more of limits.rights than a
+ *    request asks for, and the same other bits, serves it too; a miss
+ *    registers the union of the request's rights, those of the cached
+ *    regions it overlaps and those learnt from every region registered on
+ *    its PD, retried once with the request's own if the device refuses.
  *  - cache_dereg() drops a reference; an unreferenced (idle) MR stays
  *    registered until it is evicted (clock, an approximation of LRU,
  *    bounded by count and pinned bytes) or invalidated.
@@ -98,9 +100,10 @@ struct cache_limits {
 	 * Access bits that only grant rights (write locally, let a peer
 	 * read, write, use atomics, bind windows): under CACHE_SUBRANGE_ALL
 	 * a request may be served by a region registered with more of them,
-	 * and a miss merges an overlapping region's into its own.  Every
-	 * other bit (on-demand paging, zero-based, huge pages, relaxed
-	 * ordering, any unknown bit) must match exactly.  Ignored otherwise.
+	 * and a miss merges an overlapping region's, and those learnt from
+	 * its PD, into its own.  Every other bit (on-demand paging,
+	 * zero-based, huge pages, relaxed ordering, flush, any unknown bit)
+	 * must match exactly.  Ignored otherwise.
 	 */
 	unsigned int rights;
 };

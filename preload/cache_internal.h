@@ -265,9 +265,10 @@ struct cache {
 	unsigned int wide_rights;
 	/*
 	 * lock: under CACHE_SUBRANGE_ALL, each PD's learnt rights: the
-	 * widenable rights of every request seen on it, which every miss of
-	 * that PD registers (cache_region.c).  Fixed size, so that learning
-	 * never allocates; a PD finding no free slot learns nothing.
+	 * widenable rights of every region registered on it, which every
+	 * miss of that PD registers too (cache_region.c).  Fixed size, so
+	 * that learning never allocates; a PD finding no free slot learns
+	 * nothing.
 	 */
 	struct pd_rights learnt[LEARNT_PDS];
 	struct region_index regions;	/* lock: ready regions */
@@ -713,12 +714,12 @@ static inline void after_idle(struct cache *c, void *mr)
 bool widen_ok(const struct cache *c, const struct cache_key *key);
 /*
  * The region a miss of @key registers: its pages, merged with neighbours;
- * with @learn (CACHE_SUBRANGE_ALL) also with its PD's learnt rights, and
- * *@extra the rights these alone added (0: none).
+ * with @learn_ctx (the device of @key's PD; CACHE_SUBRANGE_ALL) also with
+ * the PD's learnt rights, and *@extra the rights these alone added.
  */
 struct cache_key widened_key(struct cache *c, const struct cache_key *key,
-			     bool learn, unsigned int *extra);
-/* Add @key's widenable rights to its PD's learnt rights (@ctx its device). */
+			     const void *learn_ctx, unsigned int *extra);
+/* Add the widenable rights of @key, just registered, to its PD's (@ctx). */
 void rights_learn(struct cache *c, const struct cache_key *key, void *ctx);
 /* The PD @pd (or, @pd NULL, every PD of @ctx) starts again with none. */
 void rights_forget(struct cache *c, void *pd, void *ctx);

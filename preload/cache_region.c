@@ -76,28 +76,31 @@ static void merge_overlapping(void *owner, void *arg)
 }
 
 /*
- * The merged region stays within half of the byte limit, so that one
- * region can never crowd everything else out of the cache.
+ * @pd's learnt rights (under c->lock; 0 for a PD without a record).  A
+ * slot is matched by PD and device, so that a PD that a call the shim
+ * never saw freed, reallocated at the same address by another device,
+ * starts with nothing.
  */
-/* @pd's learnt rights (under c->lock; 0 for a PD without a record). */
-static unsigned int rights_learnt(const struct cache *c, const void *pd)
+static unsigned int rights_learnt(const struct cache *c, const void *pd,
+				  const void *ctx)
 {
 	for (unsigned int i = 0; i < LEARNT_PDS; i++)
-		if (c->learnt[i].pd == pd)
+		if (c->learnt[i].pd == pd && c->learnt[i].ctx == ctx)
 			return c->learnt[i].rights;
 	return 0;
 }
 
 /*
- * Under c->lock, once a miss's registration succeeded: only rights the
- * device granted are learnt, so that a request it refuses (say,
- * REMOTE_WRITE without LOCAL_WRITE) cannot make every later miss of the
+ * Under c->lock, with the key of a region just registered: only rights
+ * the device granted are learnt (a union of sets it granted is one it
+ * grants), so that a refused request cannot make every later miss of the
  * PD fail once before its retry.  Hits need not be learnt: a hit's rights
- * are those of a region some miss registered, all learnt then.
+ * are those of a region some miss registered, all learnt then.  A record
+ * of the same PD address on another device is stale: replaced.
  */
 void rights_learn(struct cache *c, const struct cache_key *key, void *ctx)
 {
-	struct pd_rights *free_slot = NULL;
+	struct pd_rights *slot = NULL;
 	unsigned int rights = key->access & c->wide_rights;
 
 	if (!rights)
@@ -106,14 +109,18 @@ void rights_learn(struct cache *c, const struct cache_key *key, void *ctx)
 		struct pd_rights *r = &c->learnt[i];
 
 		if (r->pd == key->pd) {
-			r->rights |= rights;
-			return;
+			if (r->ctx == ctx) {
+				r->rights |= rights;
+				return;
+			}
+			slot = r;
+			break;
 		}
-		if (!r->pd && !free_slot)
-			free_slot = r;
+		if (!r->pd && !slot)
+			slot = r;
 	}
-	if (free_slot)
-		*free_slot = (struct pd_rights){ key->pd, ctx, rights };
+	if (slot)
+		*slot = (struct pd_rights){ key->pd, ctx, rights };
 }
 
 /*
@@ -132,8 +139,12 @@ void rights_forget(struct cache *c, void *pd, void *ctx)
 	unlock_cache(c);
 }
 
+/*
+ * The merged region stays within half of the byte limit, so that one
+ * region can never crowd everything else out of the cache.
+ */
 struct cache_key widened_key(struct cache *c, const struct cache_key *key,
-			     bool learn, unsigned int *extra)
+			     const void *learn_ctx, unsigned int *extra)
 {
 	struct cache_key rk = *key;
 	struct span page = {
@@ -159,8 +170,8 @@ struct cache_key widened_key(struct cache *c, const struct cache_key *key,
 	rk.length = m.merged.end - m.merged.start;
 	rk.iova = key->iova - (key->addr - m.merged.start);
 	rk.access = m.access;
-	if (learn) {
-		*extra = rights_learnt(c, key->pd) & c->wide_rights & ~m.access;
+	if (learn_ctx) {
+		*extra = rights_learnt(c, key->pd, learn_ctx) & ~m.access;
 		rk.access |= *extra;
 	}
 	return rk;
@@ -212,8 +223,9 @@ static void collect(void *owner, void *arg)
 /*
  * The cached regions @e contains (merged into it) are dropped: idle ones
  * released, busy ones released at their last dereg.  A region that
- * overlaps @e without being inside it (another thread's registration
- * raced with this one) keeps its place, and @e serves exact hits only.
+ * overlaps @e without being inside it, or with rights @e lacks (another
+ * thread's registration raced with this one), keeps its place, and @e
+ * serves exact hits only.
  */
 void region_publish(struct cache *c, struct entry *e, struct entry **victims,
 		    void **garbage)
@@ -227,7 +239,9 @@ void region_publish(struct cache *c, struct entry *e, struct entry **victims,
 		n = o->next_victim;
 		o->next_victim = NULL;
 		if (o->key.addr >= start &&
-		    o->key.addr + o->key.length <= end) {
+		    o->key.addr + o->key.length <= end &&
+		    access_covers(e->key.access, o->key.access,
+				  c->wide_rights)) {
 			struct elock l = entry_lock(c, o);
 
 			if (entry_try_evict(o))

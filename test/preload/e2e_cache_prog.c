@@ -27,6 +27,9 @@
  *           of either kind hits that registration.
  *   rights-exact  (local or off) the same calls: each flag set gets a
  *           registration of its own, never one with more rights.
+ *   rights-invalid  (any mode) remote write or atomic access without
+ *           local write fails with EINVAL, as without the shim, even inside
+ *           a cached region registered with all three.
  *
  * Prints "e2e-cache CASE: ok"; exits non-zero on failure.  A watchdog
  * alarm turns a hang into a failure.
@@ -403,13 +406,46 @@ static int case_rights(bool widen)
 	return 0;
 }
 
+/*
+ * Rights verbs refuse (remote write without local write) fail with the
+ * shim as without it, even where a cached region holds them all, under
+ * every UMMUSHIM_SUBRANGE; and they teach a PD nothing.
+ */
+static int case_rights_invalid(void)
+{
+	const unsigned int lw = IBV_ACCESS_LOCAL_WRITE,
+			   rw = IBV_ACCESS_REMOTE_WRITE,
+			   ra = IBV_ACCESS_REMOTE_ATOMIC;
+	char *buf = new_buf();
+	struct ibv_mr *all, *bad;
+	int regs;
+
+	CHECK(buf);
+	all = ibv_reg_mr(g_pd, buf, LEN, (int)(lw | rw | ra));
+	CHECK(all);
+	regs = fake_ibv_counts.reg_mr_iova2;
+	for (int i = 0; i < 2; i++) {	/* the region in use, then idle */
+		errno = 0;
+		bad = ibv_reg_mr(g_pd, buf, LEN, (int)rw);
+		CHECK(!bad && errno == EINVAL);
+		errno = 0;
+		bad = ibv_reg_mr(g_pd, buf + 64, 64, (int)ra);
+		CHECK(!bad && errno == EINVAL);
+		if (i == 0)
+			CHECK(ibv_dereg_mr(all) == 0);
+	}
+	/* Each was the real library's answer. */
+	CHECK(fake_ibv_counts.reg_mr_iova2 == regs + 4);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ibv_context *ctx = fake_ibv_open();
 	int rc;
 
 	if (argc != 2) {
-		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg|forkfirst|sigdereg|sigexit|rights-all|rights-exact\n");
+		fprintf(stderr, "usage: e2e_cache_prog cancel|fork|rereg|forkfirst|sigdereg|sigexit|rights-all|rights-exact|rights-invalid\n");
 		return 2;
 	}
 	alarm(30);	/* a hang is a failure */
@@ -432,6 +468,8 @@ int main(int argc, char **argv)
 		rc = case_rights(true);
 	else if (strcmp(argv[1], "rights-exact") == 0)
 		rc = case_rights(false);
+	else if (strcmp(argv[1], "rights-invalid") == 0)
+		rc = case_rights_invalid();
 	else
 		rc = 2;
 	if (rc == 0)

@@ -88,6 +88,12 @@ struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
 		errno = EFAULT;
 		return NULL;
 	}
+	/* As the kernel's ib_check_mr_access(): remote write needs local. */
+	if ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) &&
+	    !(access & IBV_ACCESS_LOCAL_WRITE)) {
+		errno = EINVAL;
+		return NULL;
+	}
 	box = calloc(1, sizeof(*box));
 	if (!box)
 		return NULL;

@@ -17,6 +17,7 @@
 
 #include "cache.h"
 #include "cache_fixture.h"
+#include "cache_internal.h"	/* LEARNT_PDS */
 #include "fakes.h"
 #include "stats.h"
 
@@ -538,7 +539,8 @@ END_TEST
 /*
  * Bits that change how memory is registered, and bits this build does not
  * know, are never widened: zero-based, on-demand, huge pages, relaxed
- * ordering, an unknown bit.
+ * ordering, 0x100 (unknown to rdma-core 44, IBV_ACCESS_FLUSH_GLOBAL in
+ * later ones), an unknown bit.
  */
 START_TEST(all_never_widens_must_match_bits)
 {
@@ -712,6 +714,7 @@ START_TEST(all_failed_learnt_rights_fall_back_to_the_requests)
 	ck_assert_uint_eq(access_of(r->serial), REMOTE_READ);
 	ck_assert_uint_eq(cache_registered_count(cache), 3);	/* cached */
 	ck_assert_uint_eq(stats_get(&st->passthrough), 0);
+	ck_assert_uint_eq(stats_get(&st->misses), 3);	/* counted once */
 	ck_assert_int_eq(cache_dereg(cache, r), 0);
 	again = reg_a(ROW_C + 8, 100, REMOTE_READ);
 	ck_assert_int_eq(n_reg(), 4);		/* a hit */
@@ -786,6 +789,69 @@ START_TEST(all_released_pd_forgets_its_learnt_rights)
 	cache_release_ctx(cache, CTX1);
 	reg_a(P(400), ROW, REMOTE_READ);
 	ck_assert_uint_eq(last_key().access, REMOTE_READ);
+}
+END_TEST
+
+/* A device closed (its context forgotten) takes its PDs' rights along. */
+START_TEST(all_forgotten_device_forgets_its_learnt_rights)
+{
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	learn_both();
+	cache_forget_ctx(cache, CTX1);
+	reg_a(ROW_C, ROW, REMOTE_READ);
+	ck_assert_uint_eq(last_key().access, REMOTE_READ);
+}
+END_TEST
+
+/*
+ * A record of the same PD address on another device is stale (a PD freed
+ * by a call the shim never saw, allocated again): it is not used, and the
+ * new device's PD starts with what it learns itself.
+ */
+START_TEST(all_learnt_rights_belong_to_the_pd_and_its_device)
+{
+	struct cache_key k = { PD1, ROW_C, ROW, ROW_C, REMOTE_READ };
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	learn_both();
+	cache_reg(cache, &k, CTX2, 0);
+	ck_assert_uint_eq(last_key().access, REMOTE_READ);
+	k.addr = k.iova = P(300);
+	k.access = LOCAL_WRITE;
+	cache_reg(cache, &k, CTX2, 0);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
+}
+END_TEST
+
+/*
+ * The table is bounded (no allocation): a PD beyond LEARNT_PDS learns
+ * nothing and registers with its requests' own rights; a slot that a
+ * released PD frees is used by the next PD.
+ */
+START_TEST(all_pds_beyond_the_table_learn_nothing)
+{
+	static char pds[LEARNT_PDS + 1];
+	uintptr_t row = ROW_A;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	for (unsigned int i = 0; i <= LEARNT_PDS; i++) {
+		ck_assert_int_eq(cache_dereg(cache, reg_pd(&pds[i], row, ROW,
+							   LOCAL_WRITE)), 0);
+		row += ROW;
+		ck_assert_int_eq(cache_dereg(cache, reg_pd(&pds[i], row, ROW,
+							   REMOTE_READ)), 0);
+		row += ROW;
+		/* Each PD in the table learnt LOCAL_WRITE; the last one could not. */
+		ck_assert_uint_eq(last_key().access,
+				  i < LEARNT_PDS ? LOCAL_WRITE | REMOTE_READ
+						 : REMOTE_READ);
+	}
+	cache_release_pd(cache, &pds[0]);
+	ck_assert_int_eq(cache_dereg(cache, reg_pd(&pds[LEARNT_PDS], row, ROW,
+						   LOCAL_WRITE)), 0);
+	row += ROW;
+	reg_pd(&pds[LEARNT_PDS], row, ROW, REMOTE_READ);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
 }
 END_TEST
 
@@ -902,6 +968,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, all_refused_rights_are_not_learnt);
 	tcase_add_test(tc, all_learnt_rights_stay_with_their_pd);
 	tcase_add_test(tc, all_released_pd_forgets_its_learnt_rights);
+	tcase_add_test(tc, all_forgotten_device_forgets_its_learnt_rights);
+	tcase_add_test(tc, all_learnt_rights_belong_to_the_pd_and_its_device);
+	tcase_add_test(tc, all_pds_beyond_the_table_learn_nothing);
 	tcase_add_test(tc, release_pd_waits_for_slices);
 	tcase_add_test(tc, fork_child_never_touches_slices);
 	tcase_add_test(tc, counters_are_exact_under_two_threads);

@@ -202,6 +202,7 @@ section_containment() {
 	else
 		not_ok "slice-keys learnt (all): a right learnt on one page reaches another page of the PD"
 	fi
+	expect_stat "$(log_of learnt-all)" real_regs 3 "slice-keys learnt (all): 3 real registrations (source, the REMOTE_WRITE page, the other page once, with the learnt right)"
 	# One page of one slice replaced: the region is gone for every slice.
 	if shim_run keys-regions -- "$SLICE_KEYS" regions; then
 		ok "slice-keys regions: the replaced page's slice sends the new data"
