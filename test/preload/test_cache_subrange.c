@@ -776,7 +776,7 @@ START_TEST(all_learnt_rights_stay_with_their_pd)
 }
 END_TEST
 
-/* A released PD (or device) starts again with nothing learnt. */
+/* A released PD (or device, or a closed one) starts again with nothing. */
 START_TEST(all_released_pd_forgets_its_learnt_rights)
 {
 	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
@@ -789,16 +789,10 @@ START_TEST(all_released_pd_forgets_its_learnt_rights)
 	cache_release_ctx(cache, CTX1);
 	reg_a(P(400), ROW, REMOTE_READ);
 	ck_assert_uint_eq(last_key().access, REMOTE_READ);
-}
-END_TEST
-
-/* A device closed (its context forgotten) takes its PDs' rights along. */
-START_TEST(all_forgotten_device_forgets_its_learnt_rights)
-{
-	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
-	learn_both();
+	reg_a(P(500), ROW, LOCAL_WRITE);
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE | REMOTE_READ);
 	cache_forget_ctx(cache, CTX1);
-	reg_a(ROW_C, ROW, REMOTE_READ);
+	reg_a(P(600), ROW, REMOTE_READ);
 	ck_assert_uint_eq(last_key().access, REMOTE_READ);
 }
 END_TEST
@@ -968,7 +962,6 @@ static Suite *suite(void)
 	tcase_add_test(tc, all_refused_rights_are_not_learnt);
 	tcase_add_test(tc, all_learnt_rights_stay_with_their_pd);
 	tcase_add_test(tc, all_released_pd_forgets_its_learnt_rights);
-	tcase_add_test(tc, all_forgotten_device_forgets_its_learnt_rights);
 	tcase_add_test(tc, all_learnt_rights_belong_to_the_pd_and_its_device);
 	tcase_add_test(tc, all_pds_beyond_the_table_learn_nothing);
 	tcase_add_test(tc, release_pd_waits_for_slices);

@@ -53,6 +53,19 @@ uffd) check "/dev/ummunot is absent (module not loaded)" test ! -e /dev/ummunot 
 esac
 check "$DEV is present" sh -c "ibv_devices | grep -qw $DEV"
 
+# slice_keys_modes CASE ALL_MODE NEVER ALL: rdma-slice-keys CASE must see
+# "exact" without the shim and under local and off (NEVER says what), and
+# ALL_MODE under UMMUSHIM_SUBRANGE=all (ALL says what).  Logs: CASE-MODE.
+slice_keys_modes() {
+	check "slice-keys $1: exact without the shim" "$SLICE_KEYS" "$1" exact
+	for mode in local off; do
+		check "slice-keys $1 ($mode): $3" \
+			shim_run "$1-$mode" UMMUSHIM_SUBRANGE=$mode -- "$SLICE_KEYS" "$1" exact
+	done
+	check "slice-keys $1 (all): $4" \
+		shim_run "$1-all" UMMUSHIM_SUBRANGE=all -- "$SLICE_KEYS" "$1" "$2"
+}
+
 # ---- one real registration for N reg/dereg cycles -------------------------
 section_cycles() {
 	# The three routes verbs.h can compile ibv_reg_mr* into.
@@ -157,51 +170,18 @@ section_containment() {
 	fi
 
 	# A slice's rkey reaches its region (UMMUSHIM_SUBRANGE=all), never past it.
-	check "slice-keys reach: exact without the shim" "$SLICE_KEYS" reach exact
-	for mode in local off; do
-		if shim_run "keys-$mode" UMMUSHIM_SUBRANGE=$mode -- "$SLICE_KEYS" reach exact; then
-			ok "slice-keys ($mode): a remote-access slice reaches only itself"
-		else
-			not_ok "slice-keys ($mode): a remote-access slice reaches only itself"
-		fi
-	done
-	if shim_run keys-all UMMUSHIM_SUBRANGE=all -- "$SLICE_KEYS" reach region; then
-		ok "slice-keys (all): the region, never the page past it"
-	else
-		not_ok "slice-keys (all): the region, never the page past it"
-	fi
-	expect_stat "$(log_of keys-all)" hits 1 "slice-keys (all): the slice was a containment hit"
+	slice_keys_modes reach region "a remote-access slice reaches only itself" \
+		"the region, never the page past it"
+	expect_stat "$(log_of reach-all)" hits 1 "slice-keys reach (all): the slice was a containment hit"
 	# Rights: under all a REMOTE_READ registration of a page cached with
 	# REMOTE_WRITE gets an rkey a peer may write through; local/off never.
-	check "slice-keys rights: exact without the shim" "$SLICE_KEYS" rights exact
-	for mode in local off; do
-		if shim_run "rights-$mode" UMMUSHIM_SUBRANGE=$mode -- "$SLICE_KEYS" rights exact; then
-			ok "slice-keys rights ($mode): a REMOTE_READ rkey never writes"
-		else
-			not_ok "slice-keys rights ($mode): a REMOTE_READ rkey never writes"
-		fi
-	done
-	if shim_run rights-all UMMUSHIM_SUBRANGE=all -- "$SLICE_KEYS" rights widened; then
-		ok "slice-keys rights (all): one registration with both flag sets' rights"
-	else
-		not_ok "slice-keys rights (all): one registration with both flag sets' rights"
-	fi
+	slice_keys_modes rights widened "a REMOTE_READ rkey never writes" \
+		"one registration with both flag sets' rights"
 	expect_stat "$(log_of rights-all)" real_regs 3 "slice-keys rights (all): 3 real registrations (source, LOCAL_WRITE|REMOTE_WRITE, the union)"
 	# Learnt rights: under all a PD that was asked for REMOTE_WRITE on one
 	# page registers another page's REMOTE_READ miss with it too.
-	check "slice-keys learnt: exact without the shim" "$SLICE_KEYS" learnt exact
-	for mode in local off; do
-		if shim_run "learnt-$mode" UMMUSHIM_SUBRANGE=$mode -- "$SLICE_KEYS" learnt exact; then
-			ok "slice-keys learnt ($mode): another page's REMOTE_READ rkey never writes"
-		else
-			not_ok "slice-keys learnt ($mode): another page's REMOTE_READ rkey never writes"
-		fi
-	done
-	if shim_run learnt-all UMMUSHIM_SUBRANGE=all -- "$SLICE_KEYS" learnt widened; then
-		ok "slice-keys learnt (all): a right learnt on one page reaches another page of the PD"
-	else
-		not_ok "slice-keys learnt (all): a right learnt on one page reaches another page of the PD"
-	fi
+	slice_keys_modes learnt widened "another page's REMOTE_READ rkey never writes" \
+		"a right learnt on one page reaches another page of the PD"
 	expect_stat "$(log_of learnt-all)" real_regs 3 "slice-keys learnt (all): 3 real registrations (source, the REMOTE_WRITE page, the other page once, with the learnt right)"
 	# One page of one slice replaced: the region is gone for every slice.
 	if shim_run keys-regions -- "$SLICE_KEYS" regions; then

@@ -170,18 +170,24 @@ static int regions(struct rdma_dev *d)
 	return 0;
 }
 
-static int rights(struct rdma_dev *d, bool widened)
+/*
+ * "rights" (@same_page) and "learnt": REMOTE_WRITE asked for on @buf itself
+ * or on another page, then a REMOTE_READ-only MR of @buf; a peer writes
+ * through the latter's rkey.
+ */
+static int rights(struct rdma_dev *d, bool widened, bool same_page)
 {
 	const int rw = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
 	uint8_t *buf = guarded(1), *src = guarded(1);
+	uint8_t *first = same_page ? buf : guarded(1);
 	struct ibv_mr *src_mr, *w, *r;
 	int rc;
 
-	if (!buf || !src)
+	if (!buf || !src || !first)
 		return rdma_fail("mmap");
 	memset(src, 0x5a, page);
 	src_mr = ibv_reg_mr(d->pd, src, page, IBV_ACCESS_LOCAL_WRITE);
-	w = ibv_reg_mr(d->pd, buf, page, rw);
+	w = ibv_reg_mr(d->pd, first, page, rw);
 	if (!src_mr || !w || ibv_dereg_mr(w))
 		return rdma_fail("ibv_reg_mr");
 	r = ibv_reg_mr(d->pd, buf, page, IBV_ACCESS_REMOTE_READ);
@@ -192,45 +198,22 @@ static int rights(struct rdma_dev *d, bool widened)
 	rc = write_through(d, src_mr, src, r, buf, 64);
 	if (widened)
 		expect(rc == 0 && buf[0] == 0x5a && buf[63] == 0x5a,
-		       "a write through the rkey of a REMOTE_READ registration arrives (what UMMUSHIM_SUBRANGE=all exposes)");
-	else
-		expect(rc == -1 && buf[0] == 0,
-		       "a write through the rkey of a REMOTE_READ registration fails");
-	w = ibv_reg_mr(d->pd, buf, page, rw);
-	if (!w)
-		return rdma_fail("ibv_reg_mr again");
-	expect(widened ? w->rkey == r->rkey : w->rkey != r->rkey,
-	       widened ? "both flag sets share one registration" :
-			 "each flag set has its own registration");
-	if (ibv_dereg_mr(w) || ibv_dereg_mr(r) || ibv_dereg_mr(src_mr))
-		return rdma_fail("ibv_dereg_mr");
-	return 0;
-}
-
-static int learnt(struct rdma_dev *d, bool widened)
-{
-	const int rw = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
-	uint8_t *other = guarded(1), *buf = guarded(1), *src = guarded(1);
-	struct ibv_mr *src_mr, *w, *r;
-	int rc;
-
-	if (!other || !buf || !src)
-		return rdma_fail("mmap");
-	memset(src, 0x5a, page);
-	src_mr = ibv_reg_mr(d->pd, src, page, IBV_ACCESS_LOCAL_WRITE);
-	w = ibv_reg_mr(d->pd, other, page, rw);
-	if (!src_mr || !w || ibv_dereg_mr(w))
-		return rdma_fail("ibv_reg_mr");
-	r = ibv_reg_mr(d->pd, buf, page, IBV_ACCESS_REMOTE_READ);
-	if (!r)
-		return rdma_fail("ibv_reg_mr for remote reads");
-	rc = write_through(d, src_mr, src, r, buf, 64);
-	if (widened)
-		expect(rc == 0 && buf[0] == 0x5a && buf[63] == 0x5a,
+		       same_page ?
+		       "a write through the rkey of a REMOTE_READ registration arrives (what UMMUSHIM_SUBRANGE=all exposes)" :
 		       "a write through the rkey of another page's REMOTE_READ registration arrives (learnt rights)");
 	else
 		expect(rc == -1 && buf[0] == 0,
-		       "a write through the rkey of another page's REMOTE_READ registration fails");
+		       "a write through the rkey of a REMOTE_READ registration fails");
+	if (same_page) {
+		w = ibv_reg_mr(d->pd, buf, page, rw);
+		if (!w)
+			return rdma_fail("ibv_reg_mr again");
+		expect(widened ? w->rkey == r->rkey : w->rkey != r->rkey,
+		       widened ? "both flag sets share one registration" :
+				 "each flag set has its own registration");
+		if (ibv_dereg_mr(w))
+			return rdma_fail("ibv_dereg_mr");
+	}
 	if (ibv_dereg_mr(r) || ibv_dereg_mr(src_mr))
 		return rdma_fail("ibv_dereg_mr");
 	return 0;
@@ -259,10 +242,10 @@ int main(int argc, char **argv)
 		return 1;
 	if (strcmp(argv[1], "regions") == 0)
 		rc = regions(&d);
-	else if (strcmp(argv[1], "rights") == 0)
-		rc = rights(&d, strcmp(argv[2], "widened") == 0);
-	else if (strcmp(argv[1], "learnt") == 0)
-		rc = learnt(&d, strcmp(argv[2], "widened") == 0);
+	else if (strcmp(argv[1], "rights") == 0 ||
+		 strcmp(argv[1], "learnt") == 0)
+		rc = rights(&d, strcmp(argv[2], "widened") == 0,
+			    strcmp(argv[1], "rights") == 0);
 	else
 		rc = reach(&d, strcmp(argv[2], "region") == 0);
 	rdma_dev_close(&d);
