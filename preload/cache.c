@@ -239,7 +239,10 @@ static void *miss_register(struct cache *c, struct entry *e,
 		abandon_pending(c, e);
 		monitor_unwatch(c, e);
 		entry_free(c, e);
-		/* Out of memory: fewer rights would not help (evicted already). */
+		/*
+		 * Out of memory or resources: fewer rights would not help;
+		 * the request's own registration is passed through below.
+		 */
 		if (learnt && err != ENOMEM && err != EAGAIN) {
 			*retry = true;
 			errno = err;
@@ -488,14 +491,15 @@ unlock_passthrough:
 __attribute__((noinline)) static void *
 reg_slow(struct cache *c, const struct cache_key *key, void *dev_ctx, int how)
 {
-	bool retry = false, again = false;
+	bool retry = false;
 	void *mr = reg_slow_once(c, key, dev_ctx, how, true, &retry);
 
 	if (!retry)
 		return mr;
 	log_debug("registration with the PD's learnt rights failed: %s; retrying with the request's own",
 		  strerror(errno));
-	return reg_slow_once(c, key, dev_ctx, how, false, &again);
+	/* Without learnt rights it never asks for a retry. */
+	return reg_slow_once(c, key, dev_ctx, how, false, &retry);
 }
 
 void *cache_reg_miss(struct cache *c, const struct cache_key *key,

@@ -106,6 +106,13 @@ struct cache_limits {
 	 * must match exactly.  Ignored otherwise.
 	 */
 	unsigned int rights;
+	/*
+	 * Invalid access: bits of limits.rights that the device refuses
+	 * without @local_write (verbs: remote write and atomics need local
+	 * write).  Such a request is never served by a region with more
+	 * rights, nor widened: it gets the device's own answer.
+	 */
+	unsigned int need_local_write, local_write;
 };
 
 struct cache;

@@ -115,13 +115,16 @@ void hot_remember(struct hot *h, struct entry *e, uint64_t gen)
 
 /*
  * @k lies inside @region, with the same PD and IOVA offset, and access
- * that @region covers (the same, or fewer of the rights @wide).
+ * that @region covers (the same, or fewer of c->wide_rights, and then
+ * valid: see widen_ok()).
  */
-static bool range_contains(const struct cache_key *region,
-			   const struct cache_key *k, unsigned int wide)
+static bool range_contains(const struct cache *c,
+			   const struct cache_key *region,
+			   const struct cache_key *k)
 {
 	return k->pd == region->pd &&
-	       access_covers(region->access, k->access, wide) &&
+	       access_covers(region->access, k->access, c->wide_rights) &&
+	       (k->access == region->access || rights_valid(c, k->access)) &&
 	       k->iova - k->addr == region->iova - region->addr &&
 	       k->addr >= region->addr &&
 	       k->addr + k->length >= k->addr &&
@@ -183,7 +186,7 @@ void *hot_hit(struct cache *c, struct hot *h, const struct cache_key *key)
 			continue;
 		exact = key_equal(&s->key, key);
 		if (!exact && !(s->region &&
-				range_contains(&s->key, key, c->wide_rights)))
+				range_contains(c, &s->key, key)))
 			continue;
 		if (!entry_get_remembered(s->e, s->gen)) {
 			s->e = NULL;	/* dropped or reused: forget it */

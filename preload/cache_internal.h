@@ -264,11 +264,12 @@ struct cache {
 	 */
 	unsigned int wide_rights;
 	/*
-	 * lock: under CACHE_SUBRANGE_ALL, each PD's learnt rights: the
-	 * widenable rights of every region registered on it, which every
-	 * miss of that PD registers too (cache_region.c).  Fixed size, so
-	 * that learning never allocates; a PD finding no free slot learns
-	 * nothing.
+	 * lock: under CACHE_SUBRANGE_ALL, each (PD, device)'s learnt
+	 * rights: the widenable rights of every region registered on it,
+	 * which every miss of that PD registers too (cache_region.c);
+	 * forgotten by cache_release_pd/_ctx and cache_forget_ctx.  Fixed
+	 * size, so that learning never allocates; a PD finding no free slot
+	 * learns nothing.
 	 */
 	struct pd_rights learnt[LEARNT_PDS];
 	struct region_index regions;	/* lock: ready regions */
@@ -385,6 +386,13 @@ static inline bool key_equal(const struct cache_key *a,
 	return a->pd == b->pd && a->addr == b->addr &&
 	       a->length == b->length && a->iova == b->iova &&
 	       a->access == b->access;
+}
+
+/* @access is one the device accepts (see cache_limits.need_local_write). */
+static inline bool rights_valid(const struct cache *c, unsigned int access)
+{
+	return (access & c->limits.local_write) ||
+	       !(access & c->limits.need_local_write);
 }
 
 /*
@@ -726,7 +734,7 @@ void rights_forget(struct cache *c, void *pd, void *ctx);
 /* A containment hit; *@found: a region contains @key (NULL: no slice). */
 void *region_hit_locked(struct cache *c, struct hot *h,
 			const struct cache_key *key, bool *found);
-/* The new region @e becomes findable; the ones inside it are dropped. */
+/* New region @e becomes findable; those inside it whose rights it has drop. */
 void region_publish(struct cache *c, struct entry *e, struct entry **victims,
 		    void **garbage);
 /* @e leaves the index (entry_uncache()). */

@@ -3,7 +3,7 @@
  * Regions: which registrations may be served by a larger cached region,
  * what a miss registers (the request's pages, merged with the cached
  * regions it overlaps, and under CACHE_SUBRANGE_ALL with their rights and
- * the rights learnt from every request of its PD),
+ * those learnt from every region registered on its PD and device),
  * containment lookups, and keeping the index of ready regions.  All
  * under c->lock; the rules are in cache_internal.h.
  */
@@ -15,8 +15,8 @@ bool widen_ok(const struct cache *c, const struct cache_key *key)
 	if (!c->ops.slice_init)
 		return false;
 	switch (c->limits.subrange) {
-	case CACHE_SUBRANGE_ALL:
-		return true;
+	case CACHE_SUBRANGE_ALL:	/* a union would make invalid rights work */
+		return rights_valid(c, key->access);
 	case CACHE_SUBRANGE_LOCAL:
 		return !(key->access & c->limits.remote_access);
 	default:
@@ -76,10 +76,9 @@ static void merge_overlapping(void *owner, void *arg)
 }
 
 /*
- * @pd's learnt rights (under c->lock; 0 for a PD without a record).  A
- * slot is matched by PD and device, so that a PD that a call the shim
- * never saw freed, reallocated at the same address by another device,
- * starts with nothing.
+ * @pd's learnt rights (under c->lock; 0 for a PD without a record).
+ * Matched by PD and device: a PD freed unseen and reallocated at that
+ * address by another device starts empty.
  */
 static unsigned int rights_learnt(const struct cache *c, const void *pd,
 				  const void *ctx)
@@ -92,9 +91,9 @@ static unsigned int rights_learnt(const struct cache *c, const void *pd,
 
 /*
  * Under c->lock, with the key of a region just registered: only rights
- * the device granted are learnt (a union of sets it granted is one it
- * grants), so that a refused request cannot make every later miss of the
- * PD fail once before its retry.  Hits need not be learnt: a hit's rights
+ * the device granted are learnt (a union of valid sets is valid; the
+ * memory may still refuse one: see reg_slow()), so that a refused request
+ * cannot make every later miss of the PD fail once before its retry.  Hits need not be learnt: a hit's rights
  * are those of a region some miss registered, all learnt then.  A record
  * of the same PD address on another device is stale: replaced.
  */
@@ -129,6 +128,8 @@ void rights_learn(struct cache *c, const struct cache_key *key, void *ctx)
  */
 void rights_forget(struct cache *c, void *pd, void *ctx)
 {
+	if (!c->wide_rights || cache_in_child(c))	/* nothing; never read */
+		return;
 	lock_cache(c);
 	for (unsigned int i = 0; i < LEARNT_PDS; i++) {
 		struct pd_rights *r = &c->learnt[i];

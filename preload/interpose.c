@@ -162,18 +162,6 @@ shim_leave(struct shim_entry *s)
 		pthread_setcancelstate(s->cancel_state, NULL);
 }
 
-/*
- * Verbs refuse remote write and remote atomic access without local write
- * (EINVAL).  Such a request is passed through, so that it fails as it
- * would without the shim: under UMMUSHIM_SUBRANGE=all a cached region
- * with more rights could serve it, and its rights would be learnt.
- */
-static inline bool rights_valid(unsigned int access)
-{
-	return (access & IBV_ACCESS_LOCAL_WRITE) ||
-	       !(access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC));
-}
-
 static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 				    size_t length, uint64_t iova,
 				    unsigned int access, int how)
@@ -198,9 +186,8 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 	c = shim_cache();
 	/*
 	 * Not cached: on-demand-paging MRs follow the address space by
-	 * themselves (and may span it all), degenerate arguments (and
-	 * rights verbs refuse, which a wider cached region must not make
-	 * work) get the real library's own answer, and a call that may be libibverbs
+	 * themselves (and may span it all), degenerate arguments get the
+	 * real library's own answer, and a call that may be libibverbs
 	 * calling itself (see call_is_from_application()) belongs to an
 	 * outer call the shim never saw.
 	 */
@@ -210,7 +197,7 @@ static struct ibv_mr *shim_register(struct ibv_pd *pd, void *addr,
 		log_debug("reg (pass-through) mr=%p addr=%p len=%zu access=%#x",
 			  (void *)mr, addr, length, access);
 	} else if (!pd || length == 0 || (access & IBV_ACCESS_ON_DEMAND) ||
-		   !rights_valid(access) || !from_app) {
+		   !from_app) {
 		/* Not cached, but idle cached MRs still make way on ENOMEM. */
 		mr = cache_reg_uncached(c, &key, how);
 	} else {

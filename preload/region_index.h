@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The cache's index of regions that can serve containment hits: for each
- * group (protection domain, access flags — under UMMUSHIM_SUBRANGE=all
- * without the widenable rights —, IOVA offset), the cached
+ * group (protection domain, access flags (under UMMUSHIM_SUBRANGE=all
+ * without the widenable rights), IOVA offset), the cached
  * regions' [start, end) ranges, kept sorted and non-overlapping, so that
  * "which region contains [addr, addr + len)?" is a binary search.  Not
  * thread-safe: the cache calls it under its structure lock.

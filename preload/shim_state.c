@@ -235,6 +235,9 @@ static void shim_init(void)
 	limits.subrange = cache_subrange_of(g_cfg.subrange);
 	limits.remote_access = REMOTE_ACCESS;
 	limits.rights = WIDENABLE_RIGHTS;
+	limits.local_write = IBV_ACCESS_LOCAL_WRITE;
+	limits.need_local_write = IBV_ACCESS_REMOTE_WRITE |
+				  IBV_ACCESS_REMOTE_ATOMIC;
 	limits.max_bytes = g_cfg.max_bytes_set ?
 			   g_cfg.max_bytes : default_max_bytes(g_cfg.max_bytes);
 	c = cache_create(&ops, g_monitor, &limits, &shim_stats);

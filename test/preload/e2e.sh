@@ -188,7 +188,7 @@ done
 
 # 11. Rights: a buffer registered with LOCAL_WRITE, then REMOTE_READ, is held
 # once with both under UMMUSHIM_SUBRANGE=all; local and off keep them apart.
-# Rights verbs refuse fail as without the shim, whatever is cached.
+# Invalid rights fail as without the shim, whatever is cached.
 for c in all:rights-all local:rights-exact off:rights-exact \
 	all:rights-invalid local:rights-invalid off:rights-invalid; do
 	check "UMMUSHIM_SUBRANGE=${c%%:*}: case ${c#*:}" \

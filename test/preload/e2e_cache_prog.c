@@ -407,9 +407,9 @@ static int case_rights(bool widen)
 }
 
 /*
- * Rights verbs refuse (remote write without local write) fail with the
+ * Invalid rights (remote write or atomics without local write) fail with the
  * shim as without it, even where a cached region holds them all, under
- * every UMMUSHIM_SUBRANGE; and they teach a PD nothing.
+ * every UMMUSHIM_SUBRANGE.
  */
 static int case_rights_invalid(void)
 {

@@ -29,6 +29,7 @@
 #define LOCAL_WRITE 0x1u
 #define REMOTE_WRITE 0x2u
 #define REMOTE_READ 0x4u
+#define REMOTE_ATOMIC 0x8u
 #define RIGHTS 0x1fu		/* ... and REMOTE_ATOMIC, MW_BIND */
 #define ROW (64 * PAGE)		/* a halo row of 256 KiB */
 
@@ -41,6 +42,8 @@ static struct cache_limits limits_of(enum cache_subrange mode,
 		.subrange = mode,
 		.remote_access = REMOTE,
 		.rights = RIGHTS,
+		.local_write = LOCAL_WRITE,
+		.need_local_write = REMOTE_WRITE | REMOTE_ATOMIC,
 	};
 
 	return lim;
@@ -759,6 +762,105 @@ START_TEST(all_refused_rights_are_not_learnt)
 }
 END_TEST
 
+/*
+ * Out of memory or resources, fewer rights would not help: no retry of the
+ * miss without the learnt rights, the request's own registration passed
+ * through (ENOMEM: each after releasing the idle MRs, once).
+ */
+START_TEST(all_learnt_rights_are_not_retried_without_memory)
+{
+	static const int errs[] = { ENOMEM, EAGAIN };
+	/* learnt, (ENOMEM: evict + again), own */
+	static const int n_calls[] = { 3, 2 };
+	int err = errs[_i], calls = n_calls[_i];
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	learn_both();
+	fv->reg_errno = err;
+	errno = 0;
+	ck_assert_ptr_null(reg_a(ROW_C + 8, 100, LOCAL_WRITE));
+	ck_assert_int_eq(errno, err);
+	ck_assert_int_eq(n_reg(), 2 + calls);
+	/* The last one: the request's own, not its page with fewer rights. */
+	ck_assert_uint_eq(last_key().access, LOCAL_WRITE);
+	ck_assert_uint_eq(last_key().length, 100);
+}
+END_TEST
+
+/* As the kernel: remote write or atomics without local write: EINVAL. */
+static void refuse_invalid_rights(struct fake_verbs *v,
+				  const struct cache_key *key)
+{
+	v->reg_errno = (key->access & (REMOTE_WRITE | REMOTE_ATOMIC)) &&
+		       !(key->access & LOCAL_WRITE) ? EINVAL : 0;
+}
+
+/*
+ * A request with rights the device refuses is never served by a region
+ * holding more (in use: the thread's remembered region; idle: the index),
+ * nor merged into a union that would make it valid: it gets EINVAL.
+ */
+START_TEST(all_never_serves_refused_rights)
+{
+	const unsigned int all = LOCAL_WRITE | REMOTE_WRITE | REMOTE_ATOMIC;
+	struct fake_mr *r;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	fv->on_reg = refuse_invalid_rights;
+	r = reg_a(ROW_A, ROW, all);
+	ck_assert_ptr_nonnull(r);
+	for (int round = 0; round < 2; round++) {
+		errno = 0;
+		ck_assert_ptr_null(reg_a(ROW_A, ROW, REMOTE_WRITE));
+		ck_assert_int_eq(errno, EINVAL);
+		errno = 0;
+		ck_assert_ptr_null(reg_a(ROW_A + 8, 64, REMOTE_ATOMIC));
+		ck_assert_int_eq(errno, EINVAL);
+		ck_assert_int_eq(n_reg(), 3 + 2 * round);  /* each asked */
+		ck_assert_uint_eq(last_key().length, 64);  /* not widened */
+		if (round == 0)
+			ck_assert_int_eq(cache_dereg(cache, r), 0);
+	}
+	/* A valid request with fewer rights is served by the region. */
+	r = reg_a(ROW_A + 8, 64, LOCAL_WRITE | REMOTE_WRITE);
+	ck_assert_int_eq(n_reg(), 5);
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+}
+END_TEST
+
+/* While row A is registered, registers (and releases) a slice of page 1. */
+static void publish_remote_read_during_reg(struct fake_verbs *v,
+					   const struct cache_key *key)
+{
+	(void)key;
+	v->on_reg = NULL;
+	ck_assert_int_eq(cache_dereg(cache, reg_a(P(1) + 8, 64, REMOTE_READ)),
+			 0);
+}
+
+/*
+ * A region another registration published meanwhile inside the new one,
+ * with rights the new one lacks, keeps its place (merging it away would
+ * lose them): its next request is still a hit.
+ */
+START_TEST(all_new_region_keeps_a_raced_region_with_other_rights)
+{
+	struct fake_mr *w, *r;
+
+	make_cache(CACHE_SUBRANGE_ALL, 1ULL << 40);
+	fv->on_reg = publish_remote_read_during_reg;
+	w = reg_a(P(0), 4 * PAGE, LOCAL_WRITE);
+	ck_assert_ptr_nonnull(w);
+	ck_assert_int_eq(n_reg(), 2);
+	r = reg_a(P(1) + 16, 64, REMOTE_READ);
+	ck_assert_int_eq(n_reg(), 2);
+	ck_assert_uint_eq(access_of(r->serial), REMOTE_READ);
+	ck_assert_int_eq(cache_dereg(cache, r), 0);
+	ck_assert_int_eq(cache_dereg(cache, w), 0);
+	ck_assert_int_eq(n_dereg(), 0);
+}
+END_TEST
+
 /* What one PD learnt never reaches another PD. */
 START_TEST(all_learnt_rights_stay_with_their_pd)
 {
@@ -960,6 +1062,10 @@ static Suite *suite(void)
 	tcase_add_test(tc, all_miss_registers_the_pds_learnt_rights);
 	tcase_add_test(tc, all_failed_learnt_rights_fall_back_to_the_requests);
 	tcase_add_test(tc, all_refused_rights_are_not_learnt);
+	tcase_add_loop_test(tc, all_learnt_rights_are_not_retried_without_memory,
+			    0, 2);
+	tcase_add_test(tc, all_never_serves_refused_rights);
+	tcase_add_test(tc, all_new_region_keeps_a_raced_region_with_other_rights);
 	tcase_add_test(tc, all_learnt_rights_stay_with_their_pd);
 	tcase_add_test(tc, all_released_pd_forgets_its_learnt_rights);
 	tcase_add_test(tc, all_learnt_rights_belong_to_the_pd_and_its_device);
