@@ -22,7 +22,8 @@
  *    request asks for, and the same other bits, serves it too; a miss
  *    registers the union of the request's rights, those of the cached
  *    regions it overlaps and those learnt from every region registered on
- *    its PD, retried once with the request's own if the device refuses.
+ *    its PD; if the device refuses, tried once more without the learnt
+ *    ones, then the request's own registration is passed through.
  *  - cache_dereg() drops a reference; an unreferenced (idle) MR stays
  *    registered until it is evicted (clock, an approximation of LRU,
  *    bounded by count and pinned bytes) or invalidated.

@@ -93,9 +93,10 @@ static unsigned int rights_learnt(const struct cache *c, const void *pd,
  * Under c->lock, with the key of a region just registered: only rights
  * the device granted are learnt (a union of valid sets is valid; the
  * memory may still refuse one: see reg_slow()), so that a refused request
- * cannot make every later miss of the PD fail once before its retry.  Hits need not be learnt: a hit's rights
- * are those of a region some miss registered, all learnt then.  A record
- * of the same PD address on another device is stale: replaced.
+ * cannot make every later miss of the PD fail once before its retry.
+ * Hits need not be learnt: a hit's rights are those of a region some miss
+ * registered, all learnt then.  A record of the same PD address on
+ * another device is stale: replaced.
  */
 void rights_learn(struct cache *c, const struct cache_key *key, void *ctx)
 {
@@ -128,7 +129,8 @@ void rights_learn(struct cache *c, const struct cache_key *key, void *ctx)
  */
 void rights_forget(struct cache *c, void *pd, void *ctx)
 {
-	if (!c->wide_rights || cache_in_child(c))	/* nothing; never read */
+	/* Nothing learnt; or a child, which never registers with them. */
+	if (!c->wide_rights || cache_in_child(c))
 		return;
 	lock_cache(c);
 	for (unsigned int i = 0; i < LEARNT_PDS; i++) {

@@ -797,8 +797,9 @@ static void refuse_invalid_rights(struct fake_verbs *v,
 
 /*
  * A request with rights the device refuses is never served by a region
- * holding more (in use: the thread's remembered region; idle: the index),
- * nor merged into a union that would make it valid: it gets EINVAL.
+ * holding more (the thread's remembered region, in use and idle), nor
+ * widened (so it never reaches the index, nor a union that would make it
+ * valid): it gets EINVAL.
  */
 START_TEST(all_never_serves_refused_rights)
 {

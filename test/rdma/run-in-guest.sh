@@ -57,6 +57,8 @@ check "$DEV is present" sh -c "ibv_devices | grep -qw $DEV"
 # "exact" without the shim and under local and off (NEVER says what), and
 # ALL_MODE under UMMUSHIM_SUBRANGE=all (ALL says what).  Logs: CASE-MODE.
 slice_keys_modes() {
+	local mode
+
 	check "slice-keys $1: exact without the shim" "$SLICE_KEYS" "$1" exact
 	for mode in local off; do
 		check "slice-keys $1 ($mode): $3" \
