@@ -363,8 +363,7 @@ static void *lookup_or_widen(struct cache *c, struct hot *h,
 	if (found)	/* no slice object to be had: an exact miss */
 		*widen = false;
 	else
-		*rk = widened_key(c, key, c->wide_rights ? learn_ctx : NULL,
-				  extra);
+		*rk = widened_key(c, key, learn_ctx, extra);
 	return NULL;
 }
 
@@ -392,6 +391,8 @@ static void *reg_slow_once(struct cache *c, const struct cache_key *key,
 	void *garbage[2] = { NULL, NULL };
 	struct entry *e, *fresh = NULL;
 	bool widen = widen_ok(c, key);
+	/* Learnt rights exist under CACHE_SUBRANGE_ALL only. */
+	const void *learn_ctx = learn && c->wide_rights ? dev_ctx : NULL;
 	unsigned int extra = 0;
 	struct cache_key rk;
 	struct hot *h;
@@ -418,8 +419,8 @@ static void *reg_slow_once(struct cache *c, const struct cache_key *key,
 	for (;;) {
 		if (atomic_load(&c->broken))
 			goto unlock_passthrough;
-		mr = lookup_or_widen(c, h, key, learn ? dev_ctx : NULL, &widen,
-				     &rk, &extra);
+		mr = lookup_or_widen(c, h, key, learn_ctx, &widen, &rk,
+				     &extra);
 		if (mr) {
 			if (fresh)
 				entry_free(c, fresh);
